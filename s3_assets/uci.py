@@ -1,0 +1,205 @@
+"""The COIL 2000 files: what they are, where they come from, and how they are read.
+
+Read exactly as the notebook read them (`pd.read_table`, no header; the dictionary as latin-1
+with its first line as header) so that `to_csv(index=False)` is byte-identical to the notebook's
+S3 copies, but with checks that name the file and line at fault instead of passing bad data on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import requests
+from dagster import ConfigurableResource
+from pydantic import Field
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from s3_assets.settings import UCI_BASE_URL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UciTable:
+    """One UCI file, the raw-table asset read from it, and its S3 copy."""
+
+    asset: str
+    filename: str
+    s3_relative: str  # under the prefix
+    columns: int  # expected number of columns
+    description: str
+    is_dictionary: bool = False
+
+    @property
+    def copy_name(self) -> str:
+        """The file map's name for the S3 copy: 'train' for raw/train.csv."""
+        return self.s3_relative.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
+UCI_TABLES: tuple[UciTable, ...] = (
+    UciTable("train", "ticdata2000.txt", "raw/train.csv", 86, "training set: 85 features and CARAVAN"),
+    UciTable("test", "ticeval2000.txt", "raw/test.csv", 85, "evaluation set: the 85 features, no target"),
+    UciTable("ground_truth", "tictgts2000.txt", "raw/gt.csv", 1, "CARAVAN for each evaluation row"),
+    UciTable("columns", "dictionary.txt", "raw/metadata/col_info.csv", 1, "data dictionary text", True),
+)
+
+HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
+
+
+class SourceError(RuntimeError):
+    """A UCI file could not be fetched; the message says from where and what to do."""
+
+
+class BadInputError(ValueError):
+    """A UCI file's content is wrong; the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    content: bytes
+    origin: str  # URL or path it came from
+    from_cache: bool = False
+
+
+class UciSource(ConfigurableResource):
+    """Where the UCI files come from: a base URL (default: UCI) or a local directory."""
+
+    location: str = Field(default=UCI_BASE_URL, description="base URL or local directory")
+    offline_location: str = Field(default="", description="local copy tried when location is unreachable")
+    cache_dir: str = Field(default=".s3-assets/cache", description="conditional-download cache")
+    timeout: float = Field(default=30.0, description="seconds per HTTP connect/read")
+    retries: int = Field(default=3, description="HTTP retries on connection errors and 5xx")
+
+    def fetch(self, filename: str) -> Fetched:
+        """The file's bytes from the location, else the cache, else the offline copy."""
+        if not is_url(self.location):
+            return _read_local(Path(self.location), filename)
+        url = self.location.rstrip("/") + "/" + filename
+        try:
+            return self._download(url, filename)
+        except requests.RequestException as error:
+            reason = f"{type(error).__name__}: {error}"
+        cached = self._cached(url, filename)
+        if cached:
+            log.warning("cannot reach %s (%s); using the cached copy", url, reason)
+            return cached
+        offline = Path(self.offline_location) if self.offline_location else None
+        if offline and (offline / filename).is_file():
+            log.warning("cannot reach %s; using the offline copy in %s", url, offline)
+            return _read_local(offline, filename)
+        raise SourceError(
+            f"cannot download {url} ({reason}). Offline? Point the source at a local copy of the "
+            f"UCI files: S3_ASSETS_SOURCE=/path/to/dir (a directory with {filename})"
+        )
+
+    def _cache_paths(self, filename: str) -> tuple[Path, Path]:
+        folder = Path(self.cache_dir)
+        return folder / filename, folder / f"{filename}.http.json"
+
+    def _cached(self, url: str, filename: str) -> Fetched | None:
+        body, meta = self._cache_paths(filename)
+        try:
+            if json.loads(meta.read_text()).get("url") == url:
+                return Fetched(body.read_bytes(), url, from_cache=True)
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def _download(self, url: str, filename: str) -> Fetched:
+        """GET with retries; a conditional GET (ETag / Last-Modified) when the file is cached."""
+        session = requests.Session()
+        retry = Retry(total=self.retries, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+                      allowed_methods=("GET",), raise_on_status=False)
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        session.mount("https://", HTTPAdapter(max_retries=retry))
+        body_path, meta_path = self._cache_paths(filename)
+        headers = {}
+        cached = self._cached(url, filename)
+        if cached:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("etag"):
+                headers["If-None-Match"] = meta["etag"]
+            if meta.get("last_modified"):
+                headers["If-Modified-Since"] = meta["last_modified"]
+        with session:
+            response = session.get(url, headers=headers, timeout=self.timeout)
+        if response.status_code == 304 and cached:
+            return cached
+        if response.status_code != 200:
+            raise SourceError(f"downloading {url} failed: HTTP {response.status_code} {response.reason}")
+        content = response.content
+        if "html" in response.headers.get("Content-Type", "").lower() or looks_like_html(content):
+            raise BadInputError(
+                f"{url} answered with an HTML page, not the data file {filename}: check S3_ASSETS_SOURCE"
+            )
+        body_path.parent.mkdir(parents=True, exist_ok=True)
+        body_path.write_bytes(content)
+        meta_path.write_text(json.dumps({
+            "url": url, "etag": response.headers.get("ETag"),
+            "last_modified": response.headers.get("Last-Modified"),
+        }))
+        return Fetched(content, url)
+
+
+def is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def _read_local(folder: Path, filename: str) -> Fetched:
+    path = folder.expanduser() / filename
+    if not path.is_file():
+        raise SourceError(f"{path} does not exist: S3_ASSETS_SOURCE must be a directory holding {filename}")
+    return Fetched(path.read_bytes(), str(path))
+
+
+def looks_like_html(content: bytes) -> bool:
+    return content[:512].lstrip().lower().startswith(HTML_MARKERS)
+
+
+def read_uci_table(content: bytes, table: UciTable, origin: str = "") -> pd.DataFrame:
+    """Parse a UCI file as the notebook did, refusing content that is not what it should be."""
+    name = origin or table.filename
+    if not content.strip():
+        raise BadInputError(f"{name} is empty")
+    if looks_like_html(content):
+        raise BadInputError(f"{name} is an HTML page, not the data file {table.filename}")
+    if b"\x00" in content:
+        raise BadInputError(f"{name} contains NUL bytes: not a text file (UTF-16?)")
+    if table.is_dictionary:
+        frame = pd.read_table(io.BytesIO(content), encoding="latin-1")
+        if frame.shape[1] != 1:
+            raise BadInputError(f"{name}: expected one text column, found {frame.shape[1]} (tabs in the text?)")
+        return frame
+    try:
+        content.decode("ascii")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        raise BadInputError(f"{name} line {line}: byte {content[error.start]:#x} is not ASCII; the data files are numbers only") from None
+    try:
+        frame = pd.read_table(io.BytesIO(content), header=None)
+    except pd.errors.ParserError as error:
+        raise BadInputError(f"{name}: {error}") from None
+    if frame.shape[1] != table.columns:
+        raise BadInputError(f"{name}: expected {table.columns} tab-separated columns, found {frame.shape[1]}")
+    missing = frame.isna().any(axis=1)
+    if missing.any():
+        lines = (frame.index[missing] + 1).tolist()
+        raise BadInputError(
+            f"{name} line {lines[0]}: fewer than {table.columns} values (truncated or short row; "
+            f"{len(lines)} such line(s): {lines[:5]})"
+        )
+    for column in frame.columns:
+        if not pd.api.types.is_integer_dtype(frame[column]):
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = values.isna() | (values != values.round())
+            row = int(frame.index[bad][0])
+            raise BadInputError(
+                f"{name} line {row + 1}, column {column + 1}: {frame.at[row, column]!r} is not a whole number"
+            )
+    return frame
