@@ -82,7 +82,9 @@ def find_weed_binary() -> str:
 
 
 def port_is_free(port: int) -> bool:
+    """Free for a server: nothing listens (TIME_WAIT leftovers do not count, as for weed)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
         except OSError:
@@ -107,8 +109,10 @@ def _pid_alive(pid: int) -> bool:
 
 def _answers_http(port: int, timeout: float = 0.5) -> bool:
     try:
-        urllib.request.urlopen(f"http://{LOOPBACK}:{port}/", timeout=timeout)
-    except urllib.error.HTTPError:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/", timeout=timeout):
+            pass
+    except urllib.error.HTTPError as error:
+        error.close()
         return True  # an S3 error document is an answer
     except OSError:
         return False
@@ -118,9 +122,12 @@ def _answers_http(port: int, timeout: float = 0.5) -> bool:
 class EmbeddedS3:
     """One SeaweedFS data directory and the server that serves it."""
 
-    def __init__(self, data_dir: Path | str, ports: LocalS3Ports | None = None):
+    def __init__(self, data_dir: Path | str, ports: LocalS3Ports | None = None, identities: list[dict] | None = None):
+        """identities: extra SeaweedFS S3 identities (name, credentials, actions) beside the
+        project's own admin one, e.g. a restricted identity for permission tests."""
         self.data_dir = Path(data_dir).resolve()
         self.requested_ports = ports or LocalS3Ports.from_env()
+        self.identities = identities or []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedS3:
@@ -196,6 +203,12 @@ class EmbeddedS3:
             "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]
         args += [f"-{flag}={port}" for flag, port in ports.listening().items()]
+        if self.identities:
+            config = self.data_dir / "identities.json"
+            fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"identities": self.identities}, handle)
+            args.append(f"-s3.config={config}")
         with open(self.log_path, "ab") as log:
             process = subprocess.Popen(
                 args, cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -238,6 +251,8 @@ class EmbeddedS3:
             client.list_buckets()
         except Exception:
             return False
+        finally:
+            client.close()  # a kept-alive connection would hold the port after a stop
         return True
 
     def stop(self, timeout: float = 15.0) -> bool:

@@ -200,6 +200,6 @@ def read_uci_table(content: bytes, table: UciTable, origin: str = "") -> pd.Data
             bad = values.isna() | (values != values.round())
             row = int(frame.index[bad][0])
             raise BadInputError(
-                f"{name} line {row + 1}, column {column + 1}: {frame.at[row, column]!r} is not a whole number"
+                f"{name} line {row + 1}, column {column + 1}: '{frame.at[row, column]}' is not a whole number"
             )
     return frame

@@ -1,0 +1,147 @@
+"""Shared fixtures: one real SeaweedFS for the session (free loopback ports, temp dir), fresh
+buckets per test, and UCI-format input files that the tests generate."""
+
+from __future__ import annotations
+
+import random
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from dagster import DagsterInstance, materialize
+
+from s3_assets.assets import ASSETS
+from s3_assets.embedded_s3 import Credentials, EmbeddedS3, ServerState
+from s3_assets.resources import LocationPickleIOManager, S3Connection, S3Location
+from s3_assets.settings import LocalS3Ports
+from s3_assets.uci import UciSource
+from s3_assets_tests.uci_fixtures import real_data_dir, write_uci_files
+
+RESTRICTED_BUCKET = "restricted-bucket"
+RESTRICTED = Credentials("restrictedkey01", "restricted-secret-0123456789")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports() -> LocalS3Ports:
+    """Five HTTP ports whose gRPC twins (port + offset) are free too."""
+    for _ in range(200):
+        offset = random.randint(1000, 9000)
+        base = random.randint(20000, 50000)
+        candidates = [base + i * 7 for i in range(5)]
+        if all(_is_free(p) and _is_free(p + offset) for p in candidates):
+            return LocalS3Ports(*candidates, grpc_offset=offset)
+    raise RuntimeError("no free loopback ports found")
+
+
+@dataclass
+class TestServer:
+    server: EmbeddedS3
+    state: ServerState
+
+    @property
+    def local_dir(self) -> str:
+        return str(self.server.data_dir)
+
+    def client(self, creds: Credentials | None = None):
+        creds = creds or self.server.credentials()
+        return boto3.client(
+            "s3", endpoint_url=self.state.endpoint_url, region_name="us-east-1",
+            aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[TestServer]:
+    # A restricted identity: may delete only under keep-out-free paths of one bucket, so that
+    # DeleteObjects returns a real per-key Errors array.
+    identities = [{
+        "name": "restricted",
+        "credentials": [{"accessKey": RESTRICTED.access_key_id, "secretKey": RESTRICTED.secret_access_key}],
+        "actions": [f"Read:{RESTRICTED_BUCKET}", f"List:{RESTRICTED_BUCKET}", f"Write:{RESTRICTED_BUCKET}/data/deletable/*"],
+    }]
+    server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), free_ports(), identities=identities)
+    state = server.ensure_running()
+    try:
+        yield TestServer(server, state)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: TestServer):
+    return s3_server.client()
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def connection(s3_server: TestServer) -> S3Connection:
+    return S3Connection(target="local", local_dir=s3_server.local_dir, max_attempts=2)
+
+
+@pytest.fixture
+def make_location(connection: S3Connection) -> Callable[..., S3Location]:
+    def make(bucket: str, prefix: str = "ins_dataset", **kwargs) -> S3Location:
+        return S3Location(s3=connection, bucket=bucket, prefix=prefix, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def uci_dir(tmp_path_factory) -> Path:
+    return write_uci_files(tmp_path_factory.mktemp("uci"))
+
+
+@pytest.fixture
+def real_dir() -> Path:
+    folder = real_data_dir()
+    if folder is None:
+        pytest.skip("the real UCI files are not in ../shared/data/coil2000 (offline copy absent)")
+    return folder
+
+
+def graph_resources(location: S3Location, source: Path | str, cache_dir: Path) -> dict:
+    return {
+        "location": location,
+        "uci_source": UciSource(location=str(source), cache_dir=str(cache_dir)),
+        "io_manager": LocationPickleIOManager(location=location, io_prefix="dagster-io"),
+    }
+
+
+@pytest.fixture
+def run_graph(tmp_path) -> Callable:
+    """Materialize the asset graph (or a selection) in process, against the real server."""
+
+    def run(location: S3Location, source: Path | str, selection=None, instance=None, raise_on_error=True):
+        return materialize(
+            ASSETS, resources=graph_resources(location, source, tmp_path / "cache"), selection=selection,
+            instance=instance or DagsterInstance.ephemeral(), raise_on_error=raise_on_error,
+        )
+
+    return run
+
+
+def materialization_metadata(result, asset_name: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events()
+              if e.asset_key.to_user_string() == asset_name]
+    assert events, f"no materialization of {asset_name}"
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}

@@ -1,0 +1,113 @@
+"""The embedded SeaweedFS: starts, is reused, persists across a restart, binds to loopback
+only, keeps its credentials private, stops; clear errors for a taken port or no binary."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from s3_assets.embedded_s3 import EmbeddedS3, EmbeddedS3Error
+from s3_assets_tests.conftest import free_ports
+
+
+def client_for(server: EmbeddedS3, state):
+    creds = server.credentials()
+    return boto3.client("s3", endpoint_url=state.endpoint_url, region_name="us-east-1",
+                        aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+                        config=Config(s3={"addressing_style": "path"}))
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """Local addresses the process listens on, from /proc (IPv4 and IPv6 tables)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A = LISTEN
+                    addresses.add(fields[1].split(":")[0])
+    return addresses
+
+
+def test_starts_reuses_persists_and_stops(tmp_path):
+    server = EmbeddedS3(tmp_path / "s3", free_ports())
+    state = server.ensure_running()
+    try:
+        again = EmbeddedS3(tmp_path / "s3", free_ports()).ensure_running()
+        assert again.pid == state.pid and again.ports == state.ports  # reused, not a second server
+        client = client_for(server, state)
+        client.create_bucket(Bucket="persisted")
+        client.put_object(Bucket="persisted", Key="a/b.csv", Body=b"1,2\n")
+        client.close()  # open keep-alive connections would hold the port past the stop
+        assert server.stop() is True
+        assert server.status() is None
+        restarted = server.ensure_running()
+        assert restarted.pid != state.pid
+        body = client_for(server, restarted).get_object(Bucket="persisted", Key="a/b.csv")["Body"].read()
+        assert body == b"1,2\n"
+    finally:
+        server.stop()
+    assert server.stop() is False
+
+
+def test_binds_to_loopback_only_with_private_credentials(s3_server):
+    addresses = listening_addresses(s3_server.state.pid)
+    assert addresses == {"0100007F"}, addresses  # 127.0.0.1 in /proc's little-endian hex
+    creds_file = s3_server.server.data_dir / "credentials.json"
+    assert stat.S_IMODE(creds_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(s3_server.server.data_dir.stat().st_mode) == 0o700
+    creds = s3_server.server.credentials()
+    assert creds.access_key_id not in ("admin", "minioadmin", "any") and len(creds.secret_access_key) >= 30
+    assert creds.secret_access_key not in repr(creds)
+    assert creds.secret_access_key not in s3_server.server.log_path.read_text(errors="replace")
+
+
+def test_wrong_credentials_are_refused(s3_server):
+    from s3_assets.embedded_s3 import Credentials
+
+    client = s3_server.client(Credentials("nobody", "wrong-secret-wrong-secret"))
+    with pytest.raises(Exception, match="InvalidAccessKeyId"):
+        client.list_buckets()
+
+
+def test_taken_port_is_a_clear_error(tmp_path):
+    ports = free_ports()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", ports.filer))
+        blocker.listen()
+        with pytest.raises(EmbeddedS3Error, match=rf"port {ports.filer} on 127.0.0.1 \(weed -filer.port\) is in use"):
+            EmbeddedS3(tmp_path / "s3", ports).ensure_running()
+
+
+def test_missing_binary_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("S3_ASSETS_WEED_BINARY", str(tmp_path / "no-weed-here"))
+    with pytest.raises(EmbeddedS3Error, match="S3_ASSETS_WEED_BINARY=.*not an executable"):
+        EmbeddedS3(tmp_path / "s3", free_ports()).ensure_running()
+
+
+def test_status_command_shows_url_and_never_the_secret(s3_server):
+    env = {**os.environ, "S3_ASSETS_LOCAL_DIR": s3_server.local_dir}
+    out = subprocess.run([sys.executable, "-m", "s3_assets.embedded_s3", "status"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert s3_server.state.endpoint_url in out and f"pid {s3_server.state.pid}" in out
+    assert s3_server.server.credentials().secret_access_key not in out
+    assert s3_server.server.credentials().access_key_id not in out
+
+
+def test_status_command_when_stopped(tmp_path):
+    env = {**os.environ, "S3_ASSETS_LOCAL_DIR": str(tmp_path / "none")}
+    done = subprocess.run([sys.executable, "-m", "s3_assets.embedded_s3", "status"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 3 and "not running" in done.stdout

@@ -1,0 +1,163 @@
+"""Where the UCI files come from (local directory, HTTP on loopback, offline fallback), and
+how bad content is refused with the file and line named."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from s3_assets.uci import UCI_TABLES, BadInputError, SourceError, UciSource, read_uci_table
+
+TRAIN = UCI_TABLES[0]
+DICTIONARY = UCI_TABLES[3]
+
+
+class Server:
+    """A loopback HTTP server over a folder, counting requests and honouring If-None-Match."""
+
+    def __init__(self, folder: Path, html: bool = False):
+        self.requests: list[tuple[str, int]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                name = self.path.rsplit("/", 1)[-1]
+                path = folder / name
+                if html:
+                    body = b"<!DOCTYPE html><html><body>Maintenance</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    outer.requests.append((name, 200))
+                    return
+                if not path.is_file():
+                    self.send_error(404)
+                    outer.requests.append((name, 404))
+                    return
+                etag = f'"{path.stat().st_mtime_ns}"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.end_headers()
+                    outer.requests.append((name, 304))
+                    return
+                body = path.read_bytes()
+                self.send_response(200)
+                self.send_header("ETag", etag)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                outer.requests.append((name, 200))
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/tic-mld/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_source(uci_dir) -> Iterator[Server]:
+    server = Server(uci_dir)
+    yield server
+    server.close()
+
+
+def closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/tic-mld/"
+
+
+def test_local_directory(uci_dir, tmp_path):
+    fetched = UciSource(location=str(uci_dir), cache_dir=str(tmp_path)).fetch("ticdata2000.txt")
+    assert fetched.content == (uci_dir / "ticdata2000.txt").read_bytes()
+    assert fetched.origin == str(uci_dir / "ticdata2000.txt")
+
+
+def test_http_download_then_conditional_get(http_source, uci_dir, tmp_path):
+    source = UciSource(location=http_source.url, cache_dir=str(tmp_path))
+    first = source.fetch("ticdata2000.txt")
+    second = source.fetch("ticdata2000.txt")
+    assert first.content == second.content == (uci_dir / "ticdata2000.txt").read_bytes()
+    assert http_source.requests == [("ticdata2000.txt", 200), ("ticdata2000.txt", 304)]
+    assert second.from_cache and not first.from_cache
+
+
+def test_unreachable_source_says_how_to_go_offline(tmp_path):
+    source = UciSource(location=closed_port_url(), cache_dir=str(tmp_path), retries=0, timeout=2)
+    with pytest.raises(SourceError, match=r"cannot download http://127\.0\.0\.1:\d+/tic-mld/ticdata2000\.txt.*S3_ASSETS_SOURCE=/path/to/dir"):
+        source.fetch("ticdata2000.txt")
+
+
+def test_unreachable_source_falls_back_to_the_offline_copy(uci_dir, tmp_path):
+    source = UciSource(location=closed_port_url(), offline_location=str(uci_dir), cache_dir=str(tmp_path),
+                       retries=0, timeout=2)
+    assert source.fetch("tictgts2000.txt").content == (uci_dir / "tictgts2000.txt").read_bytes()
+
+
+def test_unreachable_source_uses_an_earlier_download(http_source, tmp_path):
+    cache = str(tmp_path / "cache")
+    UciSource(location=http_source.url, cache_dir=cache).fetch("tictgts2000.txt")
+    http_source.close()
+    fetched = UciSource(location=http_source.url, cache_dir=cache, retries=0, timeout=2).fetch("tictgts2000.txt")
+    assert fetched.from_cache
+
+
+def test_http_404_names_the_url(http_source, tmp_path):
+    source = UciSource(location=http_source.url, cache_dir=str(tmp_path))
+    with pytest.raises(SourceError, match=r"/tic-mld/nothing\.txt failed: HTTP 404"):
+        source.fetch("nothing.txt")
+
+
+def test_html_page_instead_of_data_is_refused(uci_dir, tmp_path):
+    server = Server(uci_dir, html=True)
+    try:
+        with pytest.raises(BadInputError, match="answered with an HTML page, not the data file ticdata2000.txt"):
+            UciSource(location=server.url, cache_dir=str(tmp_path)).fetch("ticdata2000.txt")
+    finally:
+        server.close()
+
+
+def test_missing_local_file_names_the_path(tmp_path):
+    with pytest.raises(SourceError, match=r"ticdata2000\.txt does not exist"):
+        UciSource(location=str(tmp_path)).fetch("ticdata2000.txt")
+
+
+ROW = "\t".join(["1"] * 86)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "is empty"),
+    (b"<html><body>Not found</body></html>", "HTML page"),
+    ((ROW + "\r\n" + ROW + "\t1\r\n").encode(), "Expected 86 fields in line 2, saw 87"),
+    ((ROW + "\r\n" + "\t".join(["1"] * 40) + "\r\n").encode(), "line 2: fewer than 86 values"),
+    ((ROW + "\r\n" + ROW.replace("1", "x", 1) + "\r\n").encode(), r"line 2, column 1: 'x' is not a whole number"),
+    ((ROW + "\r\n" + ROW[:-1] + "2.5\r\n").encode(), r"line 2, column 86: '2.5' is not a whole number"),
+    ("\t".join(["1"] * 85).encode() + b"\r\n", "expected 86 tab-separated columns, found 85"),
+    ((ROW + "\r\n").encode("utf-16"), "NUL bytes"),
+    ((ROW + "\r\n").encode() + "caf\u00e9".encode("latin-1"), "line 2: byte 0xe9 is not ASCII"),
+])
+def test_bad_data_file_names_file_and_line(content, message):
+    with pytest.raises(BadInputError, match=message) as raised:
+        read_uci_table(content, TRAIN)
+    assert "ticdata2000.txt" in str(raised.value)
+
+
+def test_dictionary_with_tabs_is_refused():
+    with pytest.raises(BadInputError, match="dictionary.txt: expected one text column, found 2"):
+        read_uci_table(b"DATA DICTIONARY\tX\n1\t2\n", DICTIONARY)
