@@ -12,7 +12,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from s3_assets.dictionary import DataDictionary, parse_dictionary
+from s3_assets.dictionary import DataDictionary, labelled, parse_dictionary, type_by_domain
 from s3_assets.file_map import FileMapRules, build_file_map
 from s3_assets.listing import list_objects, render_ls, render_ls_recursive, subfolders
 from s3_assets.loading import load_frames
@@ -177,7 +177,8 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
     sizes = dict(zip(s3_listing["key"], s3_listing["size"], strict=True))
     frames = load_frames(location.client, location.resolved_bucket(), keys, sizes,
                          max_workers=config.max_workers, max_bytes=config.max_bytes, progress=context.log.info)
-    frames = {name: name_columns(name, frame, data_dictionary) for name, frame in frames.items()}
+    frames = {name: type_by_domain(name_columns(name, frame, data_dictionary), data_dictionary)
+              for name, frame in frames.items()}
     descriptions = data_dictionary.descriptions()
     widest = max(frames.values(), key=lambda f: f.shape[1]) if frames else pd.DataFrame()
     metadata = {
@@ -194,4 +195,31 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
     return MaterializeResult(value=frames, metadata=metadata)
 
 
-ASSETS = [*RAW_TABLE_ASSETS, *S3_COPY_ASSETS, s3_listing, file_map, data_dictionary, dataframes]
+class ModellingConfig(Config):
+    labelled: bool = Field(default=False, description="coded columns as labelled categoricals (e.g. MOSTYPE)")
+
+
+@asset(group_name=ANALYSIS_GROUP, kinds={"pandas"})
+def modelling_table(config: ModellingConfig, dataframes: dict[str, pd.DataFrame],
+                    data_dictionary: DataDictionary) -> MaterializeResult:
+    """train (5822 x 86) above test joined with its ground truth (4000 x 86), with a `split`
+    column: the table the next notebook of the series models on."""
+    missing = {"train", "test", "gt"} - set(dataframes)
+    if missing:
+        raise ValueError(f"modelling_table needs train, test and gt; the file map has no {sorted(missing)}")
+    train, test, truth = dataframes["train"], dataframes["test"], dataframes["gt"]
+    if len(test) != len(truth):
+        raise ValueError(f"test has {len(test)} rows but gt has {len(truth)}: they cannot be joined")
+    joined = pd.concat([test.reset_index(drop=True), truth.reset_index(drop=True)], axis=1)
+    table = pd.concat([train.assign(split="train"), joined.assign(split="test")], ignore_index=True)
+    table["split"] = table["split"].astype("category")
+    table = type_by_domain(table, data_dictionary)
+    if config.labelled:
+        table = labelled(table, data_dictionary)
+    return MaterializeResult(value=table, metadata={
+        **table_metadata(table, data_dictionary.descriptions()),
+        "rows_by_split": MetadataValue.json(table["split"].value_counts().sort_index().to_dict()),
+    })
+
+
+ASSETS = [*RAW_TABLE_ASSETS, *S3_COPY_ASSETS, s3_listing, file_map, data_dictionary, dataframes, modelling_table]

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dagster import Definitions, EnvVar
 
 from s3_assets.assets import ASSETS
+from s3_assets.checks import CHECKS
 from s3_assets.jobs import cleanup_job, daily_refresh_schedule, refresh_all_job, weekly_cleanup_schedule
 from s3_assets.resources import LocationPickleIOManager, S3Connection, S3Location
 from s3_assets.settings import Settings
@@ -51,6 +52,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
     return Definitions(
         assets=ASSETS,
+        asset_checks=CHECKS,
         jobs=[refresh_all_job, cleanup_job],
         schedules=[daily_refresh_schedule, weekly_cleanup_schedule],
         resources=build_resources(settings),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 FEATURE_LINE = re.compile(r"^(\d+)\s+([A-Z][A-Z0-9]*)\s*(.*)$")
@@ -126,3 +127,38 @@ def _bounds(row: pd.Series, value_tables: dict[str, pd.DataFrame]) -> tuple[int,
     if row["name"].startswith("A") and row["description"].startswith("Number of"):
         low = min(low, 0)
     return low, high
+
+
+def smallest_integer_dtype(low: int, high: int) -> str:
+    for dtype in ("uint8", "uint16", "uint32") if low >= 0 else ("int8", "int16", "int32"):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return dtype
+    return "int64"
+
+
+def type_by_domain(frame: pd.DataFrame, dictionary: DataDictionary) -> pd.DataFrame:
+    """Cast each dictionary column to the smallest integer type holding its domain.
+
+    A column with values outside its domain keeps its type (a cast would wrap them silently);
+    the domain check reports it instead.
+    """
+    for name in frame.columns:
+        if name not in dictionary.names or not pd.api.types.is_integer_dtype(frame[name]):
+            continue
+        low, high = dictionary.allowed_values(name)
+        column = frame[name]
+        if len(column) and (column.min() < low or column.max() > high):
+            continue
+        frame[name] = column.astype(smallest_integer_dtype(low, high))
+    return frame
+
+
+def labelled(frame: pd.DataFrame, dictionary: DataDictionary) -> pd.DataFrame:
+    """A copy with coded columns (those with a value table, e.g. MOSTYPE) as labelled categoricals."""
+    out = frame.copy()
+    for name in frame.columns:
+        labels = dictionary.labels(name) if name in dictionary.names else None
+        if labels:
+            out[name] = pd.Categorical(frame[name].map(labels), categories=list(dict.fromkeys(labels.values())))
+    return out

@@ -16,6 +16,7 @@ from botocore.config import Config
 from dagster import DagsterInstance, materialize
 
 from s3_assets.assets import ASSETS
+from s3_assets.checks import CHECKS
 from s3_assets.embedded_s3 import Credentials, EmbeddedS3, ServerState
 from s3_assets.resources import LocationPickleIOManager, S3Connection, S3Location
 from s3_assets.settings import LocalS3Ports
@@ -133,7 +134,7 @@ def run_graph(tmp_path) -> Callable:
 
     def run(location: S3Location, source: Path | str, selection=None, instance=None, raise_on_error=True):
         return materialize(
-            ASSETS, resources=graph_resources(location, source, tmp_path / "cache"), selection=selection,
+            [*ASSETS, *CHECKS], resources=graph_resources(location, source, tmp_path / "cache"), selection=selection,
             instance=instance or DagsterInstance.ephemeral(), raise_on_error=raise_on_error,
         )
 
