@@ -6,11 +6,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor
 
 from s3_assets.assets import ASSETS
 from s3_assets.checks import CHECKS
-from s3_assets.jobs import cleanup_job, daily_refresh_schedule, refresh_all_job, weekly_cleanup_schedule
+from s3_assets.jobs import (
+    cleanup_job,
+    daily_refresh_schedule,
+    refresh_all_job,
+    refresh_all_multiprocess_job,
+    refresh_listing_job,
+    weekly_cleanup_schedule,
+)
+from s3_assets.sensors import s3_change_sensor
 from s3_assets.resources import LocationPickleIOManager, S3Connection, S3Location
 from s3_assets.settings import Settings
 from s3_assets.uci import UciSource
@@ -53,8 +61,11 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
-        jobs=[refresh_all_job, cleanup_job],
+        jobs=[refresh_all_job, refresh_all_multiprocess_job, refresh_listing_job, cleanup_job],
         schedules=[daily_refresh_schedule, weekly_cleanup_schedule],
+        sensors=[s3_change_sensor],
+        # In-process: the whole graph in ~6 s instead of ~45 s (docs/EXECUTORS.md).
+        executor=in_process_executor,
         resources=build_resources(settings),
     )
 

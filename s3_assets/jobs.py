@@ -13,6 +13,7 @@ from dagster import (
     ScheduleDefinition,
     define_asset_job,
     job,
+    multiprocess_executor,
     op,
 )
 from pydantic import Field
@@ -24,6 +25,18 @@ LISTING_KEY = AssetKey("s3_listing")
 
 refresh_all_job = define_asset_job(
     "refresh_all", selection=AssetSelection.all(), description="Materialize the whole asset graph."
+)
+
+# Each step in its own process: what dagster-k8s / dagster-celery executors do across machines.
+# Step outputs travel through the S3 IO manager, which every process can reach.
+refresh_all_multiprocess_job = define_asset_job(
+    "refresh_all_multiprocess", selection=AssetSelection.all(), executor_def=multiprocess_executor,
+    description="The whole graph, each step in its own process (slower here: see docs/EXECUTORS.md).",
+)
+
+refresh_listing_job = define_asset_job(
+    "refresh_listing", selection=AssetSelection.assets("s3_listing", "file_map", "dataframes"),
+    description="Re-list the prefix, rebuild the file map and reload the frames.",
 )
 
 
