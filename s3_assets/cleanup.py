@@ -69,7 +69,7 @@ def delete_prefix(client: Any, bucket: str, root: str, *, dry_run: bool, workers
                 Bucket=bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
             )
         except Exception as error:
-            reason = str(describe_client_error(error, bucket=bucket, key=batch[0]))
+            reason = str(describe_client_error(error, bucket=bucket, key=batch[0], endpoint=client.meta.endpoint_url))
             return {key: reason for key in batch}
         return {item["Key"]: f"{item.get('Code', '?')}: {item.get('Message', '')}" for item in response.get("Errors", ())}
 

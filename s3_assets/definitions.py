@@ -45,7 +45,9 @@ def build_resources(settings: Settings, env: Mapping[str, str] = os.environ) -> 
         **secrets,
     )
     location = S3Location(
-        s3=connection, bucket=settings.bucket, prefix=settings.prefix, create_bucket=settings.create_bucket
+        s3=connection, bucket=settings.bucket, prefix=settings.prefix, create_bucket=settings.create_bucket,
+        expected_bucket_owner=settings.expected_bucket_owner, server_side_encryption=settings.sse,
+        sse_kms_key_id=settings.sse_kms_key_id,
     )
     return {
         "location": location,

@@ -92,6 +92,31 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def wait_until_free(port: int, timeout: float = 5.0) -> bool:
+    """True once nothing holds the port; right after a stop its sockets take a moment to close."""
+    deadline = time.monotonic() + timeout
+    while not port_is_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def find_free_ports(attempts: int = 200) -> LocalS3Ports:
+    """Five loopback HTTP ports whose gRPC twins (port + offset) are free too: for tests and
+    benchmarks that run their own server beside the default one. All below the kernel's
+    ephemeral range (32768 up), so an outgoing connection cannot take one before a restart."""
+    import random
+
+    for _ in range(attempts):
+        offset = random.randint(1000, 9000)
+        base = random.randint(10000, 22000)
+        candidates = [base + i * 7 for i in range(5)]
+        if all(port_is_free(p) and port_is_free(p + offset) for p in candidates):
+            return LocalS3Ports(*candidates, grpc_offset=offset)
+    raise EmbeddedS3Error("no free loopback ports found")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -189,7 +214,7 @@ class EmbeddedS3:
         ports = self.requested_ports
         binary = find_weed_binary()
         for flag, port in ports.listening().items():
-            if not port_is_free(port):
+            if not wait_until_free(port):
                 raise EmbeddedS3Error(
                     f"cannot start the embedded S3: port {port} on {LOOPBACK} (weed -{flag}) is in use. "
                     "Stop what uses it, or choose other ports with S3_ASSETS_LOCAL_*_PORT "

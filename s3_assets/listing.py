@@ -35,7 +35,7 @@ def list_objects(client: Any, bucket: str, root: str, page_size: int = 1000) -> 
                 etags.append(item.get("ETag", "").strip('"'))
                 classes.append(item.get("StorageClass", "STANDARD"))
     except Exception as error:
-        raise describe_client_error(error, bucket=bucket, key=root) from None
+        raise describe_client_error(error, bucket=bucket, key=root, endpoint=client.meta.endpoint_url) from None
     return listing_frame(bucket, root, keys, sizes, modified, etags, classes)
 
 

@@ -70,7 +70,7 @@ def load_frames(
         try:
             body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except Exception as error:
-            raise LoadError(str(describe_client_error(error, bucket=bucket, key=key))) from None
+            raise LoadError(str(describe_client_error(error, bucket=bucket, key=key, endpoint=client.meta.endpoint_url))) from None
         frame = parse_csv(body, key)
         with lock:
             done += 1

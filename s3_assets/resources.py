@@ -67,7 +67,8 @@ class S3Connection(S3Resource):
 
     def get_client(self) -> Any:
         config = Config(
-            retries={"max_attempts": self.max_attempts, "mode": self.retry_mode},
+            # total_max_attempts counts the first call; botocore's max_attempts would not.
+            retries={"total_max_attempts": self.max_attempts, "mode": self.retry_mode},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=self.max_pool_connections,
@@ -113,6 +114,7 @@ class S3Location(ConfigurableResource):
     create_bucket: bool = Field(default=False, description="create the bucket if missing (always on local)")
     server_side_encryption: Literal["", "AES256", "aws:kms"] = Field(default="", description="SSE on every write")
     sse_kms_key_id: str = Field(default="", description="KMS key id for aws:kms")
+    expected_bucket_owner: str = Field(default="", description="account id sent as ExpectedBucketOwner on every request")
 
     _client: Any = PrivateAttr(default=None)
     _bucket: str | None = PrivateAttr(default=None)
@@ -185,9 +187,18 @@ class S3Location(ConfigurableResource):
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = self.s3.get_client()
-            self._ensure_bucket(self._client)
+            client = self.s3.get_client()
+            if self.expected_bucket_owner:
+                client.meta.events.register("before-parameter-build.s3", self._add_expected_owner)
+            self._ensure_bucket(client)
+            self._client = client
         return self._client
+
+    def _add_expected_owner(self, params: dict, model: Any, **kwargs: Any) -> None:
+        """Every operation that takes ExpectedBucketOwner gets it: S3 then refuses a bucket
+        that changed hands instead of writing our data into it."""
+        if "ExpectedBucketOwner" in model.input_shape.members:
+            params.setdefault("ExpectedBucketOwner", self.expected_bucket_owner)
 
     def resolved_bucket(self) -> str:
         if self._bucket is None:
@@ -213,17 +224,21 @@ class S3Location(ConfigurableResource):
         return f"sagemaker-{region}-{account}"
 
     def _ensure_bucket(self, client: Any) -> None:
+        """Check the bucket with a ListObjectsV2 under the prefix: unlike HeadBucket, it is
+        allowed by a least-privilege policy (ListBucket with a prefix condition)."""
         bucket = self.resolved_bucket()
+        endpoint = client.meta.endpoint_url
         try:
-            client.head_bucket(Bucket=bucket)
+            client.list_objects_v2(Bucket=bucket, Prefix=self.root, MaxKeys=1)
             return
         except ClientError as error:
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status != 404:
-                raise describe_client_error(error, bucket=bucket) from None
+            if error.response.get("Error", {}).get("Code") != "NoSuchBucket":
+                raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
+        except Exception as error:
+            raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
         if not (self.create_bucket or self.s3.target == "local"):
             raise ConfigError(
-                f"bucket {bucket!r} does not exist at {self.s3.target} S3: create it, or set "
+                f"bucket {bucket!r} does not exist at {endpoint}: create it, or set "
                 "S3_ASSETS_CREATE_BUCKET=true to let the project create it"
             )
         kwargs: dict[str, Any] = {"Bucket": bucket}
@@ -234,7 +249,7 @@ class S3Location(ConfigurableResource):
             client.create_bucket(**kwargs)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise describe_client_error(error, bucket=bucket) from None
+                raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
 
 
 class LocationPickleIOManager(ConfigurableIOManager):

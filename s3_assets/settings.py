@@ -31,6 +31,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "S3_ASSETS_RETRY_MODE": ("standard", "botocore retry mode: `standard`, `adaptive` or `legacy`"),
     "S3_ASSETS_CONNECT_TIMEOUT": ("5", "seconds to connect to S3"),
     "S3_ASSETS_READ_TIMEOUT": ("60", "seconds to wait for an S3 response"),
+    "S3_ASSETS_EXPECTED_BUCKET_OWNER": ("", "AWS account id sent as ExpectedBucketOwner on every request"),
+    "S3_ASSETS_SSE": ("", "server-side encryption on every write: `AES256` or `aws:kms`"),
+    "S3_ASSETS_SSE_KMS_KEY_ID": ("", "KMS key id for `S3_ASSETS_SSE=aws:kms`"),
     "S3_ASSETS_IO_PREFIX": ("dagster-io", "prefix (same bucket) where Dagster's IO manager keeps step outputs"),
     "S3_ASSETS_SOURCE": (UCI_BASE_URL, "where the UCI files come from: a base URL or a local directory"),
     "S3_ASSETS_OFFLINE_SOURCE": (
@@ -140,6 +143,9 @@ class Settings:
     connect_timeout: float
     read_timeout: float
     io_prefix: str
+    expected_bucket_owner: str
+    sse: str
+    sse_kms_key_id: str
     source: str
     offline_source: str
     cache_dir: Path
@@ -157,6 +163,9 @@ class Settings:
         if retry_mode not in ("standard", "adaptive", "legacy"):
             raise ConfigError(f"S3_ASSETS_RETRY_MODE={retry_mode!r}: use standard, adaptive or legacy")
         # On AWS an unset bucket means the SageMaker default bucket, resolved at run time.
+        sse = env.get("S3_ASSETS_SSE", "").strip()
+        if sse not in ("", "AES256", "aws:kms"):
+            raise ConfigError(f"S3_ASSETS_SSE={sse!r}: use AES256 or aws:kms (or leave it empty)")
         bucket = env.get("S3_ASSETS_BUCKET", "").strip()
         if not bucket and target != "aws":
             bucket = ENV_VARS["S3_ASSETS_BUCKET"][0]
@@ -175,6 +184,9 @@ class Settings:
             connect_timeout=_float(env, "S3_ASSETS_CONNECT_TIMEOUT"),
             read_timeout=_float(env, "S3_ASSETS_READ_TIMEOUT"),
             io_prefix=_env(env, "S3_ASSETS_IO_PREFIX"),
+            expected_bucket_owner=env.get("S3_ASSETS_EXPECTED_BUCKET_OWNER", "").strip(),
+            sse=sse,
+            sse_kms_key_id=env.get("S3_ASSETS_SSE_KMS_KEY_ID", "").strip(),
             source=_env(env, "S3_ASSETS_SOURCE"),
             offline_source=str(project_path(offline)) if offline else "",
             cache_dir=project_path(_env(env, "S3_ASSETS_CACHE_DIR")),

@@ -3,8 +3,6 @@ buckets per test, and UCI-format input files that the tests generate."""
 
 from __future__ import annotations
 
-import random
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,34 +15,16 @@ from dagster import DagsterInstance, materialize
 
 from s3_assets.assets import ASSETS
 from s3_assets.checks import CHECKS
-from s3_assets.embedded_s3 import Credentials, EmbeddedS3, ServerState
+from s3_assets.embedded_s3 import Credentials, EmbeddedS3, ServerState, find_free_ports
 from s3_assets.resources import LocationPickleIOManager, S3Connection, S3Location
-from s3_assets.settings import LocalS3Ports
 from s3_assets.uci import UciSource
 from s3_assets_tests.uci_fixtures import real_data_dir, write_uci_files
 
 RESTRICTED_BUCKET = "restricted-bucket"
 RESTRICTED = Credentials("restrictedkey01", "restricted-secret-0123456789")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports() -> LocalS3Ports:
-    """Five HTTP ports whose gRPC twins (port + offset) are free too."""
-    for _ in range(200):
-        offset = random.randint(1000, 9000)
-        base = random.randint(20000, 50000)
-        candidates = [base + i * 7 for i in range(5)]
-        if all(_is_free(p) and _is_free(p + offset) for p in candidates):
-            return LocalS3Ports(*candidates, grpc_offset=offset)
-    raise RuntimeError("no free loopback ports found")
+# Least privilege: list the bucket; read and write only under the data and IO prefixes.
+LEAST_BUCKET = "least-bucket"
+LEAST = Credentials("leastkey0001", "least-secret-0123456789abcdef")
 
 
 @dataclass
@@ -73,8 +53,13 @@ def s3_server(tmp_path_factory) -> Iterator[TestServer]:
         "name": "restricted",
         "credentials": [{"accessKey": RESTRICTED.access_key_id, "secretKey": RESTRICTED.secret_access_key}],
         "actions": [f"Read:{RESTRICTED_BUCKET}", f"List:{RESTRICTED_BUCKET}", f"Write:{RESTRICTED_BUCKET}/data/deletable/*"],
+    }, {
+        "name": "least",
+        "credentials": [{"accessKey": LEAST.access_key_id, "secretKey": LEAST.secret_access_key}],
+        "actions": [f"List:{LEAST_BUCKET}"] + [f"{action}:{LEAST_BUCKET}/{prefix}/*" for action in ("Read", "Write")
+                                               for prefix in ("ins_dataset", "dagster-io")],
     }]
-    server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), free_ports(), identities=identities)
+    server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), find_free_ports(), identities=identities)
     state = server.ensure_running()
     try:
         yield TestServer(server, state)

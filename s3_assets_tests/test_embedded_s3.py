@@ -14,7 +14,7 @@ import pytest
 from botocore.config import Config
 
 from s3_assets.embedded_s3 import EmbeddedS3, EmbeddedS3Error
-from s3_assets_tests.conftest import free_ports
+from s3_assets.embedded_s3 import find_free_ports as free_ports
 
 
 def client_for(server: EmbeddedS3, state):
