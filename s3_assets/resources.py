@@ -210,12 +210,12 @@ class S3Location(ConfigurableResource):
                 raise ConfigError("no bucket configured: set S3_ASSETS_BUCKET")
         return self._bucket
 
-    def _sagemaker_default_bucket(self) -> str:
+    def _sagemaker_default_bucket(self, sts_client: Any = None) -> str:
         """The notebook's `sagemaker.Session().default_bucket()`: sagemaker-{region}-{account}."""
         session = self.s3.get_session_for_sts()
-        region = session.region_name or "us-east-1"
+        region = self.s3.region_name or session.region_name or "us-east-1"
         try:
-            account = session.client("sts").get_caller_identity()["Account"]
+            account = (sts_client or session.client("sts", region_name=region)).get_caller_identity()["Account"]
         except Exception as error:
             raise ConfigError(
                 "no S3_ASSETS_BUCKET set and the AWS account could not be read to name the "

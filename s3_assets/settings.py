@@ -63,20 +63,20 @@ def _env(env: Mapping[str, str], name: str) -> str:
     return value if value else ENV_VARS[name][0]
 
 
-def _int(env: Mapping[str, str], name: str) -> int:
+def _number(env: Mapping[str, str], name: str, cast: type, what: str):
     raw = _env(env, name)
     try:
-        return int(raw)
+        return cast(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        raise ConfigError(f"{name}={raw!r} is not {what}") from None
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    return _number(env, name, int, "a whole number")
 
 
 def _float(env: Mapping[str, str], name: str) -> float:
-    raw = _env(env, name)
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    return _number(env, name, float, "a number")
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
