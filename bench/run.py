@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -178,7 +177,7 @@ def bench_loading(bench: Bench, files: int, large_mb: int, repeat: int) -> dict[
         sizes = dict(zip(listing["key"], listing["size"], strict=True))
         uris = [f"s3://{BUCKET}/{k}" for k in keys]
         results: dict[str, float | None] = {}
-        results[PROJECT], frames = timed(lambda: load_frames(bench.client, BUCKET, keys, sizes, max_workers=16), repeat)
+        results[PROJECT], frames = timed(lambda: load_frames(bench.client, BUCKET, keys, sizes), repeat)
         assert len(frames) == count
         storage = {"key": bench.env["AWS_ACCESS_KEY_ID"], "secret": bench.env["AWS_SECRET_ACCESS_KEY"],
                    "client_kwargs": {"endpoint_url": bench.endpoint, "region_name": "us-east-1"}}
@@ -241,27 +240,37 @@ def bench_deleting(bench: Bench, n: int) -> dict[str, float | None]:
 
 # -- memory (each in a fresh process, peak RSS above the baseline) ------------------------------
 MEMORY_CODE = """
-import resource, sys, json
+import json, os, sys, threading, time, gc
 sys.path.insert(0, {root!r})
 import boto3
 from botocore.config import Config
 from s3_assets.listing import list_objects
 from s3_assets.loading import load_frames
-from s3_assets.cleanup import delete_prefix
 client = boto3.client("s3", endpoint_url={endpoint!r}, region_name="us-east-1", config=Config(s3={{"addressing_style": "path"}}))
-client.list_objects_v2(Bucket={bucket!r}, MaxKeys=1)
-listing = list_objects(client, {bucket!r}, "__nothing__/")
-import gc; gc.collect()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+list_objects(client, {bucket!r}, "__nothing__/")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+peak, running = 0, True
+def sample():
+    global peak
+    while running:
+        peak = max(peak, rss())
+        time.sleep(0.002)
+gc.collect()
+base = rss()
+sampler = threading.Thread(target=sample); sampler.start()
 {step}
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"baseline_kb": base, "peak_kb": peak}}))
+running = False; sampler.join()
+peak = max(peak, rss())
+print(json.dumps({{"baseline_kb": base // 1024, "peak_kb": peak // 1024}}))
 """
 
 MEMORY_STEPS = {
     "listing": "result = list_objects(client, {bucket!r}, {prefix!r})",
-    "loading": ("l = list_objects(client, {bucket!r}, {prefix!r})\nbase = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-                "result = load_frames(client, {bucket!r}, dict(zip(l['key'], l['key'])), dict(zip(l['key'], l['size'])), max_workers=16)"),
+    "loading": ("l = list_objects(client, {bucket!r}, {prefix!r})\nbase = rss()\n"
+                "result = load_frames(client, {bucket!r}, dict(zip(l['key'], l['key'])), dict(zip(l['key'], l['size'])))"),
 }
 
 

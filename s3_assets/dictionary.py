@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
+
+from s3_assets.loading import smallest_integer_dtype
 
 FEATURE_LINE = re.compile(r"^(\d+)\s+([A-Z][A-Z0-9]*)\s*(.*)$")
 DOMAIN_AT_END = re.compile(r"\s*(see\s+(L\d+)|(\d+)\s*[\u2013\u2014-]\s*(\d+)|\.\.\.)\s*$")
@@ -127,14 +128,6 @@ def _bounds(row: pd.Series, value_tables: dict[str, pd.DataFrame]) -> tuple[int,
     if row["name"].startswith("A") and row["description"].startswith("Number of"):
         low = min(low, 0)
     return low, high
-
-
-def smallest_integer_dtype(low: int, high: int) -> str:
-    for dtype in ("uint8", "uint16", "uint32") if low >= 0 else ("int8", "int16", "int32"):
-        info = np.iinfo(dtype)
-        if info.min <= low and high <= info.max:
-            return dtype
-    return "int64"
 
 
 def type_by_domain(frame: pd.DataFrame, dictionary: DataDictionary) -> pd.DataFrame:

@@ -15,6 +15,8 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from botocore.compat import unquote_str
 
 from s3_assets.errors import describe_client_error
@@ -25,25 +27,41 @@ _columns_wanted = threading.local()  # set only inside list_objects, in its own 
 
 
 class PageColumns:
-    """Column lists filled from raw ListObjectsV2 pages."""
+    """Arrow arrays filled page by page from raw ListObjectsV2 bodies: only one page's worth of
+    Python strings exists at a time, so memory stays near the final table's size."""
 
     def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.sizes: list[int] = []
-        self.modified: list[str] = []
-        self.etags: list[str] = []
-        self.classes: list[str] = []
+        self.chunks: list[pa.RecordBatch] = []
 
     def add_page(self, body: bytes) -> None:
         root = ET.fromstring(body)
         url_encoded = root.findtext(f"{S3_NS}EncodingType") == "url"
+        keys, sizes, modified, etags, classes = [], [], [], [], []
         for item in root.iter(f"{S3_NS}Contents"):
             key = item.findtext(f"{S3_NS}Key")
-            self.keys.append(unquote_str(key) if url_encoded else key)
-            self.sizes.append(int(item.findtext(f"{S3_NS}Size")))
-            self.modified.append(item.findtext(f"{S3_NS}LastModified"))
-            self.etags.append((item.findtext(f"{S3_NS}ETag") or "").strip('"'))
-            self.classes.append(item.findtext(f"{S3_NS}StorageClass") or "STANDARD")
+            keys.append(unquote_str(key) if url_encoded else key)
+            sizes.append(int(item.findtext(f"{S3_NS}Size")))
+            modified.append(item.findtext(f"{S3_NS}LastModified"))
+            etags.append((item.findtext(f"{S3_NS}ETag") or "").strip('"'))
+            classes.append(item.findtext(f"{S3_NS}StorageClass") or "STANDARD")
+        if keys:
+            self.chunks.append(page_batch(keys, sizes, modified, etags, classes))
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_batches(self.chunks, schema=RAW_SCHEMA)
+
+
+RAW_SCHEMA = pa.schema([("key", pa.string()), ("size", pa.int64()), ("last_modified", pa.timestamp("us", tz="UTC")),
+                        ("etag", pa.string()), ("storage_class", pa.dictionary(pa.int8(), pa.string()))])
+
+
+def page_batch(keys, sizes, modified, etags, classes) -> pa.RecordBatch:
+    """One page as Arrow columns; Arrow parses the ISO 8601 LastModified strings."""
+    stamps = pa.array(modified).cast(pa.timestamp("us", tz="UTC"))
+    return pa.RecordBatch.from_arrays([
+        pa.array(keys, pa.string()), pa.array(sizes, pa.int64()), stamps, pa.array(etags, pa.string()),
+        pa.array(classes, pa.string()).dictionary_encode().cast(pa.dictionary(pa.int8(), pa.string())),
+    ], schema=RAW_SCHEMA)
 
 
 def _take_contents(response_dict: dict, customized_response_dict: dict, **kwargs: Any) -> None:
@@ -54,6 +72,7 @@ def _take_contents(response_dict: dict, customized_response_dict: dict, **kwargs
     body = response_dict["body"]
     columns.add_page(body)
     response_dict["body"] = CONTENTS.sub(b"", body)
+
 
 LISTING_COLUMNS = [
     "key", "size", "last_modified", "etag", "storage_class", "is_folder",
@@ -74,30 +93,37 @@ def list_objects(client: Any, bucket: str, root: str, page_size: int = 1000) -> 
         raise describe_client_error(error, bucket=bucket, key=root, endpoint=client.meta.endpoint_url) from None
     finally:
         _columns_wanted.columns = None
-    return listing_frame(bucket, root, columns.keys, columns.sizes, columns.modified, columns.etags, columns.classes)
+    return listing_frame(bucket, root, columns.table())
 
 
-def listing_frame(bucket, root, keys, sizes, modified, etags, classes) -> pd.DataFrame:
-    """Derive the per-key columns (folder marker, depth, name, extension, URI) in bulk."""
-    key = pd.Series(keys, dtype="string[pyarrow]")
-    relative = key.str.slice(len(root))
-    is_folder = key.str.endswith("/") & (pd.Series(sizes, dtype="int64") == 0)
-    trimmed = relative.str.rstrip("/")
-    name = trimmed.str.rsplit("/", n=1).str[-1].astype("string[pyarrow]")
-    has_dot = name.str.contains(".", regex=False) & ~is_folder
-    extension = name.str.rsplit(".", n=1).str[-1].str.lower().where(has_dot, "").astype("string[pyarrow]")
-    return pd.DataFrame({
-        "key": key,
-        "size": pd.Series(sizes, dtype="int64"),
-        "last_modified": pd.to_datetime(pd.Series(modified, dtype="object"), utc=True, format="mixed"),
-        "etag": pd.Series(etags, dtype="string[pyarrow]"),
-        "storage_class": pd.Series(classes, dtype="category"),
-        "is_folder": is_folder.astype("bool"),
-        "depth": trimmed.str.count("/").astype("int64"),
-        "name": name,
-        "extension": extension,
-        "uri": f"s3://{bucket}/" + key,
-    }, columns=LISTING_COLUMNS)
+
+def listing_frame(bucket: str, root: str, raw: pa.Table) -> pd.DataFrame:
+    """Derive the per-key columns (folder marker, depth, name, extension, URI) in Arrow."""
+    key, size = raw["key"], raw["size"]
+    relative = pc.utf8_slice_codeunits(key, len(root))
+    is_folder = pc.and_(pc.ends_with(key, "/"), pc.equal(size, 0))
+    trimmed = pc.utf8_rtrim(relative, "/")
+    name = pc.replace_substring_regex(trimmed, r"^.*/", "")
+    extension = pc.utf8_lower(pc.replace_substring_regex(name, r"^(?:[^.]*$|.*\.)", ""))
+    extension = pc.if_else(is_folder, "", extension)
+    table = pa.table({
+        "key": key, "size": size, "last_modified": raw["last_modified"], "etag": raw["etag"],
+        "storage_class": raw["storage_class"], "is_folder": is_folder,
+        "depth": pc.cast(pc.count_substring(trimmed, "/"), pa.int64()), "name": name, "extension": extension,
+        "uri": pc.binary_join_element_wise(f"s3://{bucket}/", key, ""),
+    })
+    return table.to_pandas(types_mapper=_pandas_types)
+
+
+def _pandas_types(arrow_type: pa.DataType):
+    return pd.StringDtype("pyarrow") if arrow_type == pa.string() else None
+
+
+def frame_from_rows(bucket: str, root: str, keys, sizes, modified, etags, classes) -> pd.DataFrame:
+    """The listing table from plain lists (for callers that already have the objects)."""
+    raw = pa.Table.from_batches([page_batch(keys, sizes, modified, etags, classes)], schema=RAW_SCHEMA) if keys \
+        else RAW_SCHEMA.empty_table()
+    return listing_frame(bucket, root, raw)
 
 
 def subfolders(listing: pd.DataFrame, root: str) -> list[str]:

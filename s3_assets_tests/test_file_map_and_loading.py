@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 from s3_assets.file_map import DuplicateNameError, FileMapRules, build_file_map
-from s3_assets.listing import list_objects, listing_frame
+from s3_assets.listing import frame_from_rows, list_objects
 from s3_assets.loading import LoadError, load_frames
 
 
 def listing_of(keys: list[str], root: str = "ins_dataset/") -> pd.DataFrame:
     sizes = [0 if k.endswith("/") else 10 for k in keys]
     now = [pd.Timestamp("2026-01-01", tz="UTC")] * len(keys)
-    return listing_frame("b", root, keys, sizes, now, ["e"] * len(keys), ["STANDARD"] * len(keys))
+    return frame_from_rows("b", root, keys, sizes, now, ["e"] * len(keys), ["STANDARD"] * len(keys))
 
 
 NOTEBOOK_LAYOUT = [
