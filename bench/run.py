@@ -1,7 +1,8 @@
 """Benchmark: this project's S3 steps side by side with the notebook's way and the usual tools,
 in one run, on one local SeaweedFS that this script starts (loopback, temporary directory).
 
-    python bench/run.py                      # N = 1,000 / 10,000 / 100,000 (about 20 minutes)
+    pip install -c constraints.txt -e '.[bench]' && bash bench/setup-tools.sh
+    python bench/run.py                      # N = 1,000 / 10,000 / 100,000 (about 12 minutes)
     python bench/run.py --sizes 200 --smoke  # seconds; what the test suite runs
 
 Results: docs/BENCHMARKS.md (tables, ratios to the fastest, targets) and docs/bench_*.png.
@@ -362,8 +363,12 @@ def main(argv: list[str] | None = None) -> Path:
             bench.server.stop()
     path = out / "BENCHMARKS.md"
     path.write_text(report)
+    (out / "bench_results.json").write_text(json.dumps(RAW, indent=1, default=str))
     print(f"wrote {path}")
     return path
+
+
+RAW: dict[str, object] = {}  # every measured number, written beside the report
 
 
 def run_all(bench: Bench, args, out: Path) -> str:
@@ -391,6 +396,8 @@ def run_all(bench: Bench, args, out: Path) -> str:
     print("whole graph", flush=True)
     graph = bench_whole_graph(bench, source, 1 if args.smoke else 2)
     figure = plot(listing, out)
+    RAW.update(listing=listing, loading=loading, deleting=deleting, memory=memory, whole_graph=graph,
+               sizes=args.sizes, cpus=os.cpu_count(), started=started)
 
     lines = [
         "# Benchmarks", "",
