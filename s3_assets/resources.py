@@ -132,15 +132,6 @@ class S3Location(ConfigurableResource):
     def key(self, relative: str) -> str:
         return self.root + relative.lstrip("/")
 
-    def relative(self, key: str) -> str:
-        if not key.startswith(self.root):
-            raise ValueError(f"key {key!r} is not under {self.root!r}")
-        return key[len(self.root):]
-
-    def contains(self, key: str) -> bool:
-        """True only for keys strictly below the prefix (ins_dataset/ never matches ins_dataset_old/)."""
-        return bool(self.root) and key.startswith(self.root) and key != self.root
-
     def uri(self, key: str = "") -> str:
         return f"s3://{self.resolved_bucket()}/{key}"
 
