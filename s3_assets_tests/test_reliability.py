@@ -4,11 +4,13 @@ credentials never leak, ExpectedBucketOwner and SSE on every request, least priv
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
 import threading
 
+import pandas as pd
 import pytest
 from dagster import DagsterInstance, EnvVar, materialize
 
@@ -210,3 +212,41 @@ def test_bad_configuration_fails_fast(connection, kwargs, message):
     location = S3Location(s3=connection, **kwargs)
     with pytest.raises(ConfigError, match=message):
         location.destructive_root() if "prefix" in kwargs else location.client  # noqa: B018
+
+
+def test_server_killed_during_a_run_fails_the_step_then_rerun_is_identical(tmp_path, uci_dir):
+    """SIGKILL SeaweedFS while the graph uploads train.csv: the step fails naming endpoint and
+    object, nothing partial is left, and after a restart a re-run gives the same objects."""
+    server = EmbeddedS3(tmp_path / "s3", find_free_ports())
+    state = server.ensure_running()
+    creds = server.credentials()
+    killed = threading.Event()
+
+    def kill_at_train_upload(method: str, path: str) -> None:
+        if method == "PUT" and path.startswith("/run-bucket/ins_dataset/raw/train.csv") and not killed.is_set():
+            killed.set()
+            os.killpg(state.pid, signal.SIGKILL)
+
+    try:
+        with FaultProxy(state.ports.s3, on_request=kill_at_train_upload) as proxy:
+            location = S3Location(s3=custom_connection(proxy.url, creds, max_attempts=2, connect_timeout=2, read_timeout=5),
+                                  bucket="run-bucket", create_bucket=True)
+            failed = materialize(ASSETS, resources=graph_resources(location, uci_dir, tmp_path / "c"),
+                                 instance=DagsterInstance.ephemeral(), raise_on_error=False)
+        assert killed.is_set() and not failed.success
+        errors = [str(e.event_specific_data.error) for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert any("s3://run-bucket/ins_dataset/raw/train.csv" in e and proxy.url in e for e in errors), errors
+        server.ensure_running()
+        direct = S3Location(s3=custom_connection(state.endpoint_url, creds), bucket="run-bucket")
+        assert "ins_dataset/raw/train.csv" not in set(list_objects(direct.client, "run-bucket", "ins_dataset/")["key"])
+        rerun = materialize(ASSETS, resources=graph_resources(direct, uci_dir, tmp_path / "c"),
+                            instance=DagsterInstance.ephemeral())
+        assert rerun.success
+        after = list_objects(direct.client, "run-bucket", "ins_dataset/").set_index("key")
+        expected = {"ins_dataset/raw/train.csv", "ins_dataset/raw/test.csv", "ins_dataset/raw/gt.csv",
+                    "ins_dataset/raw/metadata/col_info.csv"}
+        assert set(after.index) == expected
+        body = pd.read_table(uci_dir / "ticdata2000.txt", header=None).to_csv(index=False).encode()
+        assert after.loc["ins_dataset/raw/train.csv", "etag"] == hashlib.md5(body).hexdigest()
+    finally:
+        server.stop()
