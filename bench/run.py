@@ -14,11 +14,9 @@ A tool that is not installed is reported as such, not timed.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile

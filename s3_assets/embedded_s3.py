@@ -241,44 +241,24 @@ class EmbeddedS3:
             )
         state = ServerState(pid=process.pid, ports=ports, data_dir=str(self.data_dir))
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise EmbeddedS3Error(
-                    f"the embedded S3 exited with code {process.returncode} while starting; "
-                    f"log tail ({self.log_path}):\n{self.log_tail()}"
-                )
-            if self._ready(state, creds):
-                (self.data_dir / STATE_FILE).write_text(
-                    json.dumps({"pid": state.pid, "ports": asdict(ports), "data_dir": state.data_dir})
-                )
-                return state
-            time.sleep(0.1)
+        with _probe_client(state, creds) as probe:
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise EmbeddedS3Error(
+                        f"the embedded S3 exited with code {process.returncode} while starting; "
+                        f"log tail ({self.log_path}):\n{self.log_tail()}"
+                    )
+                if _answers_http(state.ports.s3) and _lists_buckets(probe):
+                    (self.data_dir / STATE_FILE).write_text(
+                        json.dumps({"pid": state.pid, "ports": asdict(ports), "data_dir": state.data_dir})
+                    )
+                    return state
+                time.sleep(0.1)
         _terminate(process.pid)
         raise EmbeddedS3Error(
             f"the embedded S3 did not answer on {state.endpoint_url} within {timeout:.0f}s; "
             f"log tail ({self.log_path}):\n{self.log_tail()}"
         )
-
-    @staticmethod
-    def _ready(state: ServerState, creds: Credentials) -> bool:
-        """Ready once an authenticated ListBuckets succeeds (the S3 port opens before the filer)."""
-        if not _answers_http(state.ports.s3):
-            return False
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client(
-            "s3", endpoint_url=state.endpoint_url, region_name="us-east-1",
-            aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
-            config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=2),
-        )
-        try:
-            client.list_buckets()
-        except Exception:
-            return False
-        finally:
-            client.close()  # a kept-alive connection would hold the port after a stop
-        return True
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop this directory's server; True if one was running."""
@@ -295,6 +275,33 @@ class EmbeddedS3:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+@contextlib.contextmanager
+def _probe_client(state: ServerState, creds: Credentials) -> Iterator[object]:
+    """One client for the start-up wait, closed after it: a kept-alive connection would
+    otherwise hold the port after a stop."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3", endpoint_url=state.endpoint_url, region_name="us-east-1",
+        aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=1, read_timeout=2),
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _lists_buckets(client: object) -> bool:
+    """Ready once an authenticated ListBuckets succeeds (the S3 port opens before the filer)."""
+    try:
+        client.list_buckets()
+    except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+        return False
+    return True
 
 
 def _terminate(pid: int, timeout: float = 15.0) -> None:

@@ -8,7 +8,6 @@ key and the endpoint only.
 from __future__ import annotations
 
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
@@ -69,6 +68,4 @@ def describe_client_error(
             "S3_ASSETS_ACCESS_KEY_ID/S3_ASSETS_SECRET_ACCESS_KEY pair",
             "NoCredentials",
         )
-    if isinstance(error, BotoCoreError):
-        return S3OperationError(f"S3 call on {where}{at} failed: {type(error).__name__}: {error}", type(error).__name__)
     return S3OperationError(f"S3 call on {where}{at} failed: {type(error).__name__}: {error}", type(error).__name__)

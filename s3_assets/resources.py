@@ -76,26 +76,21 @@ class S3Connection(S3Resource):
             s3={"addressing_style": "path"} if self.target != "aws" else None,
         )
         if self.target == "local":
-            server = self.local_server()
-            creds = EmbeddedS3(self.local_dir).credentials()
+            server = EmbeddedS3(self.local_dir)
+            state = server.ensure_running()
+            creds = server.credentials()
             session = boto3.session.Session(
                 aws_access_key_id=creds.access_key_id,
                 aws_secret_access_key=creds.secret_access_key,
                 region_name=self.region_name or "us-east-1",
             )
-            return session.client("s3", endpoint_url=server.endpoint_url, config=config)
-        session = boto3.session.Session(
-            profile_name=self.profile_name,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token,
-            region_name=self.region_name,
-        )
-        return session.client(
+            return session.client("s3", endpoint_url=state.endpoint_url, config=config)
+        return self.aws_session().client(
             "s3", endpoint_url=self.endpoint(), use_ssl=self.use_ssl, verify=self.verify, config=config
         )
 
-    def get_session_for_sts(self) -> boto3.session.Session:
+    def aws_session(self) -> boto3.session.Session:
+        """The credentials chain for aws/custom: profile, explicit keys, or boto3's default."""
         return boto3.session.Session(
             profile_name=self.profile_name,
             aws_access_key_id=self.aws_access_key_id,
@@ -203,7 +198,7 @@ class S3Location(ConfigurableResource):
 
     def _sagemaker_default_bucket(self, sts_client: Any = None) -> str:
         """The notebook's `sagemaker.Session().default_bucket()`: sagemaker-{region}-{account}."""
-        session = self.s3.get_session_for_sts()
+        session = self.s3.aws_session()
         region = self.s3.region_name or session.region_name or "us-east-1"
         try:
             account = (sts_client or session.client("sts", region_name=region)).get_caller_identity()["Account"]
