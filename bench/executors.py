@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from s3_assets.embedded_s3 import EmbeddedS3, find_free_ports  # noqa: E402
+from s3_assets.local_s3.server import EmbeddedS3, find_free_ports  # noqa: E402
 
 JOBS = {"in-process (default: `refresh_all`, `dagster asset materialize`)": "refresh_all",
         "multiprocess (`refresh_all_multiprocess`)": "refresh_all_multiprocess"}

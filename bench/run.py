@@ -33,10 +33,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
-from s3_assets.cleanup import delete_prefix  # noqa: E402
-from s3_assets.embedded_s3 import EmbeddedS3, find_free_ports  # noqa: E402
-from s3_assets.listing import list_objects  # noqa: E402
-from s3_assets.loading import load_frames  # noqa: E402
+from s3_assets.lib.cleanup import delete_prefix  # noqa: E402
+from s3_assets.local_s3.server import EmbeddedS3, find_free_ports  # noqa: E402
+from s3_assets.lib.listing import list_objects  # noqa: E402
+from s3_assets.lib.loading import load_frames  # noqa: E402
 
 BUCKET = "bench"
 TOOLS = ROOT / "bench" / ".tools-venv" / "bin"
@@ -243,8 +243,8 @@ import json, os, sys, threading, time, gc
 sys.path.insert(0, {root!r})
 import boto3
 from botocore.config import Config
-from s3_assets.listing import list_objects
-from s3_assets.loading import load_frames
+from s3_assets.lib.listing import list_objects
+from s3_assets.lib.loading import load_frames
 client = boto3.client("s3", endpoint_url={endpoint!r}, region_name="us-east-1", config=Config(s3={{"addressing_style": "path"}}))
 list_objects(client, {bucket!r}, "__nothing__/")
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.source import UCI_BASE_URL
 
-UCI_BASE_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/tic-mld/"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (default, what it means). README's configuration table mirrors this (a test keeps
 # the two in step).
@@ -52,10 +53,6 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 }
 
 TARGETS = ("local", "aws", "custom")
-
-
-class ConfigError(ValueError):
-    """A setting is wrong; the message names the setting and says what to change."""
 
 
 def _env(env: Mapping[str, str], name: str) -> str:

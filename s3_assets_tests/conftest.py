@@ -13,11 +13,9 @@ import pytest
 from botocore.config import Config
 from dagster import DagsterInstance, materialize
 
-from s3_assets.assets import ASSETS
-from s3_assets.checks import CHECKS
-from s3_assets.embedded_s3 import Credentials, EmbeddedS3, ServerState, find_free_ports
-from s3_assets.resources import LocationPickleIOManager, S3Connection, S3Location
-from s3_assets.uci import UciSource
+from s3_assets.defs import ASSETS, CHECKS
+from s3_assets.local_s3.server import Credentials, EmbeddedS3, ServerState, find_free_ports
+from s3_assets.defs.resources import S3Connection, S3PickleIOManager, S3Prefix, UciSource
 from s3_assets_tests.uci_fixtures import real_data_dir, write_uci_files
 
 RESTRICTED_BUCKET = "restricted-bucket"
@@ -85,9 +83,9 @@ def connection(s3_server: TestServer) -> S3Connection:
 
 
 @pytest.fixture
-def make_location(connection: S3Connection) -> Callable[..., S3Location]:
-    def make(bucket: str, prefix: str = "ins_dataset", **kwargs) -> S3Location:
-        return S3Location(s3=connection, bucket=bucket, prefix=prefix, **kwargs)
+def make_location(connection: S3Connection) -> Callable[..., S3Prefix]:
+    def make(bucket: str, prefix: str = "ins_dataset", **kwargs) -> S3Prefix:
+        return S3Prefix(s3=connection, bucket=bucket, prefix=prefix, **kwargs)
 
     return make
 
@@ -105,11 +103,11 @@ def real_dir() -> Path:
     return folder
 
 
-def graph_resources(location: S3Location, source: Path | str, cache_dir: Path) -> dict:
+def graph_resources(location: S3Prefix, source: Path | str, cache_dir: Path) -> dict:
     return {
-        "location": location,
-        "uci_source": UciSource(location=str(source), cache_dir=str(cache_dir)),
-        "io_manager": LocationPickleIOManager(location=location, io_prefix="dagster-io"),
+        "s3_prefix": location,
+        "uci_source": UciSource(base=str(source), cache_dir=str(cache_dir)),
+        "io_manager": S3PickleIOManager(s3_prefix=location, io_prefix="dagster-io"),
     }
 
 
@@ -117,7 +115,7 @@ def graph_resources(location: S3Location, source: Path | str, cache_dir: Path) -
 def run_graph(tmp_path) -> Callable:
     """Materialize the asset graph (or a selection) in process, against the real server."""
 
-    def run(location: S3Location, source: Path | str, selection=None, instance=None, raise_on_error=True):
+    def run(location: S3Prefix, source: Path | str, selection=None, instance=None, raise_on_error=True):
         return materialize(
             [*ASSETS, *CHECKS], resources=graph_resources(location, source, tmp_path / "cache"), selection=selection,
             instance=instance or DagsterInstance.ephemeral(), raise_on_error=raise_on_error,

@@ -8,10 +8,10 @@ from dagster import DagsterInstance, RunConfig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s3_assets.cleanup import CleanupError, OutsidePrefixError, delete_prefix, keys_to_delete
-from s3_assets.jobs import cleanup_job
-from s3_assets.resources import S3Connection, S3Location
-from s3_assets.settings import ConfigError
+from s3_assets.lib.cleanup import CleanupError, OutsidePrefixError, delete_prefix, keys_to_delete
+from s3_assets.defs.maintenance.cleanup import cleanup_job
+from s3_assets.defs.resources import S3Connection, S3Prefix
+from s3_assets.lib.errors import ConfigError
 from s3_assets_tests.conftest import RESTRICTED, RESTRICTED_BUCKET
 from s3_assets_tests.test_listing import put_many
 
@@ -26,10 +26,10 @@ def keys_in(s3, bucket: str) -> set[str]:
     return {item["Key"] for page in paginator.paginate(Bucket=bucket) for item in page.get("Contents", ())}
 
 
-def run_cleanup(location: S3Location, dry_run: bool, raise_on_error: bool = True):
+def run_cleanup(location: S3Prefix, dry_run: bool, raise_on_error: bool = True):
     return cleanup_job.execute_in_process(
         run_config=RunConfig({"delete_objects_under_prefix": {"config": {"dry_run": dry_run}}}),
-        resources={"location": location}, instance=DagsterInstance.ephemeral(), raise_on_error=raise_on_error,
+        resources={"s3_prefix": location}, instance=DagsterInstance.ephemeral(), raise_on_error=raise_on_error,
     )
 
 
@@ -91,7 +91,7 @@ def test_partial_delete_failure_fails_the_run_and_names_the_keys(s3_server):
     restricted = S3Connection(target="custom", endpoint_url=s3_server.state.endpoint_url, region_name="us-east-1",
                               aws_access_key_id=RESTRICTED.access_key_id,
                               aws_secret_access_key=RESTRICTED.secret_access_key)
-    location = S3Location(s3=restricted, bucket=RESTRICTED_BUCKET, prefix="data")
+    location = S3Prefix(s3=restricted, bucket=RESTRICTED_BUCKET, prefix="data")
     with pytest.raises(CleanupError) as raised:
         delete_prefix(location.client, RESTRICTED_BUCKET, "data/", dry_run=False)
     assert set(raised.value.failed) == set(protected)
@@ -108,7 +108,7 @@ KEY_PART = st.text(alphabet="ab_/.%+ 1\u00e9", min_size=0, max_size=12)
 @given(prefix=st.text(alphabet="ab_/ 1", min_size=0, max_size=8), suffixes=st.lists(KEY_PART, max_size=20),
        others=st.lists(KEY_PART, max_size=20))
 def test_only_keys_under_the_prefix_can_ever_be_deleted(prefix, suffixes, others):
-    from s3_assets.resources import normalise_prefix
+    from s3_assets.defs.resources import normalise_prefix
 
     root = normalise_prefix(prefix)
     inside = [root + s for s in suffixes]

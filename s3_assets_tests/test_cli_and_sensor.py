@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
-from s3_assets.sensors import s3_change_sensor
+from s3_assets.defs.analysis.sensors import s3_change_sensor
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -91,7 +91,7 @@ def test_multiprocess_job_shares_outputs_through_s3(cli, s3, bucket):
 
 
 def evaluate(instance, location, cursor=None):
-    with build_sensor_context(instance=instance, cursor=cursor, resources={"location": location}) as context:
+    with build_sensor_context(instance=instance, cursor=cursor, resources={"s3_prefix": location}) as context:
         return s3_change_sensor(context)
 
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from dagster import AssetCheckKey, AssetKey, AssetSelection
 
-from s3_assets.checks import domain_problems, shape_result
-from s3_assets.dictionary import DictionaryError, decode_dictionary, labelled, parse_dictionary, type_by_domain
+from s3_assets.defs.analysis.checks import domain_problems
+from s3_assets.defs.raw_uci.checks import shape_result
+from s3_assets.lib.dictionary import DictionaryError, decode_dictionary, labelled, parse_dictionary, type_by_domain
 from s3_assets_tests.uci_fixtures import dictionary_text, tables, write_uci_files
 
 

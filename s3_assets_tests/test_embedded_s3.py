@@ -13,8 +13,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from s3_assets.embedded_s3 import EmbeddedS3, EmbeddedS3Error
-from s3_assets.embedded_s3 import find_free_ports as free_ports
+from s3_assets.local_s3.server import EmbeddedS3, EmbeddedS3Error
+from s3_assets.local_s3.server import find_free_ports as free_ports
 
 
 def client_for(server: EmbeddedS3, state):
@@ -75,7 +75,7 @@ def test_binds_to_loopback_only_with_private_credentials(s3_server):
 
 
 def test_wrong_credentials_are_refused(s3_server):
-    from s3_assets.embedded_s3 import Credentials
+    from s3_assets.local_s3.server import Credentials
 
     client = s3_server.client(Credentials("nobody", "wrong-secret-wrong-secret"))
     with pytest.raises(Exception, match="InvalidAccessKeyId"):
@@ -99,7 +99,7 @@ def test_missing_binary_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_status_command_shows_url_and_never_the_secret(s3_server):
     env = {**os.environ, "S3_ASSETS_LOCAL_DIR": s3_server.local_dir}
-    out = subprocess.run([sys.executable, "-m", "s3_assets.embedded_s3", "status"], env=env,
+    out = subprocess.run([sys.executable, "-m", "s3_assets.local_s3", "status"], env=env,
                          capture_output=True, text=True, check=True).stdout
     assert s3_server.state.endpoint_url in out and f"pid {s3_server.state.pid}" in out
     assert s3_server.server.credentials().secret_access_key not in out
@@ -108,6 +108,6 @@ def test_status_command_shows_url_and_never_the_secret(s3_server):
 
 def test_status_command_when_stopped(tmp_path):
     env = {**os.environ, "S3_ASSETS_LOCAL_DIR": str(tmp_path / "none")}
-    done = subprocess.run([sys.executable, "-m", "s3_assets.embedded_s3", "status"], env=env,
+    done = subprocess.run([sys.executable, "-m", "s3_assets.local_s3", "status"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 3 and "not running" in done.stdout

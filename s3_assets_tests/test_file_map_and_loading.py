@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from s3_assets.file_map import DuplicateNameError, FileMapRules, build_file_map
-from s3_assets.listing import frame_from_rows, list_objects
-from s3_assets.loading import LoadError, load_frames
+from s3_assets.lib.file_map import DuplicateNameError, FileMapRules, build_file_map
+from s3_assets.lib.listing import frame_from_rows, list_objects
+from s3_assets.lib.loading import LoadError, load_frames
 
 
 def listing_of(keys: list[str], root: str = "ins_dataset/") -> pd.DataFrame:

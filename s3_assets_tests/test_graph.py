@@ -8,8 +8,8 @@ import hashlib
 import pandas as pd
 import pytest
 
-from s3_assets.resources import S3Connection, S3Location
-from s3_assets.settings import ConfigError
+from s3_assets.defs.resources import S3Connection, S3Prefix
+from s3_assets.lib.errors import ConfigError
 from s3_assets_tests.conftest import materialization_metadata
 from s3_assets_tests.uci_fixtures import tables
 
@@ -84,13 +84,13 @@ def test_real_files_give_the_notebook_sizes(s3, bucket, make_location, run_graph
     assert all(str(t) == "uint8" for t in frames["train"].dtypes)
     assert int(frames["train"]["CARAVAN"].sum()) == 348
     assert int(frames["gt"]["CARAVAN"].sum()) == 238
-    columns = result.output_for_node("columns")
+    columns = result.output_for_node("dictionary_text")
     assert columns.shape == (170, 1) and list(columns.columns) == ["DATA DICTIONARY"]
 
 
 def test_missing_bucket_is_created_on_local(s3, make_location, run_graph, uci_dir):
     bucket = "auto-created-bucket"
-    run_graph(make_location(bucket), uci_dir, selection=["columns", "col_info_csv"])
+    run_graph(make_location(bucket), uci_dir, selection=["dictionary_text", "col_info_csv"])
     assert s3.head_bucket(Bucket=bucket)
 
 
@@ -100,7 +100,7 @@ def test_missing_bucket_on_a_custom_endpoint_is_a_clear_error(s3_server):
         target="custom", endpoint_url=s3_server.state.endpoint_url, region_name="us-east-1",
         aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
     )
-    location = S3Location(s3=connection, bucket="no-such-bucket-here")
+    location = S3Prefix(s3=connection, bucket="no-such-bucket-here")
     with pytest.raises(ConfigError, match="bucket .no-such-bucket-here. does not exist at http.*S3_ASSETS_CREATE_BUCKET"):
         location.client  # noqa: B018 - the property connects and checks the bucket
 
@@ -111,7 +111,7 @@ def test_custom_endpoint_creates_the_bucket_when_asked(s3_server):
         target="custom", endpoint_url=s3_server.state.endpoint_url, region_name="us-east-1",
         aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
     )
-    location = S3Location(s3=connection, bucket="opted-in-bucket", create_bucket=True)
+    location = S3Prefix(s3=connection, bucket="opted-in-bucket", create_bucket=True)
     location.client.put_object(Bucket="opted-in-bucket", Key="ins_dataset/x", Body=b"1")
     assert s3_server.client().head_object(Bucket="opted-in-bucket", Key="ins_dataset/x")["ContentLength"] == 1
 
@@ -119,13 +119,12 @@ def test_custom_endpoint_creates_the_bucket_when_asked(s3_server):
 def test_io_manager_prefix_must_not_overlap_the_data(s3, bucket, make_location, run_graph, uci_dir):
     from dagster import DagsterInstance, materialize
 
-    from s3_assets.assets import ASSETS
-    from s3_assets.resources import LocationPickleIOManager
-    from s3_assets.uci import UciSource
-
+    from s3_assets.defs import ASSETS
+    from s3_assets.defs.resources import S3PickleIOManager, UciSource
+    
     location = make_location(bucket, prefix="ins_dataset")
     with pytest.raises(ConfigError, match="overlaps the data prefix"):
-        materialize(ASSETS, selection=["columns"], instance=DagsterInstance.ephemeral(), resources={
-            "location": location, "uci_source": UciSource(location=str(uci_dir)),
-            "io_manager": LocationPickleIOManager(location=location, io_prefix="ins_dataset/dagster"),
+        materialize(ASSETS, selection=["dictionary_text"], instance=DagsterInstance.ephemeral(), resources={
+            "s3_prefix": location, "uci_source": UciSource(base=str(uci_dir)),
+            "io_manager": S3PickleIOManager(s3_prefix=location, io_prefix="ins_dataset/dagster"),
         })

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 
-from s3_assets.listing import LISTING_COLUMNS, list_objects, render_ls, subfolders
-from s3_assets.settings import ConfigError
+from s3_assets.lib.listing import LISTING_COLUMNS, list_objects, render_ls, subfolders
+from s3_assets.lib.errors import ConfigError
 from s3_assets_tests.conftest import materialization_metadata
 
 ODD_KEYS = [
@@ -88,7 +88,7 @@ def test_listing_asset_metadata_and_csv_export(s3, bucket, make_location, run_gr
     export = tmp_path / "exports" / "files.csv"
     from dagster import DagsterInstance, materialize
 
-    from s3_assets.assets import ASSETS
+    from s3_assets.defs import ASSETS
     from s3_assets_tests.conftest import graph_resources
 
     result = materialize(
@@ -106,7 +106,7 @@ def test_listing_asset_metadata_and_csv_export(s3, bucket, make_location, run_gr
 
 
 def test_export_under_the_listed_prefix_is_refused(bucket, make_location):
-    from s3_assets.assets import export_listing
+    from s3_assets.defs.analysis.assets import export_listing
 
     location = make_location(bucket)
     listing = pd.DataFrame({"key": ["ins_dataset/a"]})

@@ -14,14 +14,13 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, EnvVar, materialize
 
-from s3_assets.assets import ASSETS
-from s3_assets.checks import CHECKS
-from s3_assets.embedded_s3 import EmbeddedS3, find_free_ports
-from s3_assets.errors import S3OperationError
-from s3_assets.listing import list_objects
-from s3_assets.resources import S3Connection, S3Location
-from s3_assets.settings import ConfigError
-from s3_assets.uploading import MULTIPART_THRESHOLD, upload_bytes
+from s3_assets.defs import ASSETS, CHECKS
+from s3_assets.local_s3.server import EmbeddedS3, find_free_ports
+from s3_assets.lib.errors import S3OperationError
+from s3_assets.lib.listing import list_objects
+from s3_assets.defs.resources import S3Connection, S3Prefix
+from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.uploading import MULTIPART_THRESHOLD, upload_bytes
 from s3_assets_tests.conftest import LEAST, LEAST_BUCKET, graph_resources
 from s3_assets_tests.fault_proxy import FaultProxy, Faults
 
@@ -45,7 +44,7 @@ def test_server_killed_during_upload_then_rerun_completes(tmp_path):
 
     try:
         with FaultProxy(state.ports.s3, on_request=kill_at_second_part) as proxy:
-            location = S3Location(s3=custom_connection(proxy.url, creds, max_attempts=2, connect_timeout=2,
+            location = S3Prefix(s3=custom_connection(proxy.url, creds, max_attempts=2, connect_timeout=2,
                                                        read_timeout=5), bucket="crash-bucket", create_bucket=True)
             client = location.client
             with pytest.raises(S3OperationError) as raised:
@@ -54,7 +53,7 @@ def test_server_killed_during_upload_then_rerun_completes(tmp_path):
         message = str(raised.value)
         assert "s3://crash-bucket/ins_dataset/raw/big.csv" in message and proxy.url in message
         server.ensure_running()  # restart on the same data directory
-        direct = S3Location(s3=custom_connection(state.endpoint_url, creds), bucket="crash-bucket")
+        direct = S3Prefix(s3=custom_connection(state.endpoint_url, creds), bucket="crash-bucket")
         assert list_objects(direct.client, "crash-bucket", "ins_dataset/").empty  # no partial object
         done = upload_bytes(direct.client, "crash-bucket", "ins_dataset/raw/big.csv", body)
         assert done.changed
@@ -68,7 +67,7 @@ def test_throttling_and_flaky_responses_are_retried(s3_server, bucket, uci_dir, 
     with FaultProxy(s3_server.state.ports.s3, faults) as proxy:
         connection = custom_connection(proxy.url, s3_server.server.credentials(), max_attempts=10, retry_mode="standard",
                                        read_timeout=10)
-        location = S3Location(s3=connection, bucket=bucket)
+        location = S3Prefix(s3=connection, bucket=bucket)
         result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, tmp_path / "c"),
                              instance=DagsterInstance.ephemeral())
     assert result.success
@@ -115,17 +114,17 @@ def test_endpoint_that_does_not_answer_fails_fast(s3_server):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    location = S3Location(s3=custom_connection(f"http://127.0.0.1:{port}", s3_server.server.credentials(), max_attempts=1),
+    location = S3Prefix(s3=custom_connection(f"http://127.0.0.1:{port}", s3_server.server.credentials(), max_attempts=1),
                           bucket="any-bucket")
     with pytest.raises(S3OperationError, match=rf"cannot connect to the S3 endpoint at http://127.0.0.1:{port}"):
         location.client  # noqa: B018
 
 
 def test_wrong_credentials_fail_naming_what_to_fix_and_not_the_secret(s3_server, bucket):
-    from s3_assets.embedded_s3 import Credentials
+    from s3_assets.local_s3.server import Credentials
 
     secret = "wrong-secret-that-must-not-leak-123"
-    location = S3Location(s3=custom_connection(s3_server.state.endpoint_url, Credentials("nosuchkey", secret)),
+    location = S3Prefix(s3=custom_connection(s3_server.state.endpoint_url, Credentials("nosuchkey", secret)),
                           bucket=bucket)
     with pytest.raises(S3OperationError) as raised:
         location.client  # noqa: B018
@@ -135,7 +134,7 @@ def test_wrong_credentials_fail_naming_what_to_fix_and_not_the_secret(s3_server,
 
 def test_expected_bucket_owner_and_sse_on_every_request(s3_server, bucket, uci_dir, tmp_path, s3):
     with FaultProxy(s3_server.state.ports.s3) as proxy:
-        location = S3Location(s3=custom_connection(proxy.url, s3_server.server.credentials()), bucket=bucket,
+        location = S3Prefix(s3=custom_connection(proxy.url, s3_server.server.credentials()), bucket=bucket,
                               expected_bucket_owner="111122223333", server_side_encryption="AES256")
         result = materialize(ASSETS, resources=graph_resources(location, uci_dir, tmp_path / "c"),
                              instance=DagsterInstance.ephemeral())
@@ -172,7 +171,7 @@ def test_credentials_never_appear_in_events_logs_or_metadata(s3_server, bucket, 
     connection = S3Connection(target="custom", endpoint_url=s3_server.state.endpoint_url, region_name="us-east-1",
                               aws_access_key_id=EnvVar("S3_ASSETS_ACCESS_KEY_ID"),
                               aws_secret_access_key=EnvVar("S3_ASSETS_SECRET_ACCESS_KEY"))
-    location = S3Location(s3=connection, bucket=bucket)
+    location = S3Prefix(s3=connection, bucket=bucket)
     with DagsterInstance.ephemeral() as instance:
         result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, tmp_path / "c"),
                              instance=instance)
@@ -190,14 +189,14 @@ def test_credentials_never_appear_in_events_logs_or_metadata(s3_server, bucket, 
 def test_least_privilege_identity_runs_everything(s3_server, uci_dir, tmp_path):
     """An identity with only List on the bucket and Read/Write under the data and IO prefixes
     (SeaweedFS enforces it) runs the whole graph and the cleanup, and can do nothing else."""
-    from s3_assets.jobs import cleanup_job
+    from s3_assets.defs.maintenance.cleanup import cleanup_job
 
     s3_server.client().create_bucket(Bucket=LEAST_BUCKET)
-    location = S3Location(s3=custom_connection(s3_server.state.endpoint_url, LEAST), bucket=LEAST_BUCKET)
+    location = S3Prefix(s3=custom_connection(s3_server.state.endpoint_url, LEAST), bucket=LEAST_BUCKET)
     result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, tmp_path / "c"),
                          instance=DagsterInstance.ephemeral())
     assert result.success
-    cleanup = cleanup_job.execute_in_process(resources={"location": location}, instance=DagsterInstance.ephemeral())
+    cleanup = cleanup_job.execute_in_process(resources={"s3_prefix": location}, instance=DagsterInstance.ephemeral())
     assert cleanup.success
     assert list_objects(location.client, LEAST_BUCKET, "ins_dataset/").empty
     with pytest.raises(Exception, match="AccessDenied"):
@@ -209,7 +208,7 @@ def test_least_privilege_identity_runs_everything(s3_server, uci_dir, tmp_path):
     ({"bucket": "ok-bucket", "prefix": ""}, "refusing to delete with an empty or root prefix"),
 ])
 def test_bad_configuration_fails_fast(connection, kwargs, message):
-    location = S3Location(s3=connection, **kwargs)
+    location = S3Prefix(s3=connection, **kwargs)
     with pytest.raises(ConfigError, match=message):
         location.destructive_root() if "prefix" in kwargs else location.client  # noqa: B018
 
@@ -229,7 +228,7 @@ def test_server_killed_during_a_run_fails_the_step_then_rerun_is_identical(tmp_p
 
     try:
         with FaultProxy(state.ports.s3, on_request=kill_at_train_upload) as proxy:
-            location = S3Location(s3=custom_connection(proxy.url, creds, max_attempts=2, connect_timeout=2, read_timeout=5),
+            location = S3Prefix(s3=custom_connection(proxy.url, creds, max_attempts=2, connect_timeout=2, read_timeout=5),
                                   bucket="run-bucket", create_bucket=True)
             failed = materialize(ASSETS, resources=graph_resources(location, uci_dir, tmp_path / "c"),
                                  instance=DagsterInstance.ephemeral(), raise_on_error=False)
@@ -237,7 +236,7 @@ def test_server_killed_during_a_run_fails_the_step_then_rerun_is_identical(tmp_p
         errors = [str(e.event_specific_data.error) for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
         assert any("s3://run-bucket/ins_dataset/raw/train.csv" in e and proxy.url in e for e in errors), errors
         server.ensure_running()
-        direct = S3Location(s3=custom_connection(state.endpoint_url, creds), bucket="run-bucket")
+        direct = S3Prefix(s3=custom_connection(state.endpoint_url, creds), bucket="run-bucket")
         assert "ins_dataset/raw/train.csv" not in set(list_objects(direct.client, "run-bucket", "ins_dataset/")["key"])
         rerun = materialize(ASSETS, resources=graph_resources(direct, uci_dir, tmp_path / "c"),
                             instance=DagsterInstance.ephemeral())

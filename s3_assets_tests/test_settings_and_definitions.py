@@ -9,8 +9,10 @@ import pytest
 from dagster import DefaultScheduleStatus, build_schedule_context
 
 from s3_assets.definitions import build_definitions
-from s3_assets.resources import normalise_prefix, validate_bucket_name
-from s3_assets.settings import ENV_VARS, UCI_BASE_URL, ConfigError, LocalS3Ports, Settings
+from s3_assets.defs.resources import normalise_prefix, validate_bucket_name
+from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.source import UCI_BASE_URL
+from s3_assets.settings import ENV_VARS, LocalS3Ports, Settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -66,7 +68,7 @@ def test_readme_documents_every_environment_variable():
 def test_definitions_load_with_assets_jobs_and_schedules():
     defs = build_definitions(Settings.from_env({}))
     names = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"train", "test", "ground_truth", "columns", "train_csv", "test_csv", "gt_csv", "col_info_csv",
+    assert {"train", "test", "ground_truth", "dictionary_text", "train_csv", "test_csv", "gt_csv", "col_info_csv",
             "s3_listing", "file_map", "data_dictionary", "dataframes"} <= names
     assert defs.resolve_job_def("cleanup_job") and defs.resolve_job_def("refresh_all")
 
@@ -78,7 +80,7 @@ def test_secrets_reach_the_resource_only_as_env_var_names():
 
     env = {"S3_ASSETS_TARGET": "custom", "S3_ASSETS_ENDPOINT_URL": "http://127.0.0.1:9",
            "S3_ASSETS_ACCESS_KEY_ID": "AKIAEXAMPLE", "S3_ASSETS_SECRET_ACCESS_KEY": "sekrit"}
-    location = build_resources(Settings.from_env(env), env)["location"]
+    location = build_resources(Settings.from_env(env), env)["s3_prefix"]
     assert location.s3.aws_secret_access_key == EnvVar("S3_ASSETS_SECRET_ACCESS_KEY")
 
 
@@ -99,9 +101,9 @@ def test_aws_without_bucket_uses_the_sagemaker_default_bucket_name():
     import boto3
     from botocore.stub import Stubber
 
-    from s3_assets.resources import S3Connection, S3Location
+    from s3_assets.defs.resources import S3Connection, S3Prefix
 
-    location = S3Location(s3=S3Connection(target="aws", region_name="eu-west-1"), bucket="")
+    location = S3Prefix(s3=S3Connection(target="aws", region_name="eu-west-1"), bucket="")
     sts = boto3.client("sts", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y")
     with Stubber(sts) as stub:
         stub.add_response("get_caller_identity", {"Account": "123456789012", "Arn": "arn:aws:iam::123456789012:user/u",

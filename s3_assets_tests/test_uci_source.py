@@ -10,14 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from s3_assets.uci import UCI_TABLES, BadInputError, SourceError, UciSource, read_uci_table
+from s3_assets.defs.resources import UciSource
+from s3_assets.lib.source import UCI_TABLES, BadInputError, SourceError, read_uci_table
 
 TRAIN = UCI_TABLES[0]
 DICTIONARY = UCI_TABLES[3]
 
 
 class Server:
-    """A loopback HTTP server over a folder, counting requests and honouring If-None-Match."""
+    """A loopback HTTP server over a folder, counting requests and honouring If-None-Match.
+
+    Each request is recorded before its response is sent, so a client that has its answer
+    always finds the request in `requests` (recording after the response raced the test)."""
 
     def __init__(self, folder: Path, html: bool = False):
         self.requests: list[tuple[str, int]] = []
@@ -29,31 +33,31 @@ class Server:
                 path = folder / name
                 if html:
                     body = b"<!DOCTYPE html><html><body>Maintenance</body></html>"
+                    outer.requests.append((name, 200))
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html")
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
-                    outer.requests.append((name, 200))
                     return
                 if not path.is_file():
-                    self.send_error(404)
                     outer.requests.append((name, 404))
+                    self.send_error(404)
                     return
                 etag = f'"{path.stat().st_mtime_ns}"'
                 if self.headers.get("If-None-Match") == etag:
+                    outer.requests.append((name, 304))
                     self.send_response(304)
                     self.end_headers()
-                    outer.requests.append((name, 304))
                     return
                 body = path.read_bytes()
+                outer.requests.append((name, 200))
                 self.send_response(200)
                 self.send_header("ETag", etag)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                outer.requests.append((name, 200))
 
             def log_message(self, *args):
                 pass
@@ -84,13 +88,13 @@ def closed_port_url() -> str:
 
 
 def test_local_directory(uci_dir, tmp_path):
-    fetched = UciSource(location=str(uci_dir), cache_dir=str(tmp_path)).fetch("ticdata2000.txt")
+    fetched = UciSource(base=str(uci_dir), cache_dir=str(tmp_path)).fetch("ticdata2000.txt")
     assert fetched.content == (uci_dir / "ticdata2000.txt").read_bytes()
     assert fetched.origin == str(uci_dir / "ticdata2000.txt")
 
 
 def test_http_download_then_conditional_get(http_source, uci_dir, tmp_path):
-    source = UciSource(location=http_source.url, cache_dir=str(tmp_path))
+    source = UciSource(base=http_source.url, cache_dir=str(tmp_path))
     first = source.fetch("ticdata2000.txt")
     second = source.fetch("ticdata2000.txt")
     assert first.content == second.content == (uci_dir / "ticdata2000.txt").read_bytes()
@@ -99,27 +103,27 @@ def test_http_download_then_conditional_get(http_source, uci_dir, tmp_path):
 
 
 def test_unreachable_source_says_how_to_go_offline(tmp_path):
-    source = UciSource(location=closed_port_url(), cache_dir=str(tmp_path), retries=0, timeout=2)
+    source = UciSource(base=closed_port_url(), cache_dir=str(tmp_path), retries=0, timeout=2)
     with pytest.raises(SourceError, match=r"cannot download http://127\.0\.0\.1:\d+/tic-mld/ticdata2000\.txt.*S3_ASSETS_SOURCE=/path/to/dir"):
         source.fetch("ticdata2000.txt")
 
 
 def test_unreachable_source_falls_back_to_the_offline_copy(uci_dir, tmp_path):
-    source = UciSource(location=closed_port_url(), offline_location=str(uci_dir), cache_dir=str(tmp_path),
+    source = UciSource(base=closed_port_url(), offline_dir=str(uci_dir), cache_dir=str(tmp_path),
                        retries=0, timeout=2)
     assert source.fetch("tictgts2000.txt").content == (uci_dir / "tictgts2000.txt").read_bytes()
 
 
 def test_unreachable_source_uses_an_earlier_download(http_source, tmp_path):
     cache = str(tmp_path / "cache")
-    UciSource(location=http_source.url, cache_dir=cache).fetch("tictgts2000.txt")
+    UciSource(base=http_source.url, cache_dir=cache).fetch("tictgts2000.txt")
     http_source.close()
-    fetched = UciSource(location=http_source.url, cache_dir=cache, retries=0, timeout=2).fetch("tictgts2000.txt")
+    fetched = UciSource(base=http_source.url, cache_dir=cache, retries=0, timeout=2).fetch("tictgts2000.txt")
     assert fetched.from_cache
 
 
 def test_http_404_names_the_url(http_source, tmp_path):
-    source = UciSource(location=http_source.url, cache_dir=str(tmp_path))
+    source = UciSource(base=http_source.url, cache_dir=str(tmp_path))
     with pytest.raises(SourceError, match=r"/tic-mld/nothing\.txt failed: HTTP 404"):
         source.fetch("nothing.txt")
 
@@ -128,14 +132,14 @@ def test_html_page_instead_of_data_is_refused(uci_dir, tmp_path):
     server = Server(uci_dir, html=True)
     try:
         with pytest.raises(BadInputError, match="answered with an HTML page, not the data file ticdata2000.txt"):
-            UciSource(location=server.url, cache_dir=str(tmp_path)).fetch("ticdata2000.txt")
+            UciSource(base=server.url, cache_dir=str(tmp_path)).fetch("ticdata2000.txt")
     finally:
         server.close()
 
 
 def test_missing_local_file_names_the_path(tmp_path):
     with pytest.raises(SourceError, match=r"ticdata2000\.txt does not exist"):
-        UciSource(location=str(tmp_path)).fetch("ticdata2000.txt")
+        UciSource(base=str(tmp_path)).fetch("ticdata2000.txt")
 
 
 ROW = "\t".join(["1"] * 86)

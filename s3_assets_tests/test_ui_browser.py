@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-ASSETS = ["train", "test", "ground_truth", "columns", "train_csv", "test_csv", "gt_csv", "col_info_csv",
+ASSETS = ["train", "test", "ground_truth", "dictionary_text", "train_csv", "test_csv", "gt_csv", "col_info_csv",
           "s3_listing", "file_map", "data_dictionary", "dataframes", "modelling_table"]
 
 pytestmark = [

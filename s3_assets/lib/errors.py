@@ -26,7 +26,16 @@ HINTS = {
 }
 
 
-class S3OperationError(RuntimeError):
+class S3AssetsError(Exception):
+    """Base of the project's own errors: one `except S3AssetsError` catches what we raise on
+    purpose and lets a bug (a TypeError, say) surface as what it is."""
+
+
+class ConfigError(S3AssetsError, ValueError):
+    """A setting is wrong; the message names the setting and says what to change."""
+
+
+class S3OperationError(S3AssetsError, RuntimeError):
     """An S3 call failed; the message names the endpoint, bucket and key."""
 
     def __init__(self, message: str, code: str = ""):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from s3_assets.errors import describe_client_error
+from s3_assets.lib.errors import describe_client_error
 
 
 class LoadError(RuntimeError):

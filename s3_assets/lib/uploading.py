@@ -12,7 +12,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from s3_assets.errors import describe_client_error
+from s3_assets.lib.errors import describe_client_error
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 

@@ -1,75 +1,30 @@
-"""The asset graph: UCI files -> raw tables -> S3 copies -> listing -> file map -> DataFrames.
-
-Raw tables and their S3 copies are made by one factory each over `UCI_TABLES`, so the four
-files cannot drift apart. Everything S3-shaped goes through the `S3Location` resource.
-"""
+"""Analysis of what is in S3: the listing of the prefix, the file map, the loaded frames and
+the modelling table."""
 
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from s3_assets.dictionary import DataDictionary, labelled, parse_dictionary, type_by_domain
-from s3_assets.file_map import FileMapRules, build_file_map
-from s3_assets.listing import list_objects, render_ls, render_ls_recursive, subfolders
-from s3_assets.loading import load_frames
-from s3_assets.metadata import column_schema, preview, table_metadata
-from s3_assets.resources import S3Location
-from s3_assets.settings import ConfigError
-from s3_assets.uci import UCI_TABLES, UciSource, UciTable, read_uci_table
-from s3_assets.uploading import upload_bytes
+from s3_assets.defs.metadata import column_schema, preview, table_metadata
+from s3_assets.defs.resources import S3Prefix
+from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
+from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
+from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.file_map import FileMapRules, build_file_map
+from s3_assets.lib.listing import list_objects, render_ls, render_ls_recursive, subfolders
+from s3_assets.lib.loading import load_frames
+from s3_assets.lib.source import UCI_TABLES
+from s3_assets.lib.uploading import upload_bytes
 
-RAW_GROUP = "uci_raw"
-S3_GROUP = "s3_copies"
 ANALYSIS_GROUP = "analysis"
 
 
-def raw_table_asset(table: UciTable) -> AssetsDefinition:
-    @asset(name=table.asset, group_name=RAW_GROUP, kinds={"pandas"},
-           description=f"{table.filename} from the UCI source: {table.description}.")
-    def raw_table(context: AssetExecutionContext, uci_source: UciSource) -> MaterializeResult:
-        fetched = uci_source.fetch(table.filename)
-        frame = read_uci_table(fetched.content, table, fetched.origin)
-        context.log.info(f"{table.filename}: {frame.shape[0]} x {frame.shape[1]} from {fetched.origin}")
-        return MaterializeResult(value=frame, metadata={
-            **table_metadata(frame),
-            "source": fetched.origin,
-            "from_cache": fetched.from_cache,
-            "sha256": hashlib.sha256(fetched.content).hexdigest(),
-        })
-
-    return raw_table
-
-
-def s3_copy_asset(table: UciTable) -> AssetsDefinition:
-    @asset(name=f"{table.copy_name}_csv", group_name=S3_GROUP, kinds={"s3", "csv"},
-           ins={"frame": AssetIn(table.asset)},
-           description=f"s3://<bucket>/<prefix>/{table.s3_relative}: the `{table.asset}` table as the notebook "
-                       "wrote it (`to_csv(index=False)`).")
-    def s3_copy(context: AssetExecutionContext, frame: pd.DataFrame, location: S3Location) -> MaterializeResult:
-        body = frame.to_csv(index=False).encode()
-        key = location.key(table.s3_relative)
-        uploaded = upload_bytes(location.client, location.resolved_bucket(), key, body,
-                                extra_args=location.write_args())
-        context.log.info(f"{'wrote' if uploaded.changed else 'unchanged'}: {location.uri(key)} ({uploaded.size:,} bytes)")
-        return MaterializeResult(metadata={
-            "uri": MetadataValue.path(location.uri(key)),
-            "size": uploaded.size,
-            "etag": uploaded.etag,
-            "md5": uploaded.md5,
-            "uploaded": uploaded.changed,
-            "dagster/row_count": len(frame),
-            "open": MetadataValue.url(location.browse_url(key)),
-        })
-
-    return s3_copy
-
-
-RAW_TABLE_ASSETS = [raw_table_asset(table) for table in UCI_TABLES]
-S3_COPY_ASSETS = [s3_copy_asset(table) for table in UCI_TABLES]
+class FileMapConfig(Config):
+    max_depth: int = Field(default=1, description="0: directly under the prefix; 1: raw/ (leaves out raw/metadata/)")
+    extensions: list[str] = Field(default=["csv"], description="allowed extensions, without the dot")
 
 
 class ListingConfig(Config):
@@ -79,12 +34,12 @@ class ListingConfig(Config):
 
 
 @asset(group_name=ANALYSIS_GROUP, kinds={"s3", "pandas"}, deps=S3_COPY_ASSETS)
-def s3_listing(context: AssetExecutionContext, config: ListingConfig, location: S3Location) -> MaterializeResult:
+def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix: S3Prefix) -> MaterializeResult:
     """Every object under the prefix: key, size, last modified, ETag, storage class, folder or
     file, depth, name, extension and URI (the notebook's `files.csv`, complete at any size)."""
-    bucket, root = location.resolved_bucket(), location.root
-    listing = list_objects(location.client, bucket, root)
-    context.log.info(f"{len(listing)} objects under {location.uri(root)}")
+    bucket, root = s3_prefix.resolved_bucket(), s3_prefix.root
+    listing = list_objects(s3_prefix.client, bucket, root)
+    context.log.info(f"{len(listing)} objects under {s3_prefix.uri(root)}")
     metadata = {
         "dagster/row_count": len(listing),
         "dagster/column_schema": column_schema(listing),
@@ -96,19 +51,19 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, location: 
         "aws s3 ls --recursive": MetadataValue.md(f"```\n{render_ls_recursive(listing)}\n```"),
     }
     if config.export_csv:
-        metadata["exported_to"] = export_listing(listing, config.export_csv, location)
+        metadata["exported_to"] = export_listing(listing, config.export_csv, s3_prefix)
     return MaterializeResult(value=listing, metadata=metadata)
 
 
-def export_listing(listing: pd.DataFrame, target: str, location: S3Location) -> str:
+def export_listing(listing: pd.DataFrame, target: str, s3_prefix: S3Prefix) -> str:
     """Write the listing as CSV somewhere that is not under the listed prefix."""
     body = listing.to_csv(index=False).encode()
     if target.startswith("s3://"):
         bucket, _, key = target[len("s3://"):].partition("/")
-        if bucket == location.resolved_bucket() and (location.root == "" or key.startswith(location.root)):
-            raise ConfigError(f"export_csv {target!r} is under the listed prefix {location.uri(location.root)}: "
+        if bucket == s3_prefix.resolved_bucket() and (s3_prefix.root == "" or key.startswith(s3_prefix.root)):
+            raise ConfigError(f"export_csv {target!r} is under the listed prefix {s3_prefix.uri(s3_prefix.root)}: "
                               "it would list itself and be deleted by cleanup; choose another place")
-        upload_bytes(location.client, bucket, key, body, extra_args=location.write_args())
+        upload_bytes(s3_prefix.client, bucket, key, body, extra_args=s3_prefix.write_args())
         return target
     path = Path(target).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,35 +72,17 @@ def export_listing(listing: pd.DataFrame, target: str, location: S3Location) -> 
 
 
 @asset(group_name=ANALYSIS_GROUP, kinds={"python"})
-def file_map(context: AssetExecutionContext, config: FileMapRules, s3_listing: pd.DataFrame,
-             location: S3Location) -> MaterializeResult:
+def file_map(context: AssetExecutionContext, config: FileMapConfig, s3_listing: pd.DataFrame,
+             s3_prefix: S3Prefix) -> MaterializeResult:
     """name -> S3 URI of the data files in the listing, by explicit rules (files only, depth,
     extensions); two files with one name is an error naming both keys."""
-    mapping = build_file_map(s3_listing, config)
-    uris = {name: location.uri(key) for name, key in mapping.items()}
+    mapping = build_file_map(s3_listing, FileMapRules(config.max_depth, tuple(config.extensions)))
+    uris = {name: s3_prefix.uri(key) for name, key in mapping.items()}
     context.log.info(f"{len(uris)} data files: {', '.join(uris)}")
     return MaterializeResult(value=uris, metadata={
         "files": len(uris),
         "map": MetadataValue.json(uris),
     })
-
-
-@asset(group_name=RAW_GROUP, kinds={"pandas"})
-def data_dictionary(columns: pd.DataFrame) -> MaterializeResult:
-    """dictionary.txt as data: 86 features (name, description, domain, value table) and the
-    value-label tables L0-L4."""
-    dictionary = parse_dictionary(dictionary_text(columns))
-    return MaterializeResult(value=dictionary, metadata={
-        **table_metadata(dictionary.features),
-        "preview": preview(dictionary.features[["nr", "name", "description", "domain", "value_table"]], rows=10),
-        "value_tables": MetadataValue.json({name: len(frame) for name, frame in dictionary.value_tables.items()}),
-    })
-
-
-def dictionary_text(columns: pd.DataFrame) -> str:
-    """The dictionary's text back from the raw table (read as latin-1), with cp1252's dashes."""
-    lines = [str(columns.columns[0]), *columns.iloc[:, 0].astype(str)]
-    return "\n".join(lines).encode("latin-1").decode("cp1252", errors="replace")
 
 
 class LoadConfig(Config):
@@ -170,12 +107,12 @@ def name_columns(name: str, frame: pd.DataFrame, dictionary: DataDictionary) -> 
 @asset(group_name=ANALYSIS_GROUP, kinds={"pandas"})
 def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dict[str, str],
                s3_listing: pd.DataFrame, data_dictionary: DataDictionary,
-               location: S3Location) -> MaterializeResult:
+               s3_prefix: S3Prefix) -> MaterializeResult:
     """name -> DataFrame for every file in the file map (train, test, gt), parsed as CSV with
     compact integer types and the dictionary's column names."""
-    keys = {name: location.key_from_uri(uri) for name, uri in file_map.items()}
+    keys = {name: s3_prefix.key_from_uri(uri) for name, uri in file_map.items()}
     sizes = dict(zip(s3_listing["key"], s3_listing["size"], strict=True))
-    frames = load_frames(location.client, location.resolved_bucket(), keys, sizes,
+    frames = load_frames(s3_prefix.client, s3_prefix.resolved_bucket(), keys, sizes,
                          max_workers=config.max_workers, max_bytes=config.max_bytes, progress=context.log.info)
     frames = {name: type_by_domain(name_columns(name, frame, data_dictionary), data_dictionary)
               for name, frame in frames.items()}
@@ -222,4 +159,4 @@ def modelling_table(config: ModellingConfig, dataframes: dict[str, pd.DataFrame]
     })
 
 
-ASSETS = [*RAW_TABLE_ASSETS, *S3_COPY_ASSETS, s3_listing, file_map, data_dictionary, dataframes, modelling_table]
+ANALYSIS_ASSETS = [s3_listing, file_map, dataframes, modelling_table]

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from s3_assets.errors import describe_client_error
-from s3_assets.listing import list_objects
+from s3_assets.lib.errors import describe_client_error
+from s3_assets.lib.listing import list_objects
 
 BATCH = 1000
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.compat import unquote_str
 
-from s3_assets.errors import describe_client_error
+from s3_assets.lib.errors import describe_client_error
 
 S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.DOTALL)

@@ -8,11 +8,16 @@ its key sorts as: unlike a since-key cursor, which misses keys that sort earlier
 import json
 
 import pandas as pd
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import AssetSelection, DefaultSensorStatus, define_asset_job, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from s3_assets.jobs import refresh_listing_job
-from s3_assets.listing import list_objects
-from s3_assets.resources import S3Location
+from s3_assets.defs.resources import S3Prefix
+from s3_assets.lib.listing import list_objects
+
+
+refresh_listing_job = define_asset_job(
+    "refresh_listing", selection=AssetSelection.assets("s3_listing", "file_map", "dataframes"),
+    description="Re-list the prefix, rebuild the file map and reload the frames.",
+)
 
 
 def changed_since(listing: pd.DataFrame, cursor: dict | None) -> tuple[pd.DataFrame, dict]:
@@ -33,8 +38,8 @@ def changed_since(listing: pd.DataFrame, cursor: dict | None) -> tuple[pd.DataFr
 
 @sensor(job=refresh_listing_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED,
         description="Refresh the listing, file map and frames when objects under the prefix are added or changed.")
-def s3_change_sensor(context: SensorEvaluationContext, location: S3Location):
-    listing = list_objects(location.client, location.resolved_bucket(), location.root)
+def s3_change_sensor(context: SensorEvaluationContext, s3_prefix: S3Prefix):
+    listing = list_objects(s3_prefix.client, s3_prefix.resolved_bucket(), s3_prefix.root)
     cursor = json.loads(context.cursor) if context.cursor else None
     changed, new_cursor = changed_since(listing, cursor)
     if cursor is None:

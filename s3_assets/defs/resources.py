@@ -1,15 +1,16 @@
-"""Dagster resources: the S3 connection, the bucket+prefix location, and the IO manager.
+"""Dagster resources: the S3 connection, the bucket+prefix the project owns, the UCI source,
+and the IO manager.
 
 `S3Connection` is dagster-aws's `S3Resource` plus the choice of target (embedded SeaweedFS,
-AWS, or any S3-compatible endpoint), timeouts and the retry mode. `S3Location` is the
-resource the assets use: one bucket and one prefix in it. Every key, URI and prefix rule
-lives in `S3Location`, nowhere else.
+AWS, or any S3-compatible endpoint), timeouts and the retry mode. `S3Prefix` is the resource
+the assets use: one bucket and one prefix in it. Every key, URI and prefix rule lives in
+`S3Prefix`, nowhere else.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import boto3
@@ -20,9 +21,11 @@ from dagster_aws.s3 import S3Resource
 from dagster_aws.s3.io_manager import PickledObjectS3IOManager
 from pydantic import Field, PrivateAttr
 
-from s3_assets.embedded_s3 import EmbeddedS3, ServerState
-from s3_assets.errors import describe_client_error
-from s3_assets.settings import ConfigError
+from s3_assets.lib.errors import ConfigError, describe_client_error
+from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
+
+if TYPE_CHECKING:
+    from s3_assets.local_s3.server import ServerState
 
 BUCKET_NAME = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -56,6 +59,8 @@ class S3Connection(S3Resource):
 
     def local_server(self) -> ServerState:
         """Start (or reuse) the embedded S3 of local_dir; only for target=local."""
+        from s3_assets.local_s3.server import EmbeddedS3
+
         return EmbeddedS3(self.local_dir).ensure_running()
 
     def endpoint(self) -> str | None:
@@ -76,6 +81,8 @@ class S3Connection(S3Resource):
             s3={"addressing_style": "path"} if self.target != "aws" else None,
         )
         if self.target == "local":
+            from s3_assets.local_s3.server import EmbeddedS3
+
             server = EmbeddedS3(self.local_dir)
             state = server.ensure_running()
             creds = server.credentials()
@@ -100,7 +107,7 @@ class S3Connection(S3Resource):
         )
 
 
-class S3Location(ConfigurableResource):
+class S3Prefix(ConfigurableResource):
     """One bucket and one prefix in it: where the data goes, what is listed and cleaned up."""
 
     s3: S3Connection
@@ -238,7 +245,7 @@ class S3Location(ConfigurableResource):
                 raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
 
 
-class LocationPickleIOManager(ConfigurableIOManager):
+class S3PickleIOManager(ConfigurableIOManager):
     """dagster-aws's pickle IO manager, in the data bucket but under its own prefix.
 
     The prefix must not overlap the data prefix, so listing and cleanup never see Dagster's
@@ -246,7 +253,7 @@ class LocationPickleIOManager(ConfigurableIOManager):
     k8s/celery executors) work.
     """
 
-    location: S3Location
+    s3_prefix: S3Prefix
     io_prefix: str = Field(default="dagster-io", description="prefix for step outputs")
 
     _inner: PickledObjectS3IOManager | None = PrivateAttr(default=None)
@@ -254,15 +261,15 @@ class LocationPickleIOManager(ConfigurableIOManager):
     def _manager(self) -> PickledObjectS3IOManager:
         if self._inner is None:
             io_root = normalise_prefix(self.io_prefix)
-            data_root = self.location.root
+            data_root = self.s3_prefix.root
             if not io_root or io_root.startswith(data_root) or data_root.startswith(io_root):
                 raise ConfigError(
                     f"S3_ASSETS_IO_PREFIX {self.io_prefix!r} overlaps the data prefix "
-                    f"{self.location.prefix!r}: choose a prefix outside it"
+                    f"{self.s3_prefix.prefix!r}: choose a prefix outside it"
                 )
             self._inner = PickledObjectS3IOManager(
-                s3_bucket=self.location.resolved_bucket(),
-                s3_session=self.location.client,
+                s3_bucket=self.s3_prefix.resolved_bucket(),
+                s3_session=self.s3_prefix.client,
                 s3_prefix=io_root.rstrip("/"),
             )
         return self._inner
@@ -272,3 +279,20 @@ class LocationPickleIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext) -> Any:
         return self._manager().load_input(context)
+
+
+class UciSource(ConfigurableResource):
+    """Where the UCI files come from: a base URL (default: UCI) or a local directory."""
+
+    base: str = Field(default=UCI_BASE_URL, description="base URL or local directory of the UCI files")
+    offline_dir: str = Field(default="", description="local copy tried when the base URL is unreachable")
+    cache_dir: str = Field(default=".s3-assets/cache", description="conditional-download cache")
+    timeout: float = Field(default=30.0, description="seconds per HTTP connect/read")
+    retries: int = Field(default=3, description="HTTP retries on connection errors and 5xx")
+
+    def fetcher(self) -> SourceFetcher:
+        return SourceFetcher(base=self.base, offline_dir=self.offline_dir, cache_dir=self.cache_dir,
+                             timeout=self.timeout, retries=self.retries)
+
+    def fetch(self, filename: str) -> Fetched:
+        return self.fetcher().fetch(filename)

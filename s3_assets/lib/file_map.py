@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pandas as pd
-from dagster import Config
-from pydantic import Field
 
 
-class FileMapRules(Config):
-    max_depth: int = Field(default=1, description="0: directly under the prefix; 1: raw/ (leaves out raw/metadata/)")
-    extensions: list[str] = Field(default=["csv"], description="allowed extensions, without the dot")
+@dataclass(frozen=True)
+class FileMapRules:
+    """max_depth 0: directly under the prefix; 1: raw/ (leaves out raw/metadata/)."""
+
+    max_depth: int = 1
+    extensions: tuple[str, ...] = field(default=("csv",))
 
 
 class DuplicateNameError(ValueError):

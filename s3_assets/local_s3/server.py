@@ -7,17 +7,16 @@ Several processes may ask for it at once (multiprocess runs), so start-up holds 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import json
 import os
 import secrets
 import shutil
+import sys
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from s3_assets.settings import ConfigError, LocalS3Ports, Settings
+from s3_assets.lib.errors import S3AssetsError
+from s3_assets.settings import LocalS3Ports, Settings
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "server.json"
@@ -33,7 +33,7 @@ CREDENTIALS_FILE = "credentials.json"
 LOG_FILE = "weed.log"
 
 
-class EmbeddedS3Error(RuntimeError):
+class EmbeddedS3Error(S3AssetsError, RuntimeError):
     """The embedded S3 could not be started or reached; the message says what to do."""
 
 
@@ -316,32 +316,3 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
     if _pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`s3-assets-local start|status|stop`: manage the embedded S3 (never prints credentials)."""
-    parser = argparse.ArgumentParser(prog="s3-assets-local", description=main.__doc__)
-    parser.add_argument("command", choices=["start", "status", "stop"], nargs="?", default="status")
-    args = parser.parse_args(argv)
-    try:
-        server = EmbeddedS3.from_settings(Settings.from_env())
-        if args.command == "stop":
-            print("stopped" if server.stop() else "not running", f"({server.data_dir})")
-            return 0
-        state = server.ensure_running() if args.command == "start" else server.status()
-    except (EmbeddedS3Error, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if not state:
-        print(f"not running ({server.data_dir}); `s3-assets-local start` starts it")
-        return 3
-    print(f"running   pid {state.pid}")
-    print(f"S3 URL    {state.endpoint_url}")
-    print(f"browser   {state.browser_url}")
-    print(f"data dir  {state.data_dir}")
-    print(f"credentials file  {server.data_dir / CREDENTIALS_FILE} (owner-only)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

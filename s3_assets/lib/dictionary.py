@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from s3_assets.loading import smallest_integer_dtype
+from s3_assets.lib.loading import smallest_integer_dtype
 
 FEATURE_LINE = re.compile(r"^(\d+)\s+([A-Z][A-Z0-9]*)\s*(.*)$")
 DOMAIN_AT_END = re.compile(r"\s*(see\s+(L\d+)|(\d+)\s*[\u2013\u2014-]\s*(\d+)|\.\.\.)\s*$")

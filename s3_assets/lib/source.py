@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 import requests
-from dagster import ConfigurableResource
-from pydantic import Field
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from s3_assets.settings import UCI_BASE_URL
+from s3_assets.lib.errors import S3AssetsError
+
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +45,17 @@ UCI_TABLES: tuple[UciTable, ...] = (
     UciTable("train", "ticdata2000.txt", "raw/train.csv", 86, "training set: 85 features and CARAVAN"),
     UciTable("test", "ticeval2000.txt", "raw/test.csv", 85, "evaluation set: the 85 features, no target"),
     UciTable("ground_truth", "tictgts2000.txt", "raw/gt.csv", 1, "CARAVAN for each evaluation row"),
-    UciTable("columns", "dictionary.txt", "raw/metadata/col_info.csv", 1, "data dictionary text", True),
+    UciTable("dictionary_text", "dictionary.txt", "raw/metadata/col_info.csv", 1, "data dictionary text", True),
 )
 
 HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
 
 
-class SourceError(RuntimeError):
+class SourceError(S3AssetsError, RuntimeError):
     """A UCI file could not be fetched; the message says from where and what to do."""
 
 
-class BadInputError(ValueError):
+class BadInputError(S3AssetsError, ValueError):
     """A UCI file's content is wrong; the message names the file and the line."""
 
 
@@ -67,20 +66,25 @@ class Fetched:
     from_cache: bool = False
 
 
-class UciSource(ConfigurableResource):
-    """Where the UCI files come from: a base URL (default: UCI) or a local directory."""
+UCI_BASE_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/tic-mld/"
 
-    location: str = Field(default=UCI_BASE_URL, description="base URL or local directory")
-    offline_location: str = Field(default="", description="local copy tried when location is unreachable")
-    cache_dir: str = Field(default=".s3-assets/cache", description="conditional-download cache")
-    timeout: float = Field(default=30.0, description="seconds per HTTP connect/read")
-    retries: int = Field(default=3, description="HTTP retries on connection errors and 5xx")
+
+@dataclass(frozen=True)
+class SourceFetcher:
+    """Fetches UCI files from a base URL or a local directory, with a conditional-download
+    cache and an offline copy to fall back on."""
+
+    base: str = UCI_BASE_URL
+    offline_dir: str = ""
+    cache_dir: str = ".s3-assets/cache"
+    timeout: float = 30.0
+    retries: int = 3
 
     def fetch(self, filename: str) -> Fetched:
         """The file's bytes from the location, else the cache, else the offline copy."""
-        if not is_url(self.location):
-            return _read_local(Path(self.location), filename)
-        url = self.location.rstrip("/") + "/" + filename
+        if not is_url(self.base):
+            return _read_local(Path(self.base), filename)
+        url = self.base.rstrip("/") + "/" + filename
         try:
             return self._download(url, filename)
         except requests.RequestException as error:
@@ -89,7 +93,7 @@ class UciSource(ConfigurableResource):
         if cached:
             log.warning("cannot reach %s (%s); using the cached copy", url, reason)
             return cached
-        offline = Path(self.offline_location) if self.offline_location else None
+        offline = Path(self.offline_dir) if self.offline_dir else None
         if offline and (offline / filename).is_file():
             log.warning("cannot reach %s; using the offline copy in %s", url, offline)
             return _read_local(offline, filename)
@@ -147,8 +151,8 @@ class UciSource(ConfigurableResource):
         return Fetched(content, url)
 
 
-def is_url(location: str) -> bool:
-    return location.startswith(("http://", "https://"))
+def is_url(base: str) -> bool:
+    return base.startswith(("http://", "https://"))
 
 
 def _read_local(folder: Path, filename: str) -> Fetched:
