@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+
+from s3_assets.lib.text import printable
+
+
+def code_block(lines: list[str]) -> MetadataValue:
+    """Lines of outside text (keys, listings) as a markdown code block that no line can close:
+    the fence is longer than any run of backticks inside, and controls are escaped."""
+    text = "\n".join(printable(line) for line in lines)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return MetadataValue.md(f"{fence}text\n{text}\n{fence}")
 
 
 def column_schema(frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> TableSchema:
