@@ -80,8 +80,10 @@ LISTING_COLUMNS = [
 ]
 
 
-def list_objects(client: Any, bucket: str, root: str, page_size: int = 1000) -> pd.DataFrame:
-    """Every object whose key starts with `root` ('' or ending in '/'), as a table."""
+def list_objects(client: Any, bucket: str, root: str, *, parallelism: int = 8, page_size: int = 1000) -> pd.DataFrame:
+    """Every object whose key starts with `root` ('' or ending in '/'), as a table sorted by key.
+
+    `parallelism`: how many parts of the key space may be listed at once (1: one paginator)."""
     columns = PageColumns()
     client.meta.events.register("before-parse.s3.ListObjectsV2", _take_contents, unique_id="s3_assets.listing")
     _columns_wanted.columns = columns
