@@ -3,7 +3,8 @@
 Requests are forwarded unchanged (Host header included, so SigV4 signatures still verify).
 A rule decides per request to pass it, answer 503 SlowDown or 500 InternalError, reset the
 connection, or stall. It records each request's method, path and headers, and can call a hook
-when a request arrives (e.g. to SIGKILL the server at the second multipart part).
+when a request arrives (e.g. to SIGKILL the server at the second multipart part), and can
+rewrite response bodies (e.g. to answer in another server's XML namespace).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Faults:
 
 class FaultProxy:
     def __init__(self, upstream_port: int, faults: Faults | None = None,
-                 on_request: Callable[[str, str], None] | None = None, stall_seconds: float = 30):
+                 on_request: Callable[[str, str], None] | None = None, stall_seconds: float = 30,
+                 rewrite: Callable[[str, str, bytes], bytes] | None = None):
         self.faults = faults or Faults()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.injected: list[str] = []
@@ -94,6 +96,8 @@ class FaultProxy:
                     upstream.endheaders(body)
                     response = upstream.getresponse()
                     data = response.read()
+                    if rewrite is not None:  # e.g. another server's XML namespace
+                        data = rewrite(self.command, self.path, data)
                 except OSError:
                     self.connection.close()
                     self.close_connection = True
