@@ -3,12 +3,19 @@ errors that name the key, nothing half-loaded."""
 
 from __future__ import annotations
 
+import gzip
+import re
+
+import boto3
 import pandas as pd
 import pytest
+import urllib3
+from botocore.config import Config
 
 from s3_assets.lib.file_map import DuplicateNameError, FileMapRules, build_file_map
 from s3_assets.lib.listing import frame_from_rows, list_objects
-from s3_assets.lib.loading import LoadError, load_frames
+from s3_assets.lib.loading import LoadError, arrow_options, load_frames
+from s3_assets_tests.sigv4_proxy import SigV4OnlyProxy
 
 
 def listing_of(keys: list[str], root: str = "ins_dataset/") -> pd.DataFrame:
@@ -78,6 +85,120 @@ def test_missing_object_names_the_key(s3, bucket):
         load_frames(s3, bucket, {"gone": "p/gone.csv"}, {})
 
 
-def test_file_over_the_size_limit_is_refused_before_download(s3, bucket):
+@pytest.mark.parametrize("botocore_only", [False, True], ids=["arrow", "botocore"])
+def test_file_over_the_size_limit_is_refused(s3, bucket, botocore_only):
     with pytest.raises(LoadError, match="'p/big.csv' is 5,000 bytes, over the in-memory limit of 1,000"):
         load_frames(s3, bucket, {"big": "p/big.csv"}, {"p/big.csv": 5000}, max_bytes=1000)
+    # a listing older than the file (it grew since) is caught when the file is opened
+    s3.put_object(Bucket=bucket, Key="p/grown.csv", Body=b"a\n" + b"1\n" * 600)
+    with pytest.raises(LoadError, match="'p/grown.csv' is 1,202 bytes, over the in-memory limit of 1,000"):
+        load_frames(s3, bucket, {"grown": "p/grown.csv"}, {"p/grown.csv": 10}, max_bytes=1000,
+                    botocore_only=botocore_only)
+
+
+BAD_BODIES = {
+    "gzip": (gzip.compress(b"a,b\n" + b"1,2\n" * 5000), "line 1 starts with the gzip signature"),
+    "tiny gzip": (gzip.compress(b"a,b\n1,2\n"), "line 1 starts with the gzip signature"),
+    "duplicate header": (b"a,b,a\n1,2,3\n", "line 1 \\(the header\\) names column\\(s\\) a more than once"),
+    "short row": (b"a,b\n1,2\n3\n4,5\n", "line 3: Expected 2 columns, got 1"),
+    "not UTF-8": (b"a,b\n1,x\n2,\xff\xfe\n", "line 3, column 2 \\(b\\) is not UTF-8 text"),
+    "empty": (b"", "line 1: Empty CSV file"),
+}
+
+
+@pytest.mark.parametrize("botocore_only", [False, True], ids=["arrow", "botocore"])
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+def test_bad_content_names_the_key_and_the_line(s3, bucket, case, botocore_only):
+    body, message = BAD_BODIES[case]
+    key = f"raw/{case.replace(' ', '_')}\x1b[31m.csv"
+    s3.put_object(Bucket=bucket, Key="raw/good.csv", Body=b"a,b\n1,2\n")
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    with pytest.raises(LoadError) as raised:
+        load_frames(s3, bucket, {"good": "raw/good.csv", "bad": key}, {}, botocore_only=botocore_only)
+    text = str(raised.value)
+    assert f"'raw/{case.replace(' ', '_')}\\x1b[31m.csv'" in text  # the key, its escape shown as text
+    assert "\x1b" not in text
+    assert re.search(message, text), text
+
+
+def test_a_big_file_that_fails_late_names_the_line(s3, bucket, monkeypatch):
+    from s3_assets.lib import loading
+
+    monkeypatch.setattr(loading, "BIG_FILE", 1000)  # parsed in parallel, as a big file is
+    body = b"a,b\n" + b"1,2\n" * 3000 + b"3,4,5\n"
+    s3.put_object(Bucket=bucket, Key="raw/late.csv", Body=body)
+    with pytest.raises(LoadError, match="'raw/late.csv' is not a valid CSV.*line 3002: Expected 2 columns, got 3"):
+        load_frames(s3, bucket, {"late": "raw/late.csv"}, {"raw/late.csv": len(body)})
+
+
+def test_every_get_is_sigv4_one_per_object(s3_server, s3, bucket):
+    """Behind an endpoint that refuses SigV2 (as AWS, R2 and B2 do), each object costs one
+    GET and the HEAD that reads its current size: nothing is refused and nothing retried."""
+    keys = {f"f{i}": f"raw/f{i:03d}.csv" for i in range(12)}
+    for key in keys.values():
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a,b\n1,2\n")
+    with SigV4OnlyProxy(s3_server.state.ports.s3) as proxy:
+        guarded = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",
+                               aws_access_key_id=s3_server.server.credentials().access_key_id,
+                               aws_secret_access_key=s3_server.server.credentials().secret_access_key,
+                               config=Config(s3={"addressing_style": "path"}))
+        # the proxy refuses what the old fast path sent: a SigV2 presigned URL
+        url = guarded.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": keys["f0"]})
+        assert urllib3.request("GET", url).status == 400
+        proxy.seen.clear()
+        frames = load_frames(guarded, bucket, keys, {})
+        seen = list(proxy.seen)
+    assert sorted(frames) == sorted(keys) and all(f.shape == (1, 2) for f in frames.values())
+    assert {s.signature for s in seen} == {"sigv4"}
+    for key in keys.values():
+        methods = sorted(s.method for s in seen if s.path == f"/{bucket}/{key}")
+        assert methods == ["GET", "HEAD"], (key, methods)
+    assert len(seen) == 2 * len(keys)
+
+
+def test_http_proxy_of_the_client_is_used(s3_server, s3, bucket, monkeypatch):
+    """HTTP_PROXY as botocore resolves it (NO_PROXY included) carries the loads too."""
+    s3.put_object(Bucket=bucket, Key="raw/a.csv", Body=b"a,b\n1,2\n")
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with SigV4OnlyProxy(s3_server.state.ports.s3) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        client = s3_server.client()  # created with the variable set, as botocore reads it then
+        assert arrow_options(client)["proxy_options"] == proxy.url
+        frames = load_frames(client, bucket, {"a": "raw/a.csv"}, {})
+        seen = list(proxy.seen)
+    assert frames["a"].to_dict("list") == {"a": [1], "b": [2]}
+    assert [(s.method, s.path, s.via_proxy) for s in seen if s.path.endswith("/raw/a.csv")] == [
+        ("HEAD", f"/{bucket}/raw/a.csv", True), ("GET", f"/{bucket}/raw/a.csv", True)]
+
+
+def test_no_proxy_and_tls_settings_map_onto_arrow(monkeypatch, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not read here")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "s3.example.org")
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+
+    def client(endpoint: str, **kwargs):
+        session = boto3.session.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="s",
+                                        aws_session_token="token", region_name="eu-west-1")
+        return session.client("s3", endpoint_url=endpoint, **kwargs)
+
+    custom = arrow_options(client("https://minio.example.com:9000",
+                                  config=Config(connect_timeout=3, read_timeout=7,
+                                                retries={"total_max_attempts": 4, "mode": "standard"})))
+    assert custom == {
+        "region": "eu-west-1", "scheme": "https", "endpoint_override": "minio.example.com:9000",
+        "tls_ca_file_path": str(bundle), "proxy_options": "http://proxy.internal:3128",
+        "access_key": "AKIDEXAMPLE", "secret_key": "s", "session_token": "token",
+        "connect_timeout": 3.0, "request_timeout": 7.0, "retry_strategy": ("standard", 4)}
+    assert "proxy_options" not in arrow_options(client("https://s3.example.org"))
+    assert arrow_options(client("https://minio.example.com", verify="/other/ca.pem"))["tls_ca_file_path"] == \
+        "/other/ca.pem"
+    aws = arrow_options(client(None))
+    assert "endpoint_override" not in aws and aws["region"] == "eu-west-1"
+    virtual = arrow_options(client("https://r2.example.com", config=Config(s3={"addressing_style": "virtual"})))
+    assert virtual["force_virtual_addressing"] is True
+    # settings arrow cannot carry send the load through botocore instead
+    assert arrow_options(client("https://minio.example.com", verify=False)) is None
+    assert arrow_options(client(None, config=Config(use_fips_endpoint=True))) is None

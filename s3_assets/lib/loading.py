@@ -1,14 +1,28 @@
-"""Loading the mapped CSV files from S3 into DataFrames: concurrent GETs (the work is I/O
-bound), pyarrow's CSV reader (parses commas correctly, unlike the notebook's `read_table`),
-and the smallest integer types that hold the values."""
+"""Loading the mapped CSV files from S3 into DataFrames.
+
+The GETs go through `pyarrow.fs.S3FileSystem` (the AWS SDK for C++): it signs with SigV4,
+and its I/O and CSV parsing run without holding the GIL, so many small files load in
+parallel from Python threads. Its options are derived from the boto3 client the project
+already configured (endpoint, region, credentials, addressing style, proxy, CA bundle,
+timeouts, retries): `arrow_options`. A client setting that arrow cannot carry (`verify=False`,
+proxy client certificates, a request parameter added by a hook such as ExpectedBucketOwner)
+sends the load through botocore's `get_object` instead, never around the setting.
+
+Memory follows the data: the body is parsed from the stream (never held whole), integer
+columns are narrowed one at a time, and the Arrow table is handed to pandas with
+`self_destruct`, so loading a file of S bytes raises peak memory by at most about
+`PEAK_FACTOR` x S. Files above `BIG_FILE` bytes load one at a time for the same reason.
+"""
 
 from __future__ import annotations
 
 import io
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -16,52 +30,136 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from s3_assets.lib.errors import describe_client_error
+from s3_assets.lib.errors import S3AssetsError, describe_client_error
+from s3_assets.lib.text import printable
+
+PEAK_FACTOR = 2.5  # peak memory of one load / the file's size (measured: docs/BENCHMARKS.md)
+BIG_FILE = 64 * 1024**2  # larger files: one at a time, parsed with threads, 16 MiB reads
+BIG_BLOCK = 16 * 1024**2
+GZIP_MAGIC = b"\x1f\x8b"
+AWS_HOST = re.compile(r"(^|\.)s3([.-][a-z0-9-]+)*\.amazonaws\.com(\.cn)?$")
 
 
-class LoadError(RuntimeError):
-    """A file could not be loaded; the message names its key."""
+class LoadError(S3AssetsError, RuntimeError):
+    """A file could not be loaded; the message names its key and, for bad content, the line."""
 
 
-class ObjectFetcher:
-    """GETs for many objects at once. botocore presigns each request; a urllib3 pool sends it,
-    with the client's timeouts and retry count. botocore's own get_object costs ~1.4 ms of CPU
-    per call and a presign plus a pooled GET ~0.6 ms, which decides a load of 1,000 small files.
-    Anything but a 200 is asked again through get_object, so errors are botocore's, naming
-    the key. Extra request headers (ExpectedBucketOwner) make it use get_object throughout."""
+# -- how to reach S3: the client's settings as arrow options --------------------------------
+def arrow_options(client: Any) -> dict[str, Any] | None:
+    """`pyarrow.fs.S3FileSystem` keyword arguments that reach S3 as `client` does, or None
+    when the client has a setting arrow cannot carry (then botocore does the GETs).
 
-    def __init__(self, client: Any, bucket: str, workers: int):
-        import certifi
-        import urllib3
+    Reads botocore's resolved settings: the endpoint's proxy after HTTP(S)_PROXY/NO_PROXY,
+    the CA bundle after AWS_CA_BUNDLE/`verify`, the credentials after the provider chain.
+    """
+    import botocore
+    from botocore.httpsession import get_cert_path
 
-        config = client.meta.config
-        attempts = (config.retries or {}).get("total_max_attempts", 3)
-        self.client, self.bucket = client, bucket
-        self.pool = urllib3.PoolManager(
-            maxsize=workers, ca_certs=certifi.where(),
-            retries=urllib3.Retry(total=max(0, attempts - 1), backoff_factor=0.2, allowed_methods={"GET"},
-                                  status_forcelist=(500, 502, 503, 504), raise_on_status=False),
-            timeout=urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout),
-        )
+    config = client.meta.config
+    http = client._endpoint.http_session  # botocore's resolved transport settings
+    if getattr(config, "proxies_config", None) or config.client_cert:
+        return None  # proxy CA / client certificates: no arrow option for them
+    verify = getattr(http, "_verify", True)
+    if verify is False:
+        return None  # arrow always verifies TLS
+    endpoint = urlsplit(client.meta.endpoint_url)
+    options: dict[str, Any] = {"region": client.meta.region_name or "us-east-1", "scheme": endpoint.scheme}
+    if not AWS_HOST.search(endpoint.hostname or ""):
+        options["endpoint_override"] = endpoint.netloc
+    elif config.use_fips_endpoint or config.use_dualstack_endpoint or (config.s3 or {}).get("use_accelerate_endpoint"):
+        return None
+    if (config.s3 or {}).get("addressing_style") == "virtual":
+        options["force_virtual_addressing"] = True
+    if endpoint.scheme == "https":
+        options["tls_ca_file_path"] = get_cert_path(verify)
+    proxy = http._proxy_config.proxy_url_for(client.meta.endpoint_url)
+    if proxy:
+        options["proxy_options"] = proxy
+    signer = client._request_signer
+    if signer.signature_version == botocore.UNSIGNED:
+        options["anonymous"] = True
+    else:
+        credentials = signer._credentials
+        if credentials is None:
+            return None  # let botocore raise its NoCredentials error
+        frozen = credentials.get_frozen_credentials()
+        options.update(access_key=frozen.access_key, secret_key=frozen.secret_key,
+                       session_token=frozen.token or None)
+    options["connect_timeout"] = float(config.connect_timeout)
+    options["request_timeout"] = float(config.read_timeout)
+    attempts = (config.retries or {}).get("total_max_attempts") or (config.retries or {}).get("max_attempts", 2) + 1
+    options["retry_strategy"] = ("standard", int(attempts))
+    return options
 
-    def get(self, key: str) -> bytes:
-        url = self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key})
-        if "x-amz-expected-bucket-owner" not in url.lower():
-            try:
-                response = self.pool.request("GET", url)
-                if response.status == 200:
-                    return response.data
-            except Exception:  # noqa: BLE001 - botocore below gives the real error
-                pass
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+def arrow_filesystem(options: dict[str, Any], workers: int) -> Any:
+    import pyarrow.fs as pa_fs
+
+    if pa.io_thread_count() < workers:  # arrow sizes its S3 connection pool by this
+        pa.set_io_thread_count(workers)
+    kwargs = dict(options)
+    _, attempts = kwargs.pop("retry_strategy")
+    return pa_fs.S3FileSystem(**kwargs, retry_strategy=pa_fs.AwsStandardS3RetryStrategy(max_attempts=attempts))
 
 
-def parse_csv(body: bytes, key: str) -> pd.DataFrame:
+# -- parsing ------------------------------------------------------------------------------
+def read_options(size: int | None, serial: bool = False) -> pa_csv.ReadOptions:
+    """Big files: threads and 16 MiB reads (one GET each); small ones: one serial read, which
+    also puts line numbers into arrow's errors."""
+    if size is not None and size > BIG_FILE and not serial:
+        return pa_csv.ReadOptions(use_threads=True, block_size=BIG_BLOCK)
+    return pa_csv.ReadOptions(use_threads=False, block_size=max(1 << 20, min((size or 0) + 1, BIG_BLOCK)))
+
+
+ROW = re.compile(r"Row #(\d+)")
+
+
+def parse_stream(stream: Any, key: str, size: int | None, serial: bool = False) -> pd.DataFrame:
+    """CSV from a stream to a DataFrame; content errors name the key and the line."""
+    options = read_options(size, serial)
     try:
-        table = pa_csv.read_csv(io.BytesIO(body))
-    except (pa.ArrowInvalid, pa.ArrowException) as error:
-        raise LoadError(f"s3 object {key!r} is not a valid CSV: {error}") from None
-    return compact_integers(table).to_pandas()
+        table = pa_csv.read_csv(stream, read_options=options)
+    except pa.ArrowInvalid as error:
+        message = ROW.sub(lambda m: f"line {m.group(1)}", str(error))
+        if "line " not in message and not options.use_threads:
+            message = f"line 1: {message}"  # arrow's errors without a row: empty file, no header
+        bad = BadContent(f"s3 object '{printable(key)}' is not a valid CSV: {printable(message)}")
+        bad.in_parallel = options.use_threads
+        raise bad from None
+    check_table(table, key)
+    return to_frame(compact_integers(table))
+
+
+class BadContent(LoadError):
+    """The body is there but is not a CSV this loader accepts."""
+
+    in_parallel = False  # arrow's parallel parser reports no line numbers
+
+
+def check_table(table: pa.Table, key: str) -> None:
+    try:
+        names = table.column_names
+    except UnicodeDecodeError:
+        raise BadContent(f"s3 object '{printable(key)}': line 1 (the header) is not UTF-8 text") from None
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise BadContent(f"s3 object '{printable(key)}': line 1 (the header) names column(s) "
+                         f"{', '.join(printable(n) for n in twice)} more than once")
+    for index, column in enumerate(table.columns):
+        if pa.types.is_binary(column.type):
+            row = first_invalid_utf8(column)
+            raise BadContent(f"s3 object '{printable(key)}': line {row + 2}, column {index + 1} "
+                             f"({printable(names[index])}) is not UTF-8 text")
+
+
+def first_invalid_utf8(column: pa.ChunkedArray) -> int:
+    for row, value in enumerate(column.to_pylist()):
+        if value is not None:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return row
+    return 0
 
 
 def smallest_integer_dtype(low: int, high: int) -> str:
@@ -73,16 +171,113 @@ def smallest_integer_dtype(low: int, high: int) -> str:
 
 
 def compact_integers(table: pa.Table) -> pa.Table:
-    """Each integer column in the smallest integer type that holds its values (done in Arrow,
-    before conversion: ~20x cheaper than pandas' to_numeric(downcast=...))."""
-    columns = []
-    for column in table.columns:
+    """Each integer column in the smallest integer type that holds its values (in Arrow,
+    ~20x cheaper than pandas' downcast), one column at a time: the wide column is released
+    as soon as its narrow copy exists."""
+    for index in range(table.num_columns):
+        column = table.column(index)
         if pa.types.is_integer(column.type) and len(column) and column.null_count == 0:
             bounds = pc.min_max(column)
             dtype = smallest_integer_dtype(bounds["min"].as_py(), bounds["max"].as_py())
-            column = column.cast(pa.from_numpy_dtype(np.dtype(dtype)))
-        columns.append(column)
-    return pa.table(columns, names=table.column_names)
+            if dtype != str(column.type):
+                table = table.set_column(index, table.field(index).name, column.cast(pa.from_numpy_dtype(np.dtype(dtype))))
+            del column
+    return table
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """Arrow -> pandas without a second copy: each Arrow column is freed once converted."""
+    return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+# -- loading ------------------------------------------------------------------------------
+class Fetcher:
+    """Opens objects as streams: arrow when the client's settings allow it, else botocore."""
+
+    def __init__(self, client: Any, bucket: str, workers: int, botocore_only: bool):
+        self.client, self.bucket = client, bucket
+        options = None if botocore_only else arrow_options(client)
+        self.filesystem = arrow_filesystem(options, workers) if options else None
+
+    def load(self, key: str, size: int | None, max_bytes: int) -> pd.DataFrame:
+        if self.filesystem is None:
+            return self._load_botocore(key, size, max_bytes)
+        try:
+            return self._load_arrow(key, max_bytes, serial=False)
+        except BadContent as error:
+            if not error.in_parallel:
+                raise
+            return self._load_arrow(key, max_bytes, serial=True)  # a big file: again, for the line
+
+    def _load_arrow(self, key: str, max_bytes: int, serial: bool) -> pd.DataFrame:
+        try:
+            stream = self.filesystem.open_input_file(f"{self.bucket}/{key}")  # a HEAD: the size now
+            with stream:
+                size = stream.size()
+                check_size(key, size, max_bytes)
+                try:
+                    return parse_stream(stream, key, size, serial)
+                except BadContent:
+                    if size >= 2 and stream.read_at(2, 0) == GZIP_MAGIC:
+                        raise gzip_error(key) from None
+                    raise
+        except OSError as error:
+            raise self._explain(key, error) from None
+
+    def _load_botocore(self, key: str, size: int | None, max_bytes: int) -> pd.DataFrame:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except Exception as error:  # noqa: BLE001 - described with the key named
+            raise LoadError(str(describe_client_error(error, bucket=self.bucket, key=key,
+                                                      endpoint=self.client.meta.endpoint_url))) from None
+        check_size(key, response["ContentLength"], max_bytes)
+        body = response["Body"]
+        head = body.read(2)
+        if head == GZIP_MAGIC:
+            raise gzip_error(key)
+        stream = pa.PythonFile(io.BufferedReader(PrefixedBody(head, body), 1 << 20), mode="r")
+        return parse_stream(stream, key, response["ContentLength"], serial=True)
+
+    def _explain(self, key: str, error: OSError) -> LoadError:
+        """arrow's error names no bucket and no code: botocore asks once more and names both."""
+        try:
+            self.client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-0")["Body"].close()
+        except Exception as botocore_error:  # noqa: BLE001 - described below, key named
+            return LoadError(str(describe_client_error(botocore_error, bucket=self.bucket, key=key,
+                                                       endpoint=self.client.meta.endpoint_url)))
+        return LoadError(f"reading s3://{self.bucket}/{printable(key)} at {self.client.meta.endpoint_url} "
+                         f"failed: {printable(str(error))}")
+
+
+class PrefixedBody(io.RawIOBase):
+    """A botocore body with its first bytes already read (for the gzip check) put back."""
+
+    def __init__(self, head: bytes, body: Any):
+        super().__init__()
+        self.head, self.body = head, body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data, self.head = (self.head[: len(view)], self.head[len(view):]) if self.head else \
+            (self.body.read(len(view)), b"")
+        view[: len(data)] = data
+        return len(data)
+
+
+def gzip_error(key: str) -> LoadError:
+    return BadContent(f"s3 object '{printable(key)}': line 1 starts with the gzip signature (1f 8b): the body is "
+                      "gzip-compressed, not CSV text. Upload it uncompressed, or keep .gz files out of the file map")
+
+
+def check_size(key: str, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise LoadError(
+            f"s3 object '{printable(key)}' is {size:,} bytes, over the in-memory limit of {max_bytes:,} (max_bytes; "
+            f"loading needs up to {PEAK_FACTOR} x the file's size in memory). Raise the limit or exclude the file"
+        )
 
 
 def load_frames(
@@ -91,47 +286,49 @@ def load_frames(
     file_map: dict[str, str],
     sizes: dict[str, int],
     *,
-    max_workers: int = 8,
+    max_workers: int = 32,
     max_bytes: int = 2 * 1024**3,
+    botocore_only: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, pd.DataFrame]:
     """name -> DataFrame for every file in the map, or an error naming the key that failed.
 
-    Nothing half-loaded is returned: the first failure cancels the rest and is raised.
+    `sizes` (from the listing) refuses files over `max_bytes` before any download; each size
+    is checked again when the file is opened. `botocore_only`: the requests need something
+    only the boto3 client adds (e.g. ExpectedBucketOwner from a hook). Nothing half-loaded is
+    returned: the first failure cancels the rest and is raised.
     """
     too_big = {key: sizes[key] for key in file_map.values() if sizes.get(key, 0) > max_bytes}
     if too_big:
         key, size = next(iter(too_big.items()))
-        raise LoadError(
-            f"s3 object {key!r} is {size:,} bytes, over the in-memory limit of {max_bytes:,} "
-            f"(max_bytes); {len(too_big)} file(s) over it. Raise the limit or exclude the file"
-        )
+        check_size(key, size, max_bytes)
     total = len(file_map)
     step = max(1, total // 10)
     done = 0
     loaded_bytes = 0
     lock = threading.Lock()
-
-    fetcher = ObjectFetcher(client, bucket, max_workers)
+    one_big_at_a_time = threading.Semaphore(1)
+    fetcher = Fetcher(client, bucket, max_workers, botocore_only)
 
     def load_one(name: str, key: str) -> tuple[str, pd.DataFrame]:
         nonlocal done, loaded_bytes
-        try:
-            body = fetcher.get(key)
-        except Exception as error:
-            raise LoadError(str(describe_client_error(error, bucket=bucket, key=key, endpoint=client.meta.endpoint_url))) from None
-        frame = parse_csv(body, key)
+        size = sizes.get(key)
+        if size is not None and size > BIG_FILE:
+            with one_big_at_a_time:
+                frame = fetcher.load(key, size, max_bytes)
+        else:
+            frame = fetcher.load(key, size, max_bytes)
         with lock:
             done += 1
-            loaded_bytes += len(body)
+            loaded_bytes += size or 0
             if done == total or done % step == 0:  # about ten progress lines, whatever the count
-                progress(f"{done}/{total} files, {loaded_bytes / 1e6:.1f} MB")
+                progress(f"{done}/{total} files" + (f", {loaded_bytes / 1e6:.1f} MB" if sizes else ""))
         return name, frame
 
     frames: dict[str, pd.DataFrame] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, total or 1))) as pool:
         futures = [pool.submit(load_one, name, key) for name, key in file_map.items()]
-        finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
         for future in futures:

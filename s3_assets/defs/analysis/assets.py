@@ -86,8 +86,9 @@ def file_map(context: AssetExecutionContext, config: FileMapConfig, s3_listing: 
 
 
 class LoadConfig(Config):
-    max_workers: int = Field(default=8, description="concurrent downloads")
-    max_bytes: int = Field(default=2 * 1024**3, description="largest file loaded into memory, in bytes")
+    max_workers: int = Field(default=32, description="concurrent downloads (they wait on the network, not the CPU)")
+    max_bytes: int = Field(default=2 * 1024**3, description="largest file loaded, in bytes; loading needs up to "
+                           "2.5 x a file's size in memory")
 
 
 def name_columns(name: str, frame: pd.DataFrame, dictionary: DataDictionary) -> pd.DataFrame:
@@ -113,7 +114,8 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
     keys = {name: s3_prefix.key_from_uri(uri) for name, uri in file_map.items()}
     sizes = dict(zip(s3_listing["key"], s3_listing["size"], strict=True))
     frames = load_frames(s3_prefix.client, s3_prefix.resolved_bucket(), keys, sizes,
-                         max_workers=config.max_workers, max_bytes=config.max_bytes, progress=context.log.info)
+                         max_workers=config.max_workers, max_bytes=config.max_bytes,
+                         botocore_only=bool(s3_prefix.expected_bucket_owner), progress=context.log.info)
     frames = {name: type_by_domain(name_columns(name, frame, data_dictionary), data_dictionary)
               for name, frame in frames.items()}
     descriptions = data_dictionary.descriptions()
