@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from s3_assets.local_s3.server import EmbeddedS3, find_free_ports  # noqa: E402
+from s3_assets.local_s3.server import EmbeddedS3, find_free_ports
 
 JOBS = {"in-process (default: `refresh_all`, `dagster asset materialize`)": "refresh_all",
         "multiprocess (`refresh_all_multiprocess`)": "refresh_all_multiprocess"}
@@ -55,9 +55,9 @@ def main() -> None:
         finally:
             server.stop()
     lines = ["# Executors: the whole graph on the CLI", "",
-             f"Measured by `python bench/executors.py --repeat {args.repeat}` on "
+             (f"Measured by `python bench/executors.py --repeat {args.repeat}` on "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, real UCI data, local "
-             "SeaweedFS; wall time of the whole `dagster job execute` process.", "",
+             "SeaweedFS; wall time of the whole `dagster job execute` process."), "",
              "| executor | median (s) | min (s) | max (s) |", "|---|---:|---:|---:|"]
     for label, values in times.items():
         lines.append(f"| {label} | {statistics.median(values):.1f} | {min(values):.1f} | {max(values):.1f} |")

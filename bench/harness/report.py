@@ -1,0 +1,148 @@
+"""docs/BENCHMARKS.md from one run's numbers: tables per round trip, the targets with their
+measured ratios, where the whole graph's time goes, and a plot of time against round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.scenarios import ONE_PAGINATOR
+from harness.tools import NOTEBOOK, PROJECT
+
+LOAD_PROJECT = PROJECT + ": pyarrow.fs.S3FileSystem"
+
+
+def table(results: dict[str, float | None]) -> list[str]:
+    measured = {k: v for k, v in results.items() if v is not None}
+    fastest = min(measured.values())
+    lines = ["| tool | seconds | × fastest |", "|---|---:|---:|"]
+    for name, value in sorted(results.items(), key=lambda kv: (kv[1] is None, kv[1] or 0)):
+        lines.append(f"| {name} | not installed | – |" if value is None
+                     else f"| {name} | {value:.3f} | {value / fastest:.2f} |")
+    return lines
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def plot(raw: dict, out: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    scenarios = list(raw["scenarios"])
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 4.2), squeeze=False)
+    for ax, scenario in zip(axes[0], scenarios, strict=True):
+        by_rtt = raw["scenarios"][scenario]
+        rtts = sorted(by_rtt, key=float)
+        for tool in by_rtt[rtts[0]]:
+            points = [(float(r), by_rtt[r][tool]) for r in rtts if by_rtt[r].get(tool) is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=tool)
+        ax.set_yscale("log")
+        ax.set_xlabel("round trip (ms)")
+        ax.set_ylabel("seconds (log)")
+        ax.set_title(scenario, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = out / "bench_latency.png"
+    fig.savefig(path, dpi=100)
+    return path.name
+
+
+def targets(raw: dict) -> list[str]:
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    scenarios = raw["scenarios"]
+    for name, by_rtt in scenarios.items():
+        if name.startswith("loading") and "small" in name:
+            for rtt, want in (("20", 25), ("0", 4)):
+                if rtt in by_rtt:
+                    r = by_rtt[rtt][NOTEBOOK + " (read_csv loop)"] / by_rtt[rtt][LOAD_PROJECT]
+                    lines.append(f"| {name} at {rtt} ms: ≥ {want} × faster than the notebook's loop | "
+                                 f"{r:.1f} × faster | {verdict(r >= want)} |")
+            wrangler = by_rtt.get("20", {}).get("awswrangler read_csv(use_threads)")
+            if wrangler:
+                r = wrangler / by_rtt["20"][LOAD_PROJECT]
+                lines.append(f"| {name} at 20 ms: ≥ 2 × faster than awswrangler | {r:.1f} × faster | {verdict(r >= 2)} |")
+        if name.startswith("listing") and "100,000" in name:
+            if by_rtt.get("20", {}).get("s5cmd ls"):
+                r = by_rtt["20"]["s5cmd ls"] / by_rtt["20"][PROJECT]
+                lines.append(f"| {name} at 20 ms: ≥ 2 × faster than `s5cmd ls` | {r:.2f} × faster | {verdict(r >= 2)} |")
+            if "0" in by_rtt:
+                r = by_rtt["0"][PROJECT] / by_rtt["0"][ONE_PAGINATOR]
+                lines.append(f"| {name} at 0 ms: never slower than one paginator | {r:.2f} × its time | "
+                             f"{verdict(r <= 1.0)} |")
+        if name.startswith("deleting") and by_rtt.get("20", {}).get("s5cmd rm"):
+            r = by_rtt["20"][PROJECT] / by_rtt["20"]["s5cmd rm"]
+            lines.append(f"| {name} at 20 ms: no slower than `s5cmd rm` | {r:.2f} × its time | {verdict(r <= 1.0)} |")
+    for step, mem in raw.get("memory", {}).items():
+        if step.startswith("loading"):
+            r = (mem["peak_kb"] - mem["baseline_kb"]) * 1024 / mem["bytes"]
+            lines.append(f"| {step}: peak grows by ≤ 2.5 × S | {r:.2f} × S | {verdict(r <= 2.5)} |")
+        else:
+            per = (mem["peak_kb"] - mem["baseline_kb"]) * 1024 / max(1, mem.get("objects", 1))
+            lines.append(f"| {step}: < 1 KB per object at peak | {per:.0f} B | {verdict(per < 1024)} |")
+    for rtt, graph in raw.get("whole_graph", {}).items():
+        r = graph["dagster asset materialize --select '*'"] / graph["plain script of the notebook's steps"]
+        lines.append(f"| whole graph on the CLI at {rtt} ms: ≤ 3 × a plain script | {r:.2f} × | {verdict(r <= 3)} |")
+    return lines
+
+
+def where_the_time_goes(raw: dict) -> list[str]:
+    lines = [("| round trip | whole graph (s) | plain script (s) | Python start (s) | import s3_assets.definitions (s) "
+             "| the rest: Dagster per step + S3 (s) |"), "|---:|---:|---:|---:|---:|---:|"]
+    for rtt, g in raw.get("whole_graph", {}).items():
+        graph, script = g["dagster asset materialize --select '*'"], g["plain script of the notebook's steps"]
+        start, imports = g["python -c pass"], g["import s3_assets.definitions (python -c)"]
+        lines.append(f"| {rtt} ms | {graph:.2f} | {script:.2f} | {start:.2f} | {imports:.2f} | {graph - imports:.2f} |")
+    if raw.get("import_profile"):
+        lines += ["", ("Slowest top-level imports of `import s3_assets.definitions` (`python -X importtime`, "
+                  "cumulative seconds):"), "", "| module | seconds |", "|---|---:|"]
+        lines += [f"| {name} | {seconds:.2f} |" for name, seconds in raw["import_profile"]]
+    return lines
+
+
+def render(raw: dict, out: Path, notes: str) -> str:
+    figure = plot(raw, out)
+    shared = raw.get("shared_machine")
+    lines = [
+        "# Benchmarks", "",
+        (f"Measured by `python bench/run.py {raw['argv']}` on {raw['started']}, {raw['cpus']} CPUs, one local "
+        "SeaweedFS behind a latency proxy (`bench/harness/latency_proxy.py`: every chunk delayed by half the round "
+        "trip in each direction, a new connection one round trip; no bandwidth limit). Every number below comes "
+        f"from that one run; every tool went through the same proxy at each round trip ({', '.join(raw['rtts'])} ms). "
+        f"Library calls (this project, the notebook's code, the candidates) are timed around the call, best of "
+        f"{raw['repeat']} at 0 ms and of 1 above; command-line tools (aws, s5cmd) as whole processes, start-up "
+        "included, as a user runs them; awswrangler inside its own process around the call."),
+        "",
+    ]
+    if shared:
+        lines += [(f"**The machine was shared** with other work during this run (load average {shared}), so "
+                  "absolute times are noisy; ratios within one table were taken minutes apart at most."), ""]
+    if raw.get("reduced"):
+        lines += [f"**Sizes reduced** for time: {raw['reduced']}.", ""]
+    if figure:
+        lines += [f"![time against round trip]({figure})", ""]
+    lines += ["## Targets", "", *targets(raw), ""]
+    for name, by_rtt in raw["scenarios"].items():
+        lines += [f"## {name[0].upper()}{name[1:]}", ""]
+        for rtt, results in by_rtt.items():
+            lines += [f"### {rtt} ms round trip", "", *table(results), ""]
+    if raw.get("memory"):
+        lines += ["## Peak memory of this project's steps (fresh process, RSS sampled every 2 ms)", "",
+                  "| step | input (MB) | peak above baseline (MB) | × input |", "|---|---:|---:|---:|"]
+        for step, mem in raw["memory"].items():
+            extra = (mem["peak_kb"] - mem["baseline_kb"]) / 1024
+            lines.append(f"| {step} | {mem['bytes'] / 1e6:.1f} | {extra:.1f} | "
+                         f"{extra * 1024 * 1024 / max(1, mem['bytes']):.2f} |")
+        lines.append("")
+    if raw.get("whole_graph"):
+        lines += ["## The whole graph on the CLI: where the time goes", "", *where_the_time_goes(raw), ""]
+        for rtt, graph in raw["whole_graph"].items():
+            lines += [f"### {rtt} ms round trip", "", *table(graph), ""]
+    lines += [notes]
+    return "\n".join(lines) + "\n"
