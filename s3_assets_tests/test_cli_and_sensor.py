@@ -90,9 +90,9 @@ def test_multiprocess_job_shares_outputs_through_s3(cli, s3, bucket):
     assert "dagster-io/dataframes" in keys(s3, bucket)
 
 
-def evaluate(instance, location, cursor=None):
+def evaluate(instance, location, cursor=None, sensor=s3_change_sensor):
     with build_sensor_context(instance=instance, cursor=cursor, resources={"s3_prefix": location}) as context:
-        return s3_change_sensor(context)
+        return sensor(context)
 
 
 def test_sensor_runs_only_when_objects_arrive(s3, bucket, make_location):
@@ -101,14 +101,75 @@ def test_sensor_runs_only_when_objects_arrive(s3, bucket, make_location):
     with DagsterInstance.ephemeral() as instance:
         first = evaluate(instance, location)
         assert not first.run_requests  # baseline
-        cursor = first.cursor
-        quiet = evaluate(instance, location, cursor)
-        assert not quiet.run_requests and quiet.cursor == cursor
+        quiet = evaluate(instance, location, first.cursor)
+        assert not quiet.run_requests
         # A key that sorts before everything seen: a since-key cursor would miss it.
         s3.put_object(Bucket=bucket, Key="ins_dataset/0-early.csv", Body=b"b\n2\n")
         s3.put_object(Bucket=bucket, Key="ins_dataset_old/ignored.csv", Body=b"c\n")
-        arrived = evaluate(instance, location, cursor)
+        arrived = evaluate(instance, location, quiet.cursor)
         assert len(arrived.run_requests) == 1
-        assert arrived.run_requests[0].tags["s3_assets/changed_objects"] == "1"
-        assert "ins_dataset/0-early.csv" in json.loads(arrived.cursor)["keys"]
+        tags = arrived.run_requests[0].tags
+        assert tags["s3_assets/new_objects"] == "1" and tags["s3_assets/changed_objects"] == "1"
         assert not evaluate(instance, location, arrived.cursor).run_requests
+
+
+def test_sensor_sees_overwrite_in_the_same_second_and_deletion(s3, bucket, make_location):
+    location = make_location(bucket)
+    s3.put_object(Bucket=bucket, Key="ins_dataset/a.csv", Body=b"a\n1\n")
+    s3.put_object(Bucket=bucket, Key="ins_dataset/b.csv", Body=b"b\n1\n")
+    with DagsterInstance.ephemeral() as instance:
+        base = evaluate(instance, location)
+        # Overwrite at once (same second as the first write, same size): other content, other ETag.
+        s3.put_object(Bucket=bucket, Key="ins_dataset/a.csv", Body=b"a\n2\n")
+        changed = evaluate(instance, location, base.cursor)
+        assert [r.tags["s3_assets/changed_objects"] for r in changed.run_requests] == ["1"]
+        assert changed.run_requests[0].tags["s3_assets/new_objects"] == "0"
+        s3.delete_object(Bucket=bucket, Key="ins_dataset/b.csv")
+        deleted = evaluate(instance, location, changed.cursor)
+        assert [r.tags["s3_assets/deleted_objects"] for r in deleted.run_requests] == ["1"]
+        assert not evaluate(instance, location, deleted.cursor).run_requests
+
+
+def test_sensor_does_not_fire_on_the_projects_own_writes(s3, bucket, make_location, run_graph, uci_dir):
+    location = make_location(bucket)
+    with DagsterInstance.ephemeral() as instance:
+        base = evaluate(instance, location)  # empty prefix
+        run_graph(location, uci_dir, instance=instance)  # "Materialize all": 4 copies + listing
+        after = evaluate(instance, location, base.cursor)
+        assert not after.run_requests, after.skip_reason
+        # Only the copies, no new listing: the copies' own materializations still vouch for them.
+        s3.put_object(Bucket=bucket, Key="ins_dataset/raw/train.csv", Body=b"changed by someone else")
+        other = evaluate(instance, location, after.cursor)
+        assert [r.tags["s3_assets/changed_objects"] for r in other.run_requests] == ["1"]
+
+
+def test_sensor_tick_is_bounded_and_a_large_prefix_is_walked_across_ticks(s3, bucket, make_location):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s3_assets.defs.analysis.sensors import build_change_sensor
+
+    location = make_location(bucket)
+    keys = [f"ins_dataset/part-{i:05d}.csv" for i in range(2500)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b"x"), keys))
+    sensor = build_change_sensor("bounded_sensor", pages_per_tick=4, page_size=100)  # 400 objects a tick
+    with DagsterInstance.ephemeral() as instance:
+        cursor, ticks = None, 0
+        while True:
+            result = evaluate(instance, location, cursor, sensor)
+            state = json.loads(result.cursor)
+            assert state["pages"] <= 4  # the work of one tick is bounded
+            ticks, cursor = ticks + 1, result.cursor
+            if state["token"] is None:
+                break
+        assert ticks == 7 and state["objects"] == 2500  # 25 pages, 4 a tick
+        s3.delete_object(Bucket=bucket, Key=keys[1234])
+        s3.put_object(Bucket=bucket, Key="ins_dataset/zz-new.csv", Body=b"y")
+        runs = []
+        for _ in range(7):
+            result = evaluate(instance, location, cursor, sensor)
+            runs += result.run_requests
+            cursor = result.cursor
+        [run] = runs
+        assert run.tags["s3_assets/deleted_objects"] == "1" and run.tags["s3_assets/new_objects"] == "1"
+        assert len(result.cursor) < 1000  # the state is in files, not in the cursor

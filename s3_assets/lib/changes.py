@@ -7,6 +7,7 @@ the same second (S3 times have one-second resolution; an overwrite changes the E
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -50,3 +51,12 @@ def diff_states(before: Mapping[str, ObjectState], after: Mapping[str, ObjectSta
 def state_of(keys: Iterable[str], etags: Iterable[str], sizes: Iterable[int]) -> dict[str, ObjectState]:
     """A state from listing columns (e.g. `state_of(listing["key"], listing["etag"], listing["size"])`)."""
     return {key: (str(etag).strip('"'), int(size)) for key, etag, size in zip(keys, etags, sizes, strict=True)}
+
+
+def state_digest(state: Mapping[str, ObjectState]) -> str:
+    """One short fingerprint of a whole state: equal digests, equal listings (key, ETag, size)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        etag, size = state[key]
+        digest.update(f"{key}\x00{etag}\x00{int(size)}\x00".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:32]

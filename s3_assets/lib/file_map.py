@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from s3_assets.lib.text import printable
+
 
 @dataclass(frozen=True)
 class FileMapRules:
@@ -22,17 +24,29 @@ class DuplicateNameError(ValueError):
 
 def build_file_map(listing: pd.DataFrame, rules: FileMapRules) -> dict[str, str]:
     """name (file name without extension) -> key, for the data files the rules select."""
+    return select_data_files(listing, rules)[0]
+
+
+def select_data_files(listing: pd.DataFrame, rules: FileMapRules) -> tuple[dict[str, str], list[str]]:
+    """(name -> key, keys the rules select but that cannot be named): every selected key is in
+    one or the other, never dropped. A name must be printable text (no newline, no control or
+    bidi character: it becomes a dict key, a log line, a UI label)."""
     allowed = {ext.lower().lstrip(".") for ext in rules.extensions}
     selected = listing[
         ~listing["is_folder"] & listing["depth"].le(rules.max_depth) & listing["extension"].isin(allowed)
     ]
     file_map: dict[str, str] = {}
+    unnamed: list[str] = []
     for key, name in zip(selected["key"], selected["name"], strict=True):
         stem = name.rsplit(".", 1)[0]
+        if not stem or printable(stem) != stem:
+            unnamed.append(key)
+            continue
         if stem in file_map:
             raise DuplicateNameError(
-                f"two data files are both named {stem!r}: {file_map[stem]!r} and {key!r}; "
+                f"two data files are both named {printable(stem)!r}: {printable(file_map[stem])!r} and "
+                f"{printable(key)!r}; "
                 "rename one, or narrow the rules (max_depth, extensions)"
             )
         file_map[stem] = key
-    return file_map
+    return file_map, unnamed

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from botocore.compat import unquote_str
 
 from s3_assets.lib.errors import S3AssetsError, S3OperationError, describe_client_error
+from s3_assets.lib.text import printable
 
 RAW_SCHEMA = pa.schema([("key", pa.string()), ("size", pa.int64()), ("last_modified", pa.timestamp("us", tz="UTC")),
                         ("etag", pa.string()), ("storage_class", pa.dictionary(pa.int8(), pa.string()))])
@@ -342,8 +343,9 @@ def listing_frame(bucket: str, root: str, raw: pa.Table) -> pd.DataFrame:
     relative = pc.utf8_slice_codeunits(key, len(root))
     is_folder = pc.and_(pc.ends_with(key, "/"), pc.equal(size, 0))
     trimmed = pc.utf8_rtrim(relative, "/")
-    name = pc.replace_substring_regex(trimmed, r"^.*/", "")
-    extension = pc.utf8_lower(pc.replace_substring_regex(name, r"^(?:[^.]*$|.*\.)", ""))
+    # (?s): a key may hold a newline; `.` must match it too, or such keys get wrong names.
+    name = pc.replace_substring_regex(trimmed, r"(?s)^.*/", "")
+    extension = pc.utf8_lower(pc.replace_substring_regex(name, r"(?s)^(?:[^.]*$|.*\.)", ""))
     extension = pc.if_else(is_folder, "", extension)
     table = pa.table({
         "key": key, "size": size, "last_modified": raw["last_modified"], "etag": raw["etag"],
@@ -372,8 +374,9 @@ def subfolders(listing: pd.DataFrame, root: str) -> list[str]:
     return sorted(set(nested.str.split("/", n=1).str[0] + "/"))
 
 
-def render_ls(listing: pd.DataFrame, root: str, limit: int = 50) -> str:
-    """`aws s3 ls s3://bucket/prefix/`: PRE lines, then the objects directly under the prefix."""
+def ls_lines(listing: pd.DataFrame, root: str, limit: int = 50) -> list[str]:
+    """`aws s3 ls s3://bucket/prefix/`: PRE lines, then the objects directly under the prefix.
+    Lines hold the keys as they are: show them through `printable` or `code_block`."""
     lines = [f"{'PRE':>30} {folder}" for folder in subfolders(listing, root)]
     top = listing[listing["depth"].eq(0) & ~listing["is_folder"]]
     for row in top.head(limit).itertuples():
@@ -381,15 +384,24 @@ def render_ls(listing: pd.DataFrame, root: str, limit: int = 50) -> str:
         lines.append(f"{stamp} {row.size:>10} {row.name}")
     if len(top) > limit:
         lines.append(f"... {len(top) - limit} more")
-    return "\n".join(lines)
+    return lines
 
 
-def render_ls_recursive(listing: pd.DataFrame, limit: int = 50) -> str:
-    """`aws s3 ls --recursive`: every key with its time and size."""
+def ls_recursive_lines(listing: pd.DataFrame, limit: int = 50) -> list[str]:
+    """`aws s3 ls --recursive`: every key with its time and size (keys as they are)."""
     lines = [
         f"{row.last_modified:%Y-%m-%d %H:%M:%S} {row.size:>10} {row.key}"
         for row in listing.head(limit).itertuples()
     ]
     if len(listing) > limit:
         lines.append(f"... {len(listing) - limit} more")
-    return "\n".join(lines)
+    return lines
+
+
+def render_ls(listing: pd.DataFrame, root: str, limit: int = 50) -> str:
+    """`ls_lines` as text for a terminal or log: one line per entry, controls escaped."""
+    return "\n".join(printable(line) for line in ls_lines(listing, root, limit))
+
+
+def render_ls_recursive(listing: pd.DataFrame, limit: int = 50) -> str:
+    return "\n".join(printable(line) for line in ls_recursive_lines(listing, limit))

@@ -8,13 +8,15 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from s3_assets.defs.metadata import column_schema, preview, table_metadata
+from s3_assets.defs.metadata import code_block, column_schema, preview, table_metadata
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
+from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
 from s3_assets.lib.errors import ConfigError
-from s3_assets.lib.file_map import FileMapRules, build_file_map
-from s3_assets.lib.listing import list_objects, render_ls, render_ls_recursive, subfolders
+from s3_assets.lib.file_map import FileMapRules, select_data_files
+from s3_assets.lib.listing import list_objects, ls_lines, ls_recursive_lines, subfolders
+from s3_assets.lib.text import printable
 from s3_assets.lib.loading import load_frames
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.uploading import upload_bytes
@@ -39,20 +41,27 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
     file, depth, name, extension and URI (the notebook's `files.csv`, complete at any size)."""
     bucket, root = s3_prefix.resolved_bucket(), s3_prefix.root
     listing = list_objects(s3_prefix.client, bucket, root)
-    context.log.info(f"{len(listing)} objects under {s3_prefix.uri(root)}")
+    context.log.info(f"{len(listing)} objects under {printable(s3_prefix.uri(root))}")
     metadata = {
         "dagster/row_count": len(listing),
         "dagster/column_schema": column_schema(listing),
         "total_bytes": int(listing["size"].sum()),
         "folder_markers": int(listing["is_folder"].sum()),
-        "subfolders": ", ".join(subfolders(listing, root)) or "(none)",
-        "preview": preview(listing.drop(columns=["uri"]), rows=10),
-        "aws s3 ls": MetadataValue.md(f"```\n{render_ls(listing, root)}\n```"),
-        "aws s3 ls --recursive": MetadataValue.md(f"```\n{render_ls_recursive(listing)}\n```"),
+        "subfolders": printable(", ".join(subfolders(listing, root))) or "(none)",
+        "preview": preview(shown_as_text(listing.drop(columns=["uri"]), ["key", "name", "extension"]), rows=10),
+        "aws s3 ls": code_block(ls_lines(listing, root)),
+        "aws s3 ls --recursive": code_block(ls_recursive_lines(listing)),
+        # what the change sensor compares with, so that it does not count the project's own writes
+        "state_digest": state_digest(state_of(listing["key"], listing["etag"], listing["size"])),
     }
     if config.export_csv:
         metadata["exported_to"] = export_listing(listing, config.export_csv, s3_prefix)
     return MaterializeResult(value=listing, metadata=metadata)
+
+
+def shown_as_text(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """A copy whose outside-text columns have their control characters escaped (UI tables)."""
+    return frame.assign(**{name: frame[name].map(printable) for name in columns})
 
 
 def export_listing(listing: pd.DataFrame, target: str, s3_prefix: S3Prefix) -> str:
@@ -76,13 +85,16 @@ def file_map(context: AssetExecutionContext, config: FileMapConfig, s3_listing: 
              s3_prefix: S3Prefix) -> MaterializeResult:
     """name -> S3 URI of the data files in the listing, by explicit rules (files only, depth,
     extensions); two files with one name is an error naming both keys."""
-    mapping = build_file_map(s3_listing, FileMapRules(config.max_depth, tuple(config.extensions)))
+    mapping, unnamed = select_data_files(s3_listing, FileMapRules(config.max_depth, tuple(config.extensions)))
     uris = {name: s3_prefix.uri(key) for name, key in mapping.items()}
     context.log.info(f"{len(uris)} data files: {', '.join(uris)}")
-    return MaterializeResult(value=uris, metadata={
-        "files": len(uris),
-        "map": MetadataValue.json(uris),
-    })
+    metadata = {"files": len(uris), "map": MetadataValue.json(uris), "unnamed_files": len(unnamed)}
+    if unnamed:
+        shown = [printable(key) for key in unnamed]
+        context.log.warning(f"{len(unnamed)} data file(s) the rules select but cannot name (a name needs "
+                            f"printable characters only); not in the map: {', '.join(shown[:20])}")
+        metadata["unnamed"] = code_block(shown[:50])
+    return MaterializeResult(value=uris, metadata=metadata)
 
 
 class LoadConfig(Config):
