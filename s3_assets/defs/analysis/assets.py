@@ -93,7 +93,7 @@ def file_map(context: AssetExecutionContext, config: FileMapConfig, s3_listing: 
         shown = [printable(key) for key in unnamed]
         context.log.warning(f"{len(unnamed)} data file(s) the rules select but cannot name (a name needs "
                             f"printable characters only); not in the map: {', '.join(shown[:20])}")
-        metadata["unnamed"] = code_block(shown[:50])
+        metadata["unnamed"] = code_block(unnamed[:50])  # code_block escapes
     return MaterializeResult(value=uris, metadata=metadata)
 
 
