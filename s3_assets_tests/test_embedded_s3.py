@@ -91,10 +91,9 @@ def test_taken_port_is_a_clear_error(tmp_path):
             EmbeddedS3(tmp_path / "s3", ports).ensure_running()
 
 
-def test_missing_binary_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("S3_ASSETS_WEED_BINARY", str(tmp_path / "no-weed-here"))
+def test_missing_binary_is_a_clear_error(tmp_path):
     with pytest.raises(EmbeddedS3Error, match="S3_ASSETS_WEED_BINARY=.*not an executable"):
-        EmbeddedS3(tmp_path / "s3", free_ports()).ensure_running()
+        EmbeddedS3(tmp_path / "s3", free_ports(), weed_binary=str(tmp_path / "no-weed-here")).ensure_running()
 
 
 def test_status_command_shows_url_and_never_the_secret(s3_server):

@@ -102,7 +102,7 @@ def test_missing_bucket_on_a_custom_endpoint_is_a_clear_error(s3_server):
     )
     location = S3Prefix(s3=connection, bucket="no-such-bucket-here")
     with pytest.raises(ConfigError, match="bucket .no-such-bucket-here. does not exist at http.*S3_ASSETS_CREATE_BUCKET"):
-        location.client  # noqa: B018 - the property connects and checks the bucket
+        location.connect()  # connects and checks the bucket
 
 
 def test_custom_endpoint_creates_the_bucket_when_asked(s3_server):
@@ -112,19 +112,5 @@ def test_custom_endpoint_creates_the_bucket_when_asked(s3_server):
         aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
     )
     location = S3Prefix(s3=connection, bucket="opted-in-bucket", create_bucket=True)
-    location.client.put_object(Bucket="opted-in-bucket", Key="ins_dataset/x", Body=b"1")
+    location.connect().put_object(Bucket="opted-in-bucket", Key="ins_dataset/x", Body=b"1")
     assert s3_server.client().head_object(Bucket="opted-in-bucket", Key="ins_dataset/x")["ContentLength"] == 1
-
-
-def test_io_manager_prefix_must_not_overlap_the_data(s3, bucket, make_location, run_graph, uci_dir):
-    from dagster import DagsterInstance, materialize
-
-    from s3_assets.defs import ASSETS
-    from s3_assets.defs.resources import S3PickleIOManager, UciSource
-    
-    location = make_location(bucket, prefix="ins_dataset")
-    with pytest.raises(ConfigError, match="overlaps the data prefix"):
-        materialize(ASSETS, selection=["dictionary_text"], instance=DagsterInstance.ephemeral(), resources={
-            "s3_prefix": location, "uci_source": UciSource(base=str(uci_dir)),
-            "io_manager": S3PickleIOManager(s3_prefix=location, io_prefix="ins_dataset/dagster"),
-        })

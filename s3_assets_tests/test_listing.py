@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 
-from s3_assets.lib.listing import LISTING_COLUMNS, list_objects, render_ls, subfolders
 from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.listing import LISTING_COLUMNS, list_objects, render_ls, subfolders
 from s3_assets_tests.conftest import materialization_metadata
 
 ODD_KEYS = [
@@ -114,4 +114,4 @@ def test_export_under_the_listed_prefix_is_refused(bucket, make_location):
         export_listing(listing, f"s3://{bucket}/ins_dataset/files.csv", location)
     # Beside the prefix is fine.
     assert export_listing(listing, f"s3://{bucket}/exports/files.csv", location) == f"s3://{bucket}/exports/files.csv"
-    assert location.client.head_object(Bucket=bucket, Key="exports/files.csv")["ContentLength"] > 0
+    assert location.connect().head_object(Bucket=bucket, Key="exports/files.csv")["ContentLength"] > 0

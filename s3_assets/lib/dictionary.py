@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from s3_assets.lib.errors import S3AssetsError
 from s3_assets.lib.loading import smallest_integer_dtype
 
 FEATURE_LINE = re.compile(r"^(\d+)\s+([A-Z][A-Z0-9]*)\s*(.*)$")
@@ -20,7 +21,7 @@ TABLE_HEADING = re.compile(r"^(L\d+):\s*$")
 VALUE_LINE = re.compile(r"^(\d+)\s+(.+?)\s*$")
 
 
-class DictionaryError(ValueError):
+class DictionaryError(S3AssetsError, ValueError):
     """dictionary.txt does not parse; the message names the line."""
 
 

@@ -7,7 +7,9 @@ key and the endpoint only.
 
 from __future__ import annotations
 
+from boto3.exceptions import Boto3Error
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
@@ -26,13 +28,25 @@ HINTS = {
 }
 
 
+# What an S3 call can raise. Catch these, never `Exception`, around S3 calls: a bug in our own
+# code (a hook, a parser) must surface as itself, not as an S3 failure.
+S3_FAILURES = (BotoCoreError, ClientError, Boto3Error)
+
+
 class S3AssetsError(Exception):
     """Base of the project's own errors: one `except S3AssetsError` catches what we raise on
     purpose and lets a bug (a TypeError, say) surface as what it is."""
 
 
 class ConfigError(S3AssetsError, ValueError):
-    """A setting is wrong; the message names the setting and says what to change."""
+    """A setting is wrong; the message names the setting and says what to change.
+
+    `fields` names the resource fields at fault, so that the environment reader can name the
+    S3_ASSETS_* variables that set them."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.fields = fields
 
 
 class S3OperationError(S3AssetsError, RuntimeError):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from s3_assets.lib.errors import S3AssetsError
 from s3_assets.lib.text import printable
 
 
@@ -18,7 +19,7 @@ class FileMapRules:
     extensions: tuple[str, ...] = field(default=("csv",))
 
 
-class DuplicateNameError(ValueError):
+class DuplicateNameError(S3AssetsError, ValueError):
     """Two data files would get the same name; the message names both keys."""
 
 

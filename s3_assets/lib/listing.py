@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.compat import unquote_str
 
-from s3_assets.lib.errors import S3AssetsError, S3OperationError, describe_client_error
+from s3_assets.lib.errors import S3_FAILURES, S3AssetsError, S3OperationError, describe_client_error
 from s3_assets.lib.text import printable
 
 RAW_SCHEMA = pa.schema([("key", pa.string()), ("size", pa.int64()), ("last_modified", pa.timestamp("us", tz="UTC")),
@@ -176,8 +176,8 @@ def list_objects(client: Any, bucket: str, root: str, *, parallelism: int = 8, p
                 batches = _ParallelListing(client, bucket, root, page_size, parallelism).run(first)
     except S3AssetsError:
         raise
-    except Exception as error:  # noqa: BLE001 - botocore's errors, named with bucket and endpoint
-        raise describe_client_error(error, bucket=bucket, key=root, endpoint=client.meta.endpoint_url) from None
+    except S3_FAILURES as error:  # only S3's: a bug in the fast path surfaces as itself
+        raise describe_client_error(error, bucket=bucket, key=root, endpoint=client.meta.endpoint_url) from error
     return listing_frame(bucket, root, sorted_unique(pa.Table.from_batches(batches, schema=RAW_SCHEMA)))
 
 

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from s3_assets.lib.errors import S3AssetsError, describe_client_error
+from s3_assets.lib.errors import S3_FAILURES, S3AssetsError, describe_client_error
 from s3_assets.lib.text import printable
 
 PEAK_FACTOR = 2.5  # peak memory of one load / the file's size (measured: docs/BENCHMARKS.md)
@@ -227,9 +227,9 @@ class Fetcher:
     def _load_botocore(self, key: str, size: int | None, max_bytes: int) -> pd.DataFrame:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
-        except Exception as error:  # noqa: BLE001 - described with the key named
+        except S3_FAILURES as error:
             raise LoadError(str(describe_client_error(error, bucket=self.bucket, key=key,
-                                                      endpoint=self.client.meta.endpoint_url))) from None
+                                                      endpoint=self.client.meta.endpoint_url))) from error
         check_size(key, response["ContentLength"], max_bytes)
         body = response["Body"]
         head = body.read(2)
@@ -242,7 +242,7 @@ class Fetcher:
         """arrow's error names no bucket and no code: botocore asks once more and names both."""
         try:
             self.client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-0")["Body"].close()
-        except Exception as botocore_error:  # noqa: BLE001 - described below, key named
+        except S3_FAILURES as botocore_error:
             return LoadError(str(describe_client_error(botocore_error, bucket=self.bucket, key=key,
                                                        endpoint=self.client.meta.endpoint_url)))
         return LoadError(f"reading s3://{self.bucket}/{printable(key)} at {self.client.meta.endpoint_url} "

@@ -20,7 +20,6 @@ from urllib3.util.retry import Retry
 
 from s3_assets.lib.errors import S3AssetsError
 
-
 log = logging.getLogger(__name__)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from s3_assets.lib.errors import describe_client_error
+from s3_assets.lib.errors import S3_FAILURES, describe_client_error
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 
@@ -54,6 +54,6 @@ def upload_bytes(client: Any, bucket: str, key: str, body: bytes, *, extra_args:
                                     max_concurrency=8)
             client.upload_fileobj(io.BytesIO(body), bucket, key, ExtraArgs=extra or None, Config=config)
             etag = client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-    except Exception as error:
-        raise describe_client_error(error, bucket=bucket, key=key, endpoint=client.meta.endpoint_url) from None
+    except S3_FAILURES as error:
+        raise describe_client_error(error, bucket=bucket, key=key, endpoint=client.meta.endpoint_url) from error
     return Uploaded(key, len(body), etag, md5.hexdigest(), changed=True)

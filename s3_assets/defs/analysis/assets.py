@@ -16,9 +16,9 @@ from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
 from s3_assets.lib.errors import ConfigError
 from s3_assets.lib.file_map import FileMapRules, select_data_files
 from s3_assets.lib.listing import list_objects, ls_lines, ls_recursive_lines, subfolders
-from s3_assets.lib.text import printable
 from s3_assets.lib.loading import load_frames
 from s3_assets.lib.source import UCI_TABLES
+from s3_assets.lib.text import printable
 from s3_assets.lib.uploading import upload_bytes
 
 ANALYSIS_GROUP = "analysis"
@@ -40,7 +40,7 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
     """Every object under the prefix: key, size, last modified, ETag, storage class, folder or
     file, depth, name, extension and URI (the notebook's `files.csv`, complete at any size)."""
     bucket, root = s3_prefix.resolved_bucket(), s3_prefix.root
-    listing = list_objects(s3_prefix.client, bucket, root)
+    listing = list_objects(s3_prefix.connect(), bucket, root)
     context.log.info(f"{len(listing)} objects under {printable(s3_prefix.uri(root))}")
     metadata = {
         "dagster/row_count": len(listing),
@@ -72,7 +72,7 @@ def export_listing(listing: pd.DataFrame, target: str, s3_prefix: S3Prefix) -> s
         if bucket == s3_prefix.resolved_bucket() and (s3_prefix.root == "" or key.startswith(s3_prefix.root)):
             raise ConfigError(f"export_csv {target!r} is under the listed prefix {s3_prefix.uri(s3_prefix.root)}: "
                               "it would list itself and be deleted by cleanup; choose another place")
-        upload_bytes(s3_prefix.client, bucket, key, body, extra_args=s3_prefix.write_args())
+        upload_bytes(s3_prefix.connect(), bucket, key, body, extra_args=s3_prefix.write_args())
         return target
     path = Path(target).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
     compact integer types and the dictionary's column names."""
     keys = {name: s3_prefix.key_from_uri(uri) for name, uri in file_map.items()}
     sizes = dict(zip(s3_listing["key"], s3_listing["size"], strict=True))
-    frames = load_frames(s3_prefix.client, s3_prefix.resolved_bucket(), keys, sizes,
+    frames = load_frames(s3_prefix.connect(), s3_prefix.resolved_bucket(), keys, sizes,
                          max_workers=config.max_workers, max_bytes=config.max_bytes,
                          botocore_only=bool(s3_prefix.expected_bucket_owner), progress=context.log.info)
     frames = {name: type_by_domain(name_columns(name, frame, data_dictionary), data_dictionary)

@@ -100,7 +100,7 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
         if token is None and parts.exists():  # a sweep that never finished: start it again
             shutil.rmtree(parts)
         parts.mkdir(parents=True, exist_ok=True)
-        client, batches, pages = s3_prefix.client, [], 0
+        client, batches, pages = s3_prefix.connect(), [], 0
         with fast_path(client):
             while pages < pages_per_tick:
                 page = list_page(client, Bucket=bucket, Prefix=root, MaxKeys=page_size,

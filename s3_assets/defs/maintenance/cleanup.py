@@ -28,7 +28,7 @@ class CleanupConfig(Config):
 def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConfig, s3_prefix: S3Prefix):
     root = s3_prefix.destructive_root()
     bucket = s3_prefix.resolved_bucket()
-    report = delete_prefix(s3_prefix.client, bucket, root, dry_run=config.dry_run)
+    report = delete_prefix(s3_prefix.connect(), bucket, root, dry_run=config.dry_run)
     verb = "would delete" if config.dry_run else "deleted"
     context.log.info(f"{verb} {len(report.keys)} object(s), {report.bytes:,} bytes under {s3_prefix.uri(root)}")
     sample = "\n".join(report.keys[:50]) + (f"\n... {len(report.keys) - 50} more" if len(report.keys) > 50 else "")

@@ -3,7 +3,7 @@ differ from the published UCI numbers only warn (a sample or a newer release is 
 
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition, MetadataValue, asset_check
+from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, MetadataValue, asset_check
 
 from s3_assets.lib.dictionary import DataDictionary
 from s3_assets.lib.source import UCI_TABLES, UciTable

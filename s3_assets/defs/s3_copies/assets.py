@@ -20,7 +20,7 @@ def s3_copy_asset(table: UciTable) -> AssetsDefinition:
     def s3_copy(context: AssetExecutionContext, frame: pd.DataFrame, s3_prefix: S3Prefix) -> MaterializeResult:
         body = frame.to_csv(index=False).encode()
         key = s3_prefix.key(table.s3_relative)
-        uploaded = upload_bytes(s3_prefix.client, s3_prefix.resolved_bucket(), key, body,
+        uploaded = upload_bytes(s3_prefix.connect(), s3_prefix.resolved_bucket(), key, body,
                                 extra_args=s3_prefix.write_args())
         context.log.info(f"{'wrote' if uploaded.changed else 'unchanged'}: {s3_prefix.uri(key)} ({uploaded.size:,} bytes)")
         return MaterializeResult(metadata={

@@ -16,7 +16,7 @@ def copy_matches_raw_check(table: UciTable) -> AssetChecksDefinition:
     def check(frame: pd.DataFrame, s3_prefix: S3Prefix) -> AssetCheckResult:
         body = frame.to_csv(index=False).encode()
         key = s3_prefix.key(table.s3_relative)
-        head = s3_prefix.client.head_object(Bucket=s3_prefix.resolved_bucket(), Key=key)
+        head = s3_prefix.connect().head_object(Bucket=s3_prefix.resolved_bucket(), Key=key)
         found = {"size": head["ContentLength"], "etag": head["ETag"].strip('"'),
                  "expected_size": len(body), "expected_md5": hashlib.md5(body, usedforsecurity=False).hexdigest()}
         passed = found["size"] == found["expected_size"] and found["etag"] == found["expected_md5"]
