@@ -3,13 +3,16 @@ plus `maintenance` and the whole-graph jobs in `refresh`. Resources live in `res
 
 from dagster import Definitions
 
-from s3_assets.defs import analysis, maintenance, raw_uci, s3_copies
+from s3_assets.defs import analysis, cluster, maintenance, raw_uci, s3_copies
 from s3_assets.defs.refresh import daily_refresh_schedule, refresh_all_job, refresh_all_multiprocess_job
 
 GROUPS = (raw_uci, s3_copies, analysis, maintenance)
+# Definitions beside the groups: jobs on the Celery cluster.
+EXTRAS = (cluster,)
 
 graph_defs = Definitions.merge(
     *(group.defs for group in GROUPS),
+    *(extra.defs for extra in EXTRAS),
     Definitions(jobs=[refresh_all_job, refresh_all_multiprocess_job], schedules=[daily_refresh_schedule]),
 )
 

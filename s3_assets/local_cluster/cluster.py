@@ -1,0 +1,194 @@
+"""The local cluster: the broker plus N Celery worker processes (two by default), started,
+inspected and stopped together, with the Dagster instance (DAGSTER_HOME) they share.
+
+Each worker is its own Celery node (`s3-assets-<i>@<host>`) with one pool process, so a step
+runs in one process and a killed process takes one step with it, reported as failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from s3_assets.local_cluster.broker import (
+    BrokerState,
+    ClusterError,
+    LocalBroker,
+    pid_alive,
+    terminate,
+)
+from s3_assets.local_cluster.settings import QUEUE, cluster_dir
+
+WORKERS_FILE = "workers.json"
+SETTINGS_FILE = "workers-settings.json"
+# The cluster's own variables; every other S3_ASSETS_* setting must match between the workers
+# and the process that runs a job, or steps would read and write another bucket or prefix.
+CLUSTER_VARIABLES = {"S3_ASSETS_CLUSTER_DIR", "S3_ASSETS_CLUSTER_WORKERS", "S3_ASSETS_CELERY_BROKER_URL",
+                     "S3_ASSETS_REDIS_BINARY"}
+
+
+def settings_fingerprint(env: dict[str, str]) -> dict[str, str]:
+    """name -> hash of each S3_ASSETS_* value (hashed: some are secrets), to compare settings."""
+    return {name: hashlib.sha256(value.strip().encode()).hexdigest()[:16] for name, value in sorted(env.items())
+            if name.startswith("S3_ASSETS_") and name not in CLUSTER_VARIABLES and value.strip()}
+DAGSTER_YAML = """\
+# Written by `s3-assets-cluster start`. Runs launched with this DAGSTER_HOME (backfills, the UI)
+# run on the cluster's Celery workers; the broker and its password come from the cluster
+# directory, not from this file.
+run_launcher:
+  module: s3_assets.local_cluster.launcher
+  class: ClusterRunLauncher
+telemetry:
+  enabled: false
+"""
+
+
+def default_worker_count() -> int:
+    raw = os.environ.get("S3_ASSETS_CLUSTER_WORKERS", "").strip() or "2"
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 64:
+        raise ClusterError(f"S3_ASSETS_CLUSTER_WORKERS={raw!r}: use a whole number from 1 to 64")
+    return count
+
+
+@dataclass
+class ClusterStatus:
+    broker: BrokerState | None
+    workers: dict[str, int] = field(default_factory=dict)  # node name -> pid of live workers
+    answering: list[str] = field(default_factory=list)  # node names that answered a ping
+
+    @property
+    def running(self) -> bool:
+        return self.broker is not None and bool(self.workers)
+
+
+class LocalCluster:
+    def __init__(self, directory: Path | str | None = None, workers: int | None = None,
+                 env: dict[str, str] | None = None):
+        """env: extra environment for the workers (tests point them at their own S3)."""
+        self.directory = Path(directory or cluster_dir()).resolve()
+        self.extra_env = dict(env or {})
+        self.broker = LocalBroker(self.directory)
+        self.worker_count = workers or default_worker_count()
+        self._app = None
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.directory / "dagster-home"
+
+    def node_names(self) -> list[str]:
+        host = socket.gethostname()
+        return [f"s3-assets-{i}@{host}" for i in range(1, self.worker_count + 1)]
+
+    def _worker_pids(self) -> dict[str, int]:
+        try:
+            raw = json.loads((self.directory / WORKERS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {name: int(pid) for name, pid in raw.items() if pid_alive(int(pid))}
+
+    def worker_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env}
+        env.update(DAGSTER_HOME=str(self.dagster_home), S3_ASSETS_CLUSTER_DIR=str(self.directory))
+        return env
+
+    def _write_dagster_home(self) -> None:
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        (self.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+
+    def start(self, timeout: float = 90.0) -> ClusterStatus:
+        """Start what is not running (broker, then workers) and wait until every worker answers."""
+        broker = self.broker.ensure_running()
+        self._write_dagster_home()
+        with self.broker.lock():
+            pids = self._worker_pids()
+            if pids:
+                self.check_settings(self.worker_env())
+            else:
+                (self.directory / SETTINGS_FILE).write_text(json.dumps(settings_fingerprint(self.worker_env())))
+            for name in self.node_names():
+                if name not in pids:
+                    pids[name] = self._start_worker(name)
+            (self.directory / WORKERS_FILE).write_text(json.dumps(pids))
+        self._wait_for_workers(list(pids), timeout)
+        return ClusterStatus(broker=broker, workers=pids, answering=list(pids))
+
+    def _start_worker(self, name: str) -> int:
+        short = name.split("@")[0]
+        log = self.directory / f"{short}.log"
+        args = [
+            sys.executable, "-m", "celery", "-A", "s3_assets.local_cluster.celery_app", "worker",
+            "-Q", QUEUE, "-n", name, "-c", "1", "-P", "prefork", "-l", "INFO", f"--logfile={log}",
+            "--without-gossip", "--without-mingle",
+        ]
+        with open(log, "ab") as stderr:
+            process = subprocess.Popen(args, cwd=self.directory, env=self.worker_env(), stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        return process.pid
+
+    def ping(self, timeout: float = 1.0) -> list[str]:
+        """Names of the workers that answer over the broker."""
+        from dagster_celery.make_app import make_app
+
+        from s3_assets.local_cluster.settings import app_args
+
+        if self._app is None:
+            self._app = make_app(app_args(self.directory))
+        replies = self._app.control.ping(timeout=timeout) or []
+        return sorted(name for reply in replies for name in reply)
+
+    def _wait_for_workers(self, names: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [name for name, pid in self._worker_pids().items() if name in names and not pid_alive(pid)]
+            missing_pid = [name for name in names if name not in self._worker_pids()]
+            if dead or missing_pid:
+                raise ClusterError(f"worker(s) {', '.join(dead + missing_pid)} exited while starting; "
+                                   f"see the logs in {self.directory}")
+            if set(names) <= set(self.ping()):
+                return
+        raise ClusterError(f"the workers did not answer within {timeout:.0f}s; see the logs in {self.directory}")
+
+    def check_settings(self, env: dict[str, str]) -> None:
+        """Refuse to use workers started with other S3_ASSETS_* settings, naming the variables."""
+        try:
+            theirs = json.loads((self.directory / SETTINGS_FILE).read_text())
+        except (OSError, ValueError):
+            theirs = {}
+        ours = settings_fingerprint(env)
+        differing = sorted(name for name in theirs.keys() | ours.keys() if theirs.get(name) != ours.get(name))
+        if differing:
+            raise ClusterError(
+                f"the cluster's workers were started with other settings ({', '.join(differing)} differ): "
+                "restart them in this environment with `s3-assets-cluster stop` and `s3-assets-cluster start`"
+            )
+
+    def status(self) -> ClusterStatus:
+        broker = self.broker.status()
+        workers = self._worker_pids()
+        answering = self.ping() if broker and workers else []
+        return ClusterStatus(broker=broker, workers=workers, answering=answering)
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Stop the workers (their running steps fail), then the broker; True if anything ran."""
+        with self.broker.lock():
+            pids = self._worker_pids()
+            for pid in pids.values():  # all at once: each waits for its running step
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+            for pid in pids.values():
+                terminate(pid, timeout)
+            (self.directory / WORKERS_FILE).unlink(missing_ok=True)
+        return self.broker.stop() or bool(pids)

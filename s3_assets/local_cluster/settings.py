@@ -1,0 +1,55 @@
+"""Where the cluster lives and how Celery talks to its broker: one place for the executor,
+the run launcher and the workers, so all three use the same broker and the same settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from s3_assets.settings import project_path
+
+DEFAULT_DIR = ".s3-assets/local-cluster"
+QUEUE = "dagster"
+
+
+def cluster_dir() -> Path:
+    """S3_ASSETS_CLUSTER_DIR (relative to the project root): broker data, password, logs, state."""
+    return project_path(os.environ.get("S3_ASSETS_CLUSTER_DIR", "").strip() or DEFAULT_DIR)
+
+
+def broker_url(directory: Path | None = None) -> str:
+    """S3_ASSETS_CELERY_BROKER_URL (a broker of your own, e.g. on Kubernetes), else the local
+    cluster's broker with its generated password. Never logged: Celery and kombu mask it."""
+    configured = os.environ.get("S3_ASSETS_CELERY_BROKER_URL", "").strip()
+    if configured:
+        return configured
+    from s3_assets.local_cluster.broker import LocalBroker
+
+    return LocalBroker(directory or cluster_dir()).url()
+
+
+def celery_config() -> dict:
+    """Celery settings beyond dagster-celery's defaults (which they extend)."""
+    return {
+        # Results go to the same Redis: the executor polls them there.
+        "result_expires": 24 * 3600,
+        "broker_connection_retry_on_startup": True,
+        # Acknowledged when a step starts: a step whose worker process dies is reported as
+        # failed (WorkerLostError), not silently run a second time (see README, Clusters).
+        "task_acks_late": False,
+        # A worker takes a step only when its process is free: no message waits, unacknowledged,
+        # in a worker that may die (Redis would hand it out again after the visibility timeout).
+        "worker_disable_prefetch": True,
+        "worker_prefetch_multiplier": 1,
+        # STARTED carries the worker's name, which the executor pings while the step runs.
+        "task_track_started": True,
+    }
+
+
+def app_args(directory: Path | None = None) -> dict:
+    """Arguments for `dagster_celery.make_app.make_app` (and `CeleryExecutor`)."""
+    from dagster_celery.config import DEFAULT_CONFIG, dict_wrapper
+
+    url = broker_url(directory)
+    return {"broker": url, "backend": url, "include": [],
+            "config_source": dict_wrapper(dict(DEFAULT_CONFIG, **celery_config()))}
