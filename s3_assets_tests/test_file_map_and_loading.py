@@ -4,6 +4,7 @@ errors that name the key, nothing half-loaded."""
 from __future__ import annotations
 
 import gzip
+import io
 import re
 
 import boto3
@@ -124,11 +125,39 @@ def test_bad_content_names_the_key_and_the_line(s3, bucket, case, botocore_only)
 def test_a_big_file_that_fails_late_names_the_line(s3, bucket, monkeypatch):
     from s3_assets.lib import loading
 
-    monkeypatch.setattr(loading, "BIG_FILE", 1000)  # parsed in parallel, as a big file is
+    monkeypatch.setattr(loading, "STREAM_FROM", 1000)  # parsed block by block, as a big file is
+    monkeypatch.setattr(loading, "BIG_BLOCK", 4096)
     body = b"a,b\n" + b"1,2\n" * 3000 + b"3,4,5\n"
     s3.put_object(Bucket=bucket, Key="raw/late.csv", Body=body)
     with pytest.raises(LoadError, match="'raw/late.csv' is not a valid CSV.*line 3002: Expected 2 columns, got 3"):
         load_frames(s3, bucket, {"late": "raw/late.csv"}, {"raw/late.csv": len(body)})
+
+
+BLOCKWISE = {
+    # small values first, wide and negative ones in later blocks: one type for the whole column
+    "widening": "a,b,c\n" + "".join(f"{i % 7},{i},1\n" for i in range(3000)) + "-5,70000,2\n",
+    # an empty cell in a late block: the column stays int64 with its gap, as read in one go
+    "late gap": "a,b\n" + "".join(f"{i},{i % 3}\n" for i in range(3000)) + "7,\n",
+    # text in a late block of an integer column: read again in one go, which widens the type
+    "late text": "a,b\n" + "".join(f"{i},{i}\n" for i in range(3000)) + "8,x\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BLOCKWISE))
+def test_blockwise_parsing_gives_the_frame_of_a_whole_read(s3, bucket, monkeypatch, case):
+    from s3_assets.lib import loading
+
+    body = BLOCKWISE[case].encode()
+    s3.put_object(Bucket=bucket, Key="raw/x.csv", Body=body)
+    whole = load_frames(s3, bucket, {"x": "raw/x.csv"}, {"raw/x.csv": len(body)})["x"]
+    monkeypatch.setattr(loading, "STREAM_FROM", 1000)
+    monkeypatch.setattr(loading, "BIG_BLOCK", 4096)  # several blocks
+    blockwise = load_frames(s3, bucket, {"x": "raw/x.csv"}, {"raw/x.csv": len(body)})["x"]
+    pd.testing.assert_frame_equal(blockwise, whole)
+    expected = pd.read_csv(io.BytesIO(body))
+    if case == "widening":
+        assert [str(t) for t in blockwise.dtypes] == ["int8", "uint32", "uint8"]
+    pd.testing.assert_frame_equal(whole.astype(expected.dtypes.to_dict()), expected, check_dtype=False)
 
 
 def test_every_get_is_sigv4_one_per_object(s3_server, s3, bucket):

@@ -8,10 +8,11 @@ timeouts, retries): `arrow_options`. A client setting that arrow cannot carry (`
 proxy client certificates, a request parameter added by a hook such as ExpectedBucketOwner)
 sends the load through botocore's `get_object` instead, never around the setting.
 
-Memory follows the data: the body is parsed from the stream (never held whole), integer
-columns are narrowed one at a time, and the Arrow table is handed to pandas with
-`self_destruct`, so loading a file of S bytes raises peak memory by at most about
-`PEAK_FACTOR` x S. Files above `BIG_FILE` bytes load one at a time for the same reason.
+Memory follows the data: the body is parsed from the stream (never held whole); a big file's
+integer columns are narrowed block by block, so the wide int64 table never exists whole; and
+the Arrow table is handed to pandas with `self_destruct`, which frees each column as it is
+converted. Loading a file of S bytes raises peak memory by at most about `PEAK_FACTOR` x S
+(2.2 x measured for 100 MB). Files above `BIG_FILE` bytes load one at a time for that reason.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from s3_assets.lib.errors import S3_FAILURES, S3AssetsError, describe_client_err
 from s3_assets.lib.text import printable
 
 PEAK_FACTOR = 2.5  # peak memory of one load / the file's size (measured: docs/BENCHMARKS.md)
-BIG_FILE = 64 * 1024**2  # larger files: one at a time, parsed with threads, 16 MiB reads
+BIG_FILE = 64 * 1024**2  # larger files load one at a time
+STREAM_FROM = 8 * 1024**2  # larger files are parsed block by block, 16 MiB (one GET) each
 BIG_BLOCK = 16 * 1024**2
 GZIP_MAGIC = b"\x1f\x8b"
 AWS_HOST = re.compile(r"(^|\.)s3([.-][a-z0-9-]+)*\.amazonaws\.com(\.cn)?$")
@@ -104,9 +106,9 @@ def arrow_filesystem(options: dict[str, Any], workers: int) -> Any:
 
 # -- parsing ------------------------------------------------------------------------------
 def read_options(size: int | None, serial: bool = False) -> pa_csv.ReadOptions:
-    """Big files: threads and 16 MiB reads (one GET each); small ones: one serial read, which
-    also puts line numbers into arrow's errors."""
-    if size is not None and size > BIG_FILE and not serial:
+    """Big files: 16 MiB blocks (one GET each) read ahead on a thread; small ones: one serial
+    read, which also puts line numbers into arrow's errors."""
+    if size is not None and size > STREAM_FROM and not serial:
         return pa_csv.ReadOptions(use_threads=True, block_size=BIG_BLOCK)
     return pa_csv.ReadOptions(use_threads=False, block_size=max(1 << 20, min((size or 0) + 1, BIG_BLOCK)))
 
@@ -115,10 +117,18 @@ ROW = re.compile(r"Row #(\d+)")
 
 
 def parse_stream(stream: Any, key: str, size: int | None, serial: bool = False) -> pd.DataFrame:
-    """CSV from a stream to a DataFrame; content errors name the key and the line."""
+    """CSV from a stream to a DataFrame; content errors name the key and the line.
+
+    A big file is read block by block and each block's integer columns are narrowed at once,
+    so the wide int64 table never exists whole; a small one is read in one go."""
     options = read_options(size, serial)
     try:
-        table = pa_csv.read_csv(stream, read_options=options)
+        if options.use_threads:
+            table = read_in_batches(stream, key, options)
+        else:
+            table = pa_csv.read_csv(stream, read_options=options)
+            check_table(table, key)
+            table = compact_integers(table)
     except pa.ArrowInvalid as error:
         message = ROW.sub(lambda m: f"line {m.group(1)}", str(error))
         if "line " not in message and not options.use_threads:
@@ -126,8 +136,48 @@ def parse_stream(stream: Any, key: str, size: int | None, serial: bool = False) 
         bad = BadContent(f"s3 object '{printable(key)}' is not a valid CSV: {printable(message)}")
         bad.in_parallel = options.use_threads
         raise bad from None
+    return to_frame(table)
+
+
+def read_in_batches(stream: Any, key: str, options: pa_csv.ReadOptions) -> pa.Table:
+    """open_csv block by block; integer columns narrowed per block, then all blocks cast to
+    the smallest type that holds the whole column (or kept int64 if it has nulls anywhere).
+    A block whose types differ from the first block's raises ArrowInvalid: the caller then
+    reads the file serially with read_csv, which widens types as it goes."""
+    reader = pa_csv.open_csv(stream, read_options=options)
+    schema = reader.schema
+    check_names(schema, key)
+    blocks: list[list[pa.Array]] = []
+    low: dict[int, int] = {}
+    high: dict[int, int] = {}
+    nulls: set[int] = set()
+    for batch in reader:
+        columns = list(batch.columns)
+        for index, column in enumerate(columns):
+            if not pa.types.is_integer(column.type) or not len(column):
+                continue
+            if column.null_count:
+                nulls.add(index)
+                continue
+            bounds = pc.min_max(column)
+            lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+            low[index], high[index] = min(low.get(index, lo), lo), max(high.get(index, hi), hi)
+            columns[index] = column.cast(pa.from_numpy_dtype(np.dtype(smallest_integer_dtype(lo, hi))))
+        blocks.append(columns)
+        del batch, columns
+    arrays = []
+    for index, field in enumerate(schema):
+        final = field.type
+        if pa.types.is_integer(final) and index in low and index not in nulls:
+            final = pa.from_numpy_dtype(np.dtype(smallest_integer_dtype(low[index], high[index])))
+        chunks = []
+        for columns in blocks:
+            chunks.append(columns[index] if columns[index].type == final else columns[index].cast(final))
+            columns[index] = None  # the block's own copy goes as soon as it is cast
+        arrays.append(pa.chunked_array(chunks, type=final))
+    table = pa.Table.from_arrays(arrays, schema=pa.schema([pa.field(f.name, a.type) for f, a in zip(schema, arrays, strict=True)]))
     check_table(table, key)
-    return to_frame(compact_integers(table))
+    return table
 
 
 class BadContent(LoadError):
@@ -136,15 +186,20 @@ class BadContent(LoadError):
     in_parallel = False  # arrow's parallel parser reports no line numbers
 
 
-def check_table(table: pa.Table, key: str) -> None:
+def check_names(schema: pa.Schema, key: str) -> list[str]:
     try:
-        names = table.column_names
+        names = schema.names
     except UnicodeDecodeError:
         raise BadContent(f"s3 object '{printable(key)}': line 1 (the header) is not UTF-8 text") from None
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise BadContent(f"s3 object '{printable(key)}': line 1 (the header) names column(s) "
                          f"{', '.join(printable(n) for n in twice)} more than once")
+    return names
+
+
+def check_table(table: pa.Table, key: str) -> None:
+    names = check_names(table.schema, key)
     for index, column in enumerate(table.columns):
         if pa.types.is_binary(column.type):
             row = first_invalid_utf8(column)
