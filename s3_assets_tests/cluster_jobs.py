@@ -8,11 +8,10 @@ from pathlib import Path
 
 from dagster import Config, Definitions, In, Nothing, job, op
 
-from s3_assets.definitions import build_resources
 from s3_assets.defs.cluster.executor import s3_celery_executor
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.uploading import MULTIPART_THRESHOLD, upload_bytes
-from s3_assets.settings import Settings
+from s3_assets.settings import build_resources
 
 WHOLE_KEY = "interrupted/whole.bin"
 BIG_KEY = "interrupted/big.bin"
@@ -32,13 +31,13 @@ class PauseConfig(Config):
 
 @op
 def write_whole(s3_prefix: S3Prefix) -> None:
-    upload_bytes(s3_prefix.client, s3_prefix.resolved_bucket(), s3_prefix.key(WHOLE_KEY), whole_body())
+    upload_bytes(s3_prefix.connect(), s3_prefix.resolved_bucket(), s3_prefix.key(WHOLE_KEY), whole_body())
 
 
 @op(ins={"after": In(Nothing)})
 def upload_paused_before_complete(config: PauseConfig, s3_prefix: S3Prefix) -> None:
     pause = Path(config.pause_dir)
-    client = s3_prefix.client
+    client = s3_prefix.connect()
 
     def wait_for_release(**_kwargs) -> None:
         marker = pause / "paused.tmp"
@@ -59,4 +58,4 @@ def interrupted_upload():
     upload_paused_before_complete(after=write_whole())
 
 
-defs = Definitions(jobs=[interrupted_upload], resources=build_resources(Settings.from_env()))
+defs = Definitions(jobs=[interrupted_upload], resources=build_resources())

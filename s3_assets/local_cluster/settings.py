@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from s3_assets.settings import project_path
+from s3_assets.defs.resources import project_path
 
 DEFAULT_DIR = ".s3-assets/local-cluster"
 QUEUE = "dagster"
