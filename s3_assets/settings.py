@@ -21,7 +21,8 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import ValidationError
 from pydantic_core import PydanticUndefined
 
-from s3_assets.defs.resources import S3Connection, S3PickleIOManager, S3Prefix, UciSource
+from s3_assets.defs.io_manager import S3ParquetIOManager
+from s3_assets.defs.resources import S3Connection, S3Prefix, UciSource
 from s3_assets.lib.errors import ConfigError
 
 
@@ -135,7 +136,7 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     return {
         "s3_prefix": s3_prefix,
         "uci_source": _build(UciSource, env),
-        "io_manager": S3PickleIOManager(s3_prefix=s3_prefix),
+        "io_manager": S3ParquetIOManager(s3_prefix=s3_prefix),
     }
 
 

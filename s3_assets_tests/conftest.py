@@ -20,7 +20,8 @@ from botocore.config import Config
 from dagster import DagsterInstance, materialize
 
 from s3_assets.defs import ASSETS, CHECKS
-from s3_assets.defs.resources import S3Connection, S3PickleIOManager, S3Prefix, UciSource
+from s3_assets.defs.io_manager import S3ParquetIOManager
+from s3_assets.defs.resources import S3Connection, S3Prefix, UciSource
 from s3_assets.local_s3.server import Credentials, EmbeddedS3, ServerState, find_free_ports
 from s3_assets_tests.uci_fixtures import real_data_dir, write_uci_files
 
@@ -139,7 +140,7 @@ def graph_resources(location: S3Prefix, source: Path | str, cache_dir: Path) -> 
     return {
         "s3_prefix": location,
         "uci_source": UciSource(base=str(source), cache_dir=str(cache_dir)),
-        "io_manager": S3PickleIOManager(s3_prefix=location),
+        "io_manager": S3ParquetIOManager(s3_prefix=location),
     }
 
 

@@ -87,7 +87,7 @@ def test_definitions_validate(cli):
 def test_multiprocess_job_shares_outputs_through_s3(cli, s3, bucket):
     cli("job", "execute", "-m", "s3_assets.definitions", "-j", "refresh_all_multiprocess")
     assert "ins_dataset/raw/gt.csv" in keys(s3, bucket)
-    assert "dagster-io/dataframes" in keys(s3, bucket)
+    assert "dagster-io/ins_dataset/dataframes/manifest.json" in keys(s3, bucket)
 
 
 def evaluate(instance, location, cursor=None, sensor=s3_change_sensor):

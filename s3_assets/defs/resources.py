@@ -20,9 +20,8 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import ConfigurableIOManager, ConfigurableResource, InitResourceContext, InputContext, OutputContext
+from dagster import ConfigurableResource, InitResourceContext
 from dagster_aws.s3 import S3Resource
-from dagster_aws.s3.io_manager import PickledObjectS3IOManager
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from s3_assets.lib.errors import ConfigError, describe_client_error
@@ -362,6 +361,19 @@ class S3Prefix(ConfigurableResource):
             args["SSEKMSKeyId"] = self.sse_kms_key_id
         return args
 
+    def outputs_root(self) -> str:
+        """Where the stored step outputs of this data prefix live: `<io_prefix>/<prefix>/`.
+
+        Outside the data prefix, so listing and cleanup of the data never see them; one folder
+        per data prefix, so cleanup can remove exactly this prefix's outputs."""
+        io_root, data_root = normalise_prefix(self.io_prefix), self.root
+        if not io_root or io_root.startswith(data_root) or data_root.startswith(io_root):
+            raise ConfigError(
+                f"S3_ASSETS_IO_PREFIX {self.io_prefix!r} overlaps S3_ASSETS_PREFIX {self.prefix!r}: "
+                "the stored outputs must live outside the data prefix; choose another S3_ASSETS_IO_PREFIX"
+            )
+        return io_root + (data_root or "_bucket_root/")
+
     def destructive_root(self) -> str:
         """The prefix for deleting; refuses the bucket root and an overlap with the IO prefix."""
         if not self.root:
@@ -458,35 +470,6 @@ class S3Prefix(ConfigurableResource):
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
-
-
-class S3PickleIOManager(ConfigurableIOManager):
-    """dagster-aws's pickle IO manager, in the data bucket but under its own prefix.
-
-    The prefix must not overlap the data prefix, so listing and cleanup never see Dagster's
-    own step outputs. Every step process can reach it, so the multiprocess executor (and
-    k8s/celery executors) work.
-    """
-
-    s3_prefix: S3Prefix
-
-    _inner: PickledObjectS3IOManager | None = PrivateAttr(default=None)
-
-    def _manager(self) -> PickledObjectS3IOManager:
-        if self._inner is None:
-            # S3Prefix refuses an io_prefix that overlaps the data prefix when it is built.
-            self._inner = PickledObjectS3IOManager(
-                s3_bucket=self.s3_prefix.resolved_bucket(),
-                s3_session=self.s3_prefix.connect(),
-                s3_prefix=normalise_prefix(self.s3_prefix.io_prefix).rstrip("/"),
-            )
-        return self._inner
-
-    def handle_output(self, context: OutputContext, obj: Any) -> None:
-        self._manager().handle_output(context, obj)
-
-    def load_input(self, context: InputContext) -> Any:
-        return self._manager().load_input(context)
 
 
 class UciSource(ConfigurableResource):
