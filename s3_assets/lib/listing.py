@@ -13,9 +13,11 @@ registered only while a listing runs, and acts only in the threads of that listi
 Parallel: one request per page is one round trip per 1,000 objects. Past the first page the key
 space is split into ranges started with `StartAfter` (at sub-prefixes found with a delimiter
 where keys have them, at character boundaries where they do not) and listed concurrently. A
-range stops when it reaches the first key of another range, so the ranges cover the listing
-in the server's own order, whatever that order is (SeaweedFS lists a directory's subtree at its
-name: `a/x` before `a-b`); overlaps are dropped, and the table is sorted by key.
+range stops at the first key that another range already listed: from there on that range has
+listed (or will list) what follows, so together the ranges cover the listing in the server's
+own order, whatever that order is (SeaweedFS lists a directory's subtree at its name: `a/x`
+before `a-b`). A range not started yet that another has gone past is dropped. The table is
+sorted by key, each key once.
 """
 
 from __future__ import annotations
@@ -223,10 +225,9 @@ def char_boundaries(after: str, sample: list[str], folder: str) -> list[str]:
     return [after[:position] + char for char in alphabet if after[:position] + char > after]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Range:
     start_after: str | None
-    first: str | None = None
     batches: list[pa.RecordBatch] = field(default_factory=list)
 
 
@@ -240,7 +241,7 @@ class _ParallelListing:
         self.queue: deque[_Range] = deque()
         self.ranges: list[_Range] = []
         self.starts: set[str] = set()  # StartAfter of every range (no two ranges start alike)
-        self.firsts: dict[str, _Range] = {}  # first key a range got -> that range
+        self.owner: dict[str, _Range] = {}  # every key listed -> the range that keeps it
         self.busy = 0
         self.error: BaseException | None = None
         self.explored: dict[str, list[str]] = {}  # folder -> its sub-prefixes (first page)
@@ -248,11 +249,9 @@ class _ParallelListing:
     def run(self, first: Page) -> list[pa.RecordBatch]:
         head = _Range(None, batches=[first.rows])
         self.ranges.append(head)
-        if first.rows.num_rows:
-            head.first = first.rows.column(0)[0].as_py()
-            self.firsts[head.first] = head
+        self.owner.update(dict.fromkeys(first.rows.column(0).to_pylist(), head))
         self.busy = 1
-        self.split(head, first)
+        self.split(first)
         with ThreadPoolExecutor(self.parallelism, thread_name_prefix="s3-listing") as pool:
             workers = [pool.submit(self.work) for _ in range(self.parallelism - 1)]
             self.work(head, first.token)
@@ -283,7 +282,7 @@ class _ParallelListing:
                 self.busy += 1
 
     def list_range(self, listed: _Range, token: str | None) -> None:
-        """Pages of one range until it reaches another range's first key, or the end."""
+        """Pages of one range until it reaches a key another range listed, or the end."""
         tokens = {token}
         while True:
             params = {"ContinuationToken": token} if token else {"StartAfter": listed.start_after}
@@ -292,10 +291,13 @@ class _ParallelListing:
             with self.lock:
                 if self.error is not None:
                     return
-                if listed.first is None and keys:
-                    listed.first = keys[0]
-                    self.firsts.setdefault(keys[0], listed)
-                stop = next((i for i, key in enumerate(keys) if self.firsts.get(key, listed) is not listed), None)
+                stop = next((i for i, key in enumerate(keys) if self.owner.get(key, listed) is not listed), None)
+                for key in keys[:stop]:
+                    self.owner[key] = listed
+                if keys[:stop]:  # ranges not started yet that this page went past are not needed
+                    low, high = keys[0], max(keys[:stop])
+                    for queued in [q for q in self.queue if low <= q.start_after < high]:
+                        self.queue.remove(queued)
                 idle = not self.queue and self.busy < self.parallelism
             listed.batches.append(page.rows if stop is None else page.rows.slice(0, stop))
             if stop is not None or page.token is None:
@@ -306,18 +308,29 @@ class _ParallelListing:
             token = page.token
             tokens.add(token)
             if idle:
-                self.split(listed, page)
+                self.split(page)
 
-    def split(self, listed: _Range, page: Page) -> None:
+    def split(self, page: Page) -> None:
         """New ranges after the page's last key: at the sub-prefixes of its folders, coarsest
-        first, then at character boundaries inside its own folder."""
+        first, then at character boundaries inside its own folder. Sub-prefixes are taken a
+        page apart: if this page spans n of a folder's sub-prefixes, every n-th one."""
         keys = page.rows.column(0).to_pylist()
         if not keys:
             return
         last = keys[-1]
         folders = [self.root] + [last[: i + 1] for i in range(len(self.root), len(last)) if last[i] == "/"]
-        candidates = [prefix for folder in folders[:-1] for prefix in self.sub_prefixes(folder) if prefix > last]
-        candidates += char_boundaries(last, keys, folders[-1])
+        unexplored = [folder for folder in folders[:-1] if folder not in self.explored]
+        if len(unexplored) > 1:  # one round trip for all levels, not one per level
+            with ThreadPoolExecutor(len(unexplored)) as pool:
+                list(pool.map(self.sub_prefixes, unexplored))
+        candidates: list[str] = []
+        for folder in folders[:-1]:
+            spanned = {key[len(folder):].split("/", 1)[0] for key in keys if key.startswith(folder)}
+            after = [prefix for prefix in self.sub_prefixes(folder) if prefix > last]
+            candidates += after[max(1, len(spanned)) - 1::max(1, len(spanned))]
+        in_folder = sum(1 for key in keys if key.startswith(folders[-1]))
+        if in_folder * 2 > len(keys):  # the page is mostly this folder's own keys: a flat folder
+            candidates += char_boundaries(last, keys, folders[-1])
         with self.lock:
             for start in dict.fromkeys(candidates):
                 if len(self.queue) >= 4 * self.parallelism:

@@ -64,8 +64,10 @@ def _own_writes(context: SensorEvaluationContext, s3_prefix: S3Prefix) -> dict[s
             continue
         meta = {name: value.value for name, value in materialization.metadata.items()}
         uri, etag, size = meta.get("dagster/uri") or meta.get("uri"), meta.get("etag"), meta.get("size")
-        if uri and etag is not None and size is not None:
-            own[s3_prefix.key_from_uri(str(uri))] = (str(etag).strip('"'), int(size))
+        # (a copy recorded for another bucket, e.g. before a configuration change, vouches for nothing here)
+        bucket, _, key = str(uri or "").removeprefix("s3://").partition("/")
+        if bucket == s3_prefix.resolved_bucket() and key and etag is not None and size is not None:
+            own[key] = (str(etag).strip('"'), int(size))
     return own
 
 
