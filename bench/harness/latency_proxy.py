@@ -17,6 +17,7 @@ import contextlib
 import sys
 
 CHUNK = 256 * 1024
+readers: set[asyncio.Task] = set()  # strong references to the reading halves
 
 
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float, not_before: float) -> None:
@@ -35,6 +36,8 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
                 return
 
     reading = asyncio.create_task(read())
+    readers.add(reading)
+    reading.add_done_callback(readers.discard)
     try:
         while True:
             due, data = await queue.get()
@@ -56,10 +59,15 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
 
 async def serve(upstream_host: str, upstream_port: int, rtt: float, port: int = 0) -> asyncio.Server:
     one_way = rtt / 2
+    running: set[asyncio.Task] = set()  # strong references: asyncio keeps only weak ones
 
     async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
         accepted = loop.time()
+        task = asyncio.current_task()
+        if task is not None:
+            running.add(task)
+            task.add_done_callback(running.discard)
         try:
             server_reader, server_writer = await asyncio.open_connection(upstream_host, upstream_port)
         except OSError:

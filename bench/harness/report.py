@@ -68,7 +68,7 @@ def targets(raw: dict) -> list[str]:
             if wrangler:
                 r = wrangler / by_rtt["20"][LOAD_PROJECT]
                 lines.append(f"| {name} at 20 ms: ≥ 2 × faster than awswrangler | {r:.1f} × faster | {verdict(r >= 2)} |")
-        if name.startswith("listing") and "100,000" in name:
+        if name.startswith("listing"):  # the target is set at 100,000 objects
             if by_rtt.get("20", {}).get("s5cmd ls"):
                 r = by_rtt["20"]["s5cmd ls"] / by_rtt["20"][PROJECT]
                 lines.append(f"| {name} at 20 ms: ≥ 2 × faster than `s5cmd ls` | {r:.2f} × faster | {verdict(r >= 2)} |")

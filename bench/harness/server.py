@@ -39,6 +39,18 @@ class LatencyProxy:
         self.port = int(line.split()[1])
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
+    def local_tree(self, names: list[str], make: Callable[[int], bytes], body: object) -> Path:
+        """The files to upload, written once per key list and body and reused (deleting seeds
+        the same 10,000 objects for every tool at every round trip)."""
+        cache_key = (tuple(names), body if isinstance(body, bytes) else id(body))
+        if cache_key not in self.trees:
+            local = Path(tempfile.mkdtemp(dir=self.workdir))
+            for i, name in enumerate(names):
+                (local / name).parent.mkdir(parents=True, exist_ok=True)
+                (local / name).write_bytes(make(i))
+            self.trees[cache_key] = local
+        return self.trees[cache_key]
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -79,6 +91,7 @@ class Bench:
         self.direct = self.make_client(self.state.endpoint_url)
         self.direct.create_bucket(Bucket=BUCKET)
         self.proxies: dict[float, LatencyProxy] = {}
+        self.trees: dict[tuple, Path] = {}
 
     def make_client(self, endpoint: str, pool: int = 64):
         return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
@@ -100,6 +113,18 @@ class Bench:
         endpoint = self.proxies[rtt_ms].endpoint
         return Target(rtt_ms, endpoint, self.env_for(endpoint), self.make_client(endpoint))
 
+    def local_tree(self, names: list[str], make: Callable[[int], bytes], body: object) -> Path:
+        """The files to upload, written once per key list and body and reused (deleting seeds
+        the same 10,000 objects for every tool at every round trip)."""
+        cache_key = (tuple(names), body if isinstance(body, bytes) else id(body))
+        if cache_key not in self.trees:
+            local = Path(tempfile.mkdtemp(dir=self.workdir))
+            for i, name in enumerate(names):
+                (local / name).parent.mkdir(parents=True, exist_ok=True)
+                (local / name).write_bytes(make(i))
+            self.trees[cache_key] = local
+        return self.trees[cache_key]
+
     def stop(self) -> None:
         for proxy in self.proxies.values():
             proxy.stop()
@@ -113,14 +138,9 @@ class Bench:
         names = [key(i, count) for i in range(count)]
         s5cmd = tool_path("s5cmd")
         if s5cmd and count > 200:
-            local = Path(tempfile.mkdtemp(dir=self.workdir))
-            for i, name in enumerate(names):
-                (local / name).parent.mkdir(parents=True, exist_ok=True)
-                (local / name).write_bytes(make(i))
             subprocess.run([s5cmd, "--endpoint-url", self.state.endpoint_url, "--numworkers", "64", "cp",
-                            f"{local}/*", f"s3://{BUCKET}/{prefix}/"],
+                            f"{self.local_tree(names, make, body)}/*", f"s3://{BUCKET}/{prefix}/"],
                            env=self.env_for(self.state.endpoint_url), check=True, capture_output=True)
-            shutil.rmtree(local)
         else:
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(lambda i: self.direct.put_object(Bucket=BUCKET, Key=f"{prefix}/{names[i]}",
