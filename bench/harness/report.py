@@ -3,6 +3,7 @@ measured ratios, where the whole graph's time goes, and a plot of time against r
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from harness.scenarios import ONE_PAGINATOR
@@ -132,6 +133,21 @@ def render(raw: dict, out: Path, notes: str) -> str:
         lines += [f"## {name[0].upper()}{name[1:]}", ""]
         for rtt, results in by_rtt.items():
             lines += [f"### {rtt} ms round trip", "", *table(results), ""]
+    if raw.get("loading_cpu"):
+        files = next((n for n in raw["scenarios"] if "small" in n), "")
+        count = int(re.sub(r"\D", "", files.split(" small")[0]) or 1)
+        tools_seen = sorted({t for by_tool in raw["loading_cpu"].values() for t in by_tool})
+        lines += [f"## Client CPU per file, {files}", "",
+                  "CPU time of the benchmark process in the timed call (all its threads), per file, in ms: what "
+                  "a load costs the machine that runs it, apart from the server's and the proxy's work "
+                  "(which share these CPUs here, but not on AWS).", "",
+                  "| tool | " + " | ".join(f"{r} ms" for r in raw["loading_cpu"]) + " |",
+                  "|---|" + "---:|" * len(raw["loading_cpu"])]
+        for tool in tools_seen:
+            cells = [f"{by_tool[tool] * 1000 / count:.2f}" if tool in by_tool else "–"
+                     for by_tool in raw["loading_cpu"].values()]
+            lines.append(f"| {tool} | " + " | ".join(cells) + " |")
+        lines.append("")
     if raw.get("memory"):
         lines += ["## Peak memory of this project's steps (fresh process, RSS sampled every 2 ms)", "",
                   "| step | input (MB) | peak above baseline (MB) | × input |", "|---|---:|---:|---:|"]
