@@ -3,15 +3,19 @@ that fail (naming the column and values) when fed corrupted data."""
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 import pytest
 from dagster import AssetCheckKey, AssetKey, AssetSelection
 
 from s3_assets.defs.analysis.checks import domain_problems
 from s3_assets.defs.raw_uci.checks import shape_result
-from s3_assets.lib.dictionary import DictionaryError, decode_dictionary, labelled, parse_dictionary, type_by_domain
+from s3_assets.lib.dictionary import (
+    DictionaryError,
+    decode_dictionary,
+    labelled,
+    parse_dictionary,
+    type_by_domain,
+)
 from s3_assets_tests.uci_fixtures import dictionary_text, tables, write_uci_files
 
 
@@ -69,8 +73,8 @@ def test_domain_typing_and_labels(fixture_dictionary):
 def test_domain_problems_name_column_and_values(fixture_dictionary):
     frames = {"train": pd.DataFrame({"MOSTYPE": [1, 99, 0], "CARAVAN": [0, 1, 2], "MAANTHUI": [1.0, None, 2.0]})}
     problems = domain_problems(frames, fixture_dictionary)
-    assert "train.MOSTYPE: 2 value(s) outside 1..41: [0, 99]" in problems
-    assert "train.CARAVAN: 1 value(s) outside 0..1: [2]" in problems
+    assert "train.MOSTYPE: 2 value(s) outside 1..41: [0, 99], first at row 1" in problems
+    assert "train.CARAVAN: 1 value(s) outside 0..1: [2], first at row 2" in problems
     assert "train.MAANTHUI: 1 missing value(s), first at row 1" in problems
     floats = domain_problems({"t": pd.DataFrame({"MOSTYPE": [1.5]})}, fixture_dictionary)
     assert floats == ["t.MOSTYPE: type float64, expected integers"]
@@ -96,7 +100,7 @@ def test_checks_pass_on_good_data_and_report_positive_rate(bucket, make_location
     assert checks["features_and_value_tables@data_dictionary"].passed
     assert checks["test_and_ground_truth_align@dataframes"].passed
     assert not checks["shape@train"].passed  # 40 rows, not UCI's 5822: a warning only
-    expected = int(tables(40)["ticdata2000.txt"][85].sum())
+    expected = int((tables(40)["ticdata2000.txt"][85] == 1).sum())
     assert checks["domains@dataframes"].metadata["train_caravan_positive"].value.startswith(f"{expected} of 40 (")
     table = result.output_for_node("modelling_table")
     assert table.shape == (60, 87) and table["split"].value_counts().to_dict() == {"train": 40, "test": 20}
@@ -115,20 +119,26 @@ def test_checks_on_the_real_data(bucket, make_location, run_graph, real_dir):
     assert table.drop(columns="split").memory_usage(deep=True).sum() < 1_000_000  # ~4 MB as int64
 
 
-def test_corrupted_values_fail_the_domain_check_and_block_downstream(bucket, make_location, run_graph, tmp_path, uci_dir):
-    source = tmp_path / "corrupt"
-    shutil.copytree(uci_dir, source)
-    lines = (source / "ticdata2000.txt").read_text().splitlines()
-    cells = lines[3].split("\t")
+def test_corrupted_values_fail_the_domain_check_and_block_downstream(s3, bucket, make_location, run_graph, uci_dir):
+    """Bad values in a source file never reach S3 (test_bad_data_never_replaces_good.py); if
+    someone else writes them there, the frames' own check blocks the modelling table."""
+    location = make_location(bucket)
+    run_graph(location, uci_dir)
+    lines = s3.get_object(Bucket=bucket, Key="ins_dataset/raw/train.csv")["Body"].read().decode().splitlines()
+    cells = lines[4].split(",")
     cells[0], cells[-1] = "77", "3"  # MOSTYPE 77 (domain 1..41), CARAVAN 3
-    lines[3] = "\t".join(cells)
-    (source / "ticdata2000.txt").write_text("\r\n".join(lines) + "\r\n")
-    result = run_graph(make_location(bucket), source, raise_on_error=False)
+    lines[4] = ",".join(cells)
+    s3.put_object(Bucket=bucket, Key="ins_dataset/raw/train.csv", Body=("\n".join(lines) + "\n").encode())
+    result = run_graph(location, uci_dir, selection=AssetSelection.assets("s3_listing").downstream(),
+                       raise_on_error=False)
     check = check_results(result)["domains@dataframes"]
     assert not check.passed
     details = check.metadata["details"].value
-    assert "train.MOSTYPE: 1 value(s) outside 1..41: [77]" in details
-    assert "train.CARAVAN: 1 value(s) outside 0..1: [3]" in details
+    assert "train.MOSTYPE: 1 value(s) outside 1..41: [77], first at row 3" in details
+    assert "train.CARAVAN: 1 value(s) outside 0..1: [3], first at row 3" in details
+    # one stray 3 is one bad value, not three positives
+    expected = int((tables(40)["ticdata2000.txt"][85].drop(index=3) == 1).sum())
+    assert check.metadata["train_caravan_positive"].value.startswith(f"{expected} of 40 (")
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert AssetKey("dataframes") in materialized and AssetKey("modelling_table") not in materialized
 

@@ -3,10 +3,20 @@ differ from the published UCI numbers only warn (a sample or a newer release is 
 
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, MetadataValue, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetIn,
+    MetadataValue,
+    asset_check,
+)
 
+from s3_assets.defs.metadata import code_block
 from s3_assets.lib.dictionary import DataDictionary
 from s3_assets.lib.source import UCI_TABLES, UciTable
+from s3_assets.lib.validation import raw_table_problems
 
 # The published sizes of COIL 2000.
 UCI_ROWS = {"train": 5822, "test": 4000, "ground_truth": 4000}
@@ -47,4 +57,24 @@ def dictionary_check(data_dictionary: DataDictionary) -> AssetCheckResult:
         "problems": "; ".join(problems) or "none"})
 
 
-RAW_CHECKS = [*(raw_shape_check(t) for t in UCI_TABLES if not t.is_dictionary), dictionary_check]
+def raw_values_check(table: UciTable) -> AssetChecksDefinition:
+    """Blocking, and upstream of the S3 copy: a table with a value outside its domain is never
+    copied, so S3 keeps the last good copy."""
+
+    @asset_check(asset=table.asset, name="values", blocking=True,
+                 additional_ins={"data_dictionary": AssetIn("data_dictionary")},
+                 description="every value an integer within its dictionary domain, none missing (blocking: "
+                             "a failure stops the S3 copy from being written)")
+    def check(context: AssetCheckExecutionContext, frame: pd.DataFrame,
+              data_dictionary: DataDictionary) -> AssetCheckResult:
+        problems = raw_table_problems(frame, table, data_dictionary)
+        if problems:
+            context.log.error(f"{table.filename} is not copied to S3: " + "; ".join(problems[:10]))
+        return AssetCheckResult(passed=not problems, description="; ".join(problems[:3]) or None, metadata={
+            "problems": len(problems), "details": code_block(problems[:50] or ["none"])})
+
+    return check
+
+
+DATA_TABLES = [t for t in UCI_TABLES if not t.is_dictionary]
+RAW_CHECKS = [*(raw_shape_check(t) for t in DATA_TABLES), *(raw_values_check(t) for t in DATA_TABLES), dictionary_check]

@@ -1,23 +1,44 @@
 """The S3 copies of the raw tables under `<prefix>/raw/`, byte-identical to the notebook's
 `to_csv(index=False)`."""
 
+from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from s3_assets.defs.resources import S3Prefix
-from s3_assets.lib.source import UCI_TABLES, UciTable
+from s3_assets.lib.source import UCI_TABLES, BadInputError, UciTable
 from s3_assets.lib.uploading import upload_bytes
+from s3_assets.lib.validation import raw_table_problems
 
 S3_GROUP = "s3_copies"
 
 
 def s3_copy_asset(table: UciTable) -> AssetsDefinition:
-    @asset(name=f"{table.copy_name}_csv", group_name=S3_GROUP, kinds={"s3", "csv"},
-           ins={"frame": AssetIn(table.asset)},
+    # The data tables are checked against the dictionary again right before the write, so that
+    # no selection (say `train_csv` alone, re-copying a stored table that failed its `values`
+    # check) can put bad data over the last good copy.
+    ins = {"frame": AssetIn(table.asset)}
+    if not table.is_dictionary:
+        ins["data_dictionary"] = AssetIn("data_dictionary")
+
+    @asset(name=f"{table.copy_name}_csv", group_name=S3_GROUP, kinds={"s3", "csv"}, ins=ins,
            description=f"s3://<bucket>/<prefix>/{table.s3_relative}: the `{table.asset}` table as the notebook "
                        "wrote it (`to_csv(index=False)`).")
-    def s3_copy(context: AssetExecutionContext, frame: pd.DataFrame, s3_prefix: S3Prefix) -> MaterializeResult:
+    def s3_copy(context: AssetExecutionContext, s3_prefix: S3Prefix, **inputs: Any) -> MaterializeResult:
+        frame: pd.DataFrame = inputs["frame"]
+        if "data_dictionary" in inputs:
+            problems = raw_table_problems(frame, table, inputs["data_dictionary"])
+            if problems:
+                raise BadInputError(f"{table.filename} is not copied to {s3_prefix.uri(s3_prefix.key(table.s3_relative))} "
+                                    f"(S3 keeps the last good copy): {'; '.join(problems[:10])}")
         body = frame.to_csv(index=False).encode()
         key = s3_prefix.key(table.s3_relative)
         uploaded = upload_bytes(s3_prefix.connect(), s3_prefix.resolved_bucket(), key, body,
@@ -28,6 +49,7 @@ def s3_copy_asset(table: UciTable) -> AssetsDefinition:
             "size": uploaded.size,
             "etag": uploaded.etag,
             "md5": uploaded.md5,
+            "sha256": uploaded.sha256,
             "uploaded": uploaded.changed,
             "dagster/row_count": len(frame),
             "open": MetadataValue.url(s3_prefix.browse_url(key)),

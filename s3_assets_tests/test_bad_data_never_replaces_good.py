@@ -1,0 +1,139 @@
+"""Bad data never replaces good data: a source file that fails the blocking checks (a value out
+of its domain, a short row, an extra column, a missing value, a non-integer, a narrower file)
+fails the run, naming the file, column and values, and the S3 copy stays byte-identical to the
+last good one, for the whole graph and for subsets."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
+
+from s3_assets.defs import ASSETS, CHECKS
+from s3_assets_tests.conftest import graph_resources
+
+TRAIN_KEY = "ins_dataset/raw/train.csv"
+
+
+def edit_cell(line: int, column: int, value: str) -> Callable[[list[list[str]]], None]:
+    def edit(rows: list[list[str]]) -> None:
+        rows[line - 1][column - 1] = value
+
+    return edit
+
+
+def short_row(rows: list[list[str]]) -> None:
+    rows[4] = rows[4][:50]
+
+
+def extra_column(rows: list[list[str]]) -> None:
+    rows[4].append("1")
+
+
+def narrower_file(rows: list[list[str]]) -> None:
+    for row in rows:
+        del row[-1]
+
+
+def wider_file(rows: list[list[str]]) -> None:
+    for row in rows:
+        row.append("0")
+
+
+# (edit of ticdata2000.txt, text the failure must contain)
+BAD_SOURCES = {
+    "out_of_domain": (edit_cell(4, 3, "-3"), "ticdata2000.txt column 3 (MGEMOMV): 1 value(s) outside 1..6: [-3], first at line 4"),
+    "out_of_domain_target": (edit_cell(7, 86, "7"), "ticdata2000.txt column 86 (CARAVAN): 1 value(s) outside 0..1: [7]"),
+    "short_row": (short_row, "ticdata2000.txt"),
+    "extra_column": (extra_column, "ticdata2000.txt"),
+    "missing_value": (edit_cell(6, 10, ""), "ticdata2000.txt line 6"),
+    "non_integer": (edit_cell(9, 2, "2.5"), "ticdata2000.txt line 9, column 2: '2.5' is not a whole number"),
+    "narrower_file": (narrower_file, "ticdata2000.txt: expected 86 tab-separated columns, found 85"),
+    "wider_file": (wider_file, "ticdata2000.txt: expected 86 tab-separated columns, found 87"),
+}
+
+
+def write_bad_source(good: Path, folder: Path, edit: Callable[[list[list[str]]], None]) -> Path:
+    shutil.copytree(good, folder)
+    path = folder / "ticdata2000.txt"
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    edit(rows)
+    path.write_text("\r\n".join("\t".join(row) for row in rows) + "\r\n")
+    return folder
+
+
+def failure_text(result) -> str:
+    """Everything the run said about its failure: step errors and error logs."""
+    parts = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            parts.append(str(event.event_specific_data.error))
+        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+            parts.append(event.event_specific_data.description or "")
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def good_copy(s3_server, uci_dir, tmp_path_factory):
+    """A bucket holding the good graph's copies, and the good train.csv's bytes and ETag."""
+    from s3_assets.defs.resources import S3Connection, S3Prefix
+
+    client = s3_server.client()
+    bucket = "bad-data-never-replaces-good"
+    client.create_bucket(Bucket=bucket)
+    location = S3Prefix(s3=S3Connection(target="local", local_dir=s3_server.local_dir, max_attempts=2), bucket=bucket)
+    cache = tmp_path_factory.mktemp("cache")
+    result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, cache),
+                         instance=DagsterInstance.ephemeral())
+    assert result.success
+    got = client.get_object(Bucket=bucket, Key=TRAIN_KEY)
+    return location, cache, got["Body"].read(), got["ETag"], client
+
+
+SELECTIONS = {
+    "everything": None,
+    "train_and_downstream": AssetSelection.assets("train").downstream(),
+    "train_and_its_copy": AssetSelection.assets("train", "train_csv"),
+}
+
+
+@pytest.mark.parametrize("selection", list(SELECTIONS))
+@pytest.mark.parametrize("case", list(BAD_SOURCES))
+def test_bad_source_fails_the_run_and_s3_keeps_the_good_copy(good_copy, uci_dir, tmp_path, case, selection):
+    location, cache, good_body, good_etag, client = good_copy
+    edit, expected = BAD_SOURCES[case]
+    source = write_bad_source(uci_dir, tmp_path / "bad", edit)
+    result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, source, cache),
+                         selection=SELECTIONS[selection], instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    assert expected in failure_text(result)
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert AssetKey("train_csv") not in materialized
+    got = client.get_object(Bucket=location.bucket, Key=TRAIN_KEY)
+    assert got["Body"].read() == good_body and got["ETag"] == good_etag
+
+
+def test_a_stored_table_that_failed_its_check_is_not_copied_alone(good_copy, uci_dir, tmp_path):
+    """`train_csv` selected alone re-copies the stored `train`: if that failed its blocking
+    check in an earlier run, the copy refuses it before writing."""
+    location, cache, good_body, good_etag, client = good_copy
+    source = write_bad_source(uci_dir, tmp_path / "bad", BAD_SOURCES["out_of_domain"][0])
+    resources = graph_resources(location, source, cache)
+    instance = DagsterInstance.ephemeral()
+    first = materialize([*ASSETS, *CHECKS], resources=resources, selection=AssetSelection.assets("train"),
+                        instance=instance, raise_on_error=False)
+    assert not first.success  # the stored `train` is now the bad table
+    again = materialize([*ASSETS, *CHECKS], resources=resources, selection=AssetSelection.assets("train_csv"),
+                        instance=instance, raise_on_error=False)
+    assert not again.success
+    text = failure_text(again)
+    assert "ticdata2000.txt is not copied to s3://" in text and "outside 1..6: [-3]" in text
+    got = client.get_object(Bucket=location.bucket, Key=TRAIN_KEY)
+    assert got["Body"].read() == good_body and got["ETag"] == good_etag
+    # and the good source puts everything right again
+    fixed = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, cache),
+                        instance=instance)
+    assert fixed.success
