@@ -2,9 +2,11 @@
 
 Requests are forwarded unchanged (Host header included, so SigV4 signatures still verify).
 A rule decides per request to pass it, answer 503 SlowDown or 500 InternalError, reset the
-connection, or stall. It records each request's method, path and headers, and can call a hook
-when a request arrives (e.g. to SIGKILL the server at the second multipart part), and can
-rewrite response bodies (e.g. to answer in another server's XML namespace).
+connection, or stall; an `answer` hook may answer a request with an S3 error of its choice
+(as AWS answers a request whose ExpectedBucketOwner is not the bucket's owner). It records each
+request's method, path and headers, and can call a hook when a request arrives (e.g. to SIGKILL
+the server at the second multipart part), and can rewrite response bodies (e.g. to answer in
+another server's XML namespace).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class Faults:
 class FaultProxy:
     def __init__(self, upstream_port: int, faults: Faults | None = None,
                  on_request: Callable[[str, str], None] | None = None, stall_seconds: float = 30,
-                 rewrite: Callable[[str, str, bytes], bytes] | None = None):
+                 rewrite: Callable[[str, str, bytes], bytes] | None = None,
+                 answer: Callable[[str, str, dict[str, str]], tuple[int, str] | None] | None = None):
         self.faults = faults or Faults()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.injected: list[str] = []
@@ -79,8 +82,9 @@ class FaultProxy:
                     time.sleep(stall_seconds)
                     self.close_connection = True
                     return
-                if fault in ("slow_down", "internal_error"):
-                    status, code = (503, "SlowDown") if fault == "slow_down" else (500, "InternalError")
+                answered = answer(self.command, self.path, dict(self.headers)) if answer else None
+                if answered or fault in ("slow_down", "internal_error"):
+                    status, code = answered or ((503, "SlowDown") if fault == "slow_down" else (500, "InternalError"))
                     payload = ERROR_BODY.format(code=code).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/xml")

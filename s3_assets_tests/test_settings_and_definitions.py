@@ -294,22 +294,6 @@ def test_schedules():
     assert cleanup_request.run_config == {"ops": {"delete_objects_under_prefix": {"config": {"dry_run": False}}}}
 
 
-def test_aws_without_bucket_uses_the_sagemaker_default_bucket_name():
-    import boto3
-    from botocore.stub import Stubber
-
-    location = S3Prefix(s3=S3Connection(target="aws", region_name="eu-west-1"), bucket="")
-    sts = boto3.client("sts", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y")
-    with Stubber(sts) as stub:
-        stub.add_response("get_caller_identity", {"Account": "123456789012", "Arn": "arn:aws:iam::123456789012:user/u",
-                                                  "UserId": "AIDAEXAMPLE"})
-        assert location._sagemaker_default_bucket(sts) == "sagemaker-eu-west-1-123456789012"
-    with Stubber(sts) as stub:
-        stub.add_client_error("get_caller_identity", "ExpiredToken")
-        with pytest.raises(ConfigError, match="Set S3_ASSETS_BUCKET"):
-            location._sagemaker_default_bucket(sts)
-
-
 @pytest.mark.integration
 def test_definitions_validate_fails_on_overlapping_prefixes_naming_both_variables(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_ASSETS_", "AWS_"))}

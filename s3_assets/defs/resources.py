@@ -19,7 +19,15 @@ from urllib.parse import quote
 import boto3
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
 from dagster import ConfigurableResource, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -230,13 +238,25 @@ class S3Connection(S3Resource):
             retries["mode"] = mode
         return retries
 
+    def botocore_config(self, botocore_session: botocore.session.Session | None = None, **overrides: Any) -> Config:
+        """The project's timeouts and retries, for S3 and for every other AWS call (STS)."""
+        return Config(
+            retries=self._retries(botocore_session or self._botocore_session()),  # type: ignore[arg-type]
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            **overrides,
+        )
+
+    def resolved_region(self) -> str:
+        """The configured region, else botocore's chain (AWS_REGION / AWS_DEFAULT_REGION, the
+        profile's `region`), else us-east-1 as the SDKs default."""
+        return self.region_name or self.aws_session().region_name or "us-east-1"
+
     def get_client(self) -> S3Client:
         """A new S3 client. For target=local this starts (or reuses) the embedded S3."""
         botocore_session = self._botocore_session()
-        config = Config(
-            retries=self._retries(botocore_session),  # type: ignore[arg-type]
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
+        config = self.botocore_config(
+            botocore_session,
             max_pool_connections=self.max_pool_connections,
             # S3-compatible servers on loopback have no virtual-host DNS names.
             s3={"addressing_style": "path"} if self.target != "aws" else None,
@@ -293,6 +313,7 @@ class S3Prefix(ConfigurableResource):
 
     _client: Any = PrivateAttr(default=None)
     _bucket: str | None = PrivateAttr(default=None)
+    _default_bucket_owner: str | None = PrivateAttr(default=None)
 
     @field_validator("bucket")
     @classmethod
@@ -333,6 +354,10 @@ class S3Prefix(ConfigurableResource):
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._client = None
         self._bucket = None
+        self._default_bucket_owner = None
+        # The bucket's name once per run, before any step: a missing credential or an
+        # unreachable STS endpoint fails the run here, once, instead of in every step.
+        self.resolved_bucket()
 
     # -- naming -------------------------------------------------------------------------
     @property
@@ -406,18 +431,25 @@ class S3Prefix(ConfigurableResource):
         """The S3 client for this prefix, made on first call: connects (on local, starts the
         embedded S3), checks the bucket and creates it where allowed. Later calls reuse it."""
         if self._client is None:
+            self.resolved_bucket()  # the SageMaker default's name (and owner) first
             client = self.s3.get_client()
-            if self.expected_bucket_owner:
+            if self.bucket_owner():
                 client.meta.events.register("before-parameter-build.s3", self._add_expected_owner)
             self._ensure_bucket(client)
             self._client = client
         return self._client
 
+    def bucket_owner(self) -> str:
+        """The account every request expects to own the bucket: S3_ASSETS_EXPECTED_BUCKET_OWNER,
+        else, for the SageMaker default bucket, the caller's own account (as `sagemaker` checks
+        before it writes into `sagemaker-{region}-{account}`: anyone may create that name)."""
+        return self.expected_bucket_owner or self._default_bucket_owner or ""
+
     def _add_expected_owner(self, params: dict, model: Any, **kwargs: Any) -> None:
         """Every operation that takes ExpectedBucketOwner gets it: S3 then refuses a bucket
         that changed hands instead of writing our data into it."""
         if "ExpectedBucketOwner" in model.input_shape.members:
-            params.setdefault("ExpectedBucketOwner", self.expected_bucket_owner)
+            params.setdefault("ExpectedBucketOwner", self.bucket_owner())
 
     def resolved_bucket(self) -> str:
         if self._bucket is None:
@@ -429,19 +461,44 @@ class S3Prefix(ConfigurableResource):
                 self._bucket = DEFAULT_BUCKET
         return self._bucket
 
-    def _sagemaker_default_bucket(self, sts_client: Any = None) -> str:
+    def _sagemaker_default_bucket(self) -> str:
         """The notebook's `sagemaker.Session().default_bucket()`: sagemaker-{region}-{account},
-        the region from S3_ASSETS_REGION or botocore's chain."""
-        session = self.s3.aws_session()
-        region = self.s3.region_name or session.region_name or "us-east-1"
+        with the region botocore resolves when S3_ASSETS_REGION is unset."""
+        account = self._caller_account()
+        self._default_bucket_owner = account
+        return f"sagemaker-{self.s3.resolved_region()}-{account}"
+
+    def _caller_account(self) -> str:
+        """STS GetCallerIdentity with the project's timeouts and retries; a failure says whether
+        credentials are missing or the endpoint is unreachable, and where."""
         try:
-            account = (sts_client or session.client("sts", region_name=region)).get_caller_identity()["Account"]
-        except (BotoCoreError, ClientError) as error:
+            sts = self.s3.aws_session().client("sts", region_name=self.s3.resolved_region(),
+                                               config=self.s3.botocore_config())
+        except BotoCoreError as error:  # a broken profile, for instance
+            raise ConfigError(f"cannot set up AWS STS to name the SageMaker default bucket: "
+                              f"{type(error).__name__}. Set S3_ASSETS_BUCKET, or fix the AWS profile") from None
+        endpoint = sts.meta.endpoint_url
+        attempts = (sts.meta.config.retries or {}).get("total_max_attempts")
+        why = "the AWS account id names the SageMaker default bucket (no S3_ASSETS_BUCKET set)"
+        try:
+            return sts.get_caller_identity()["Account"]
+        except (NoCredentialsError, PartialCredentialsError):
             raise ConfigError(
-                "no S3_ASSETS_BUCKET set and the AWS account could not be read to name the "
-                f"SageMaker default bucket: {type(error).__name__}. Set S3_ASSETS_BUCKET"
+                f"no AWS credentials found for STS GetCallerIdentity at {endpoint}: {why}. Set AWS_PROFILE "
+                "(or S3_ASSETS_PROFILE) or S3_ASSETS_ACCESS_KEY_ID/S3_ASSETS_SECRET_ACCESS_KEY, or set S3_ASSETS_BUCKET"
             ) from None
-        return f"sagemaker-{region}-{account}"
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as error:
+            raise ConfigError(
+                f"cannot reach the AWS STS endpoint {endpoint} ({type(error).__name__}, after "
+                f"{attempts or 'botocore default'} attempt(s)): {why}. Check the network, proxy or "
+                "AWS_ENDPOINT_URL_STS, or set S3_ASSETS_BUCKET"
+            ) from None
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "") or "error"
+            raise ConfigError(
+                f"STS GetCallerIdentity at {endpoint} refused the credentials ({code}): {why}. "
+                "Check the credentials, or set S3_ASSETS_BUCKET"
+            ) from None
 
     def _ensure_bucket(self, client: Any) -> None:
         """Check the bucket with a ListObjectsV2 under the prefix: unlike HeadBucket, it is
@@ -452,7 +509,14 @@ class S3Prefix(ConfigurableResource):
             client.list_objects_v2(Bucket=bucket, Prefix=self.root, MaxKeys=1)
             return
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            code = error.response.get("Error", {}).get("Code")
+            if self._default_bucket_owner and code in ("AccessDenied", "403"):
+                raise ConfigError(
+                    f"bucket {bucket!r} at {endpoint} refused a request that expects it to belong to account "
+                    f"{self._default_bucket_owner} (ExpectedBucketOwner): it is someone else's bucket, or these "
+                    "credentials may not list it. Nothing was written; set S3_ASSETS_BUCKET to a bucket of yours"
+                ) from None
+            if code != "NoSuchBucket":
                 raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
         except BotoCoreError as error:
             raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
@@ -468,7 +532,11 @@ class S3Prefix(ConfigurableResource):
         try:
             client.create_bucket(**kwargs)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            code = error.response.get("Error", {}).get("Code")
+            if code == "BucketAlreadyExists" and self.s3.target == "aws":
+                raise ConfigError(f"bucket {bucket!r} belongs to another AWS account (BucketAlreadyExists): "
+                                  "set S3_ASSETS_BUCKET to a bucket of yours") from None
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
 
 
