@@ -210,7 +210,7 @@ def _check_integer_rows(text: str, columns: int, name: str) -> None:
     lines = text.split("\n")
     while lines and not lines[-1].strip("\r"):
         lines.pop()
-    fast = re.compile(r"-?[0-9]{1,18}(?:\t-?[0-9]{1,18}){%d}\r?" % (columns - 1))
+    fast = re.compile(r"-?[0-9]{1,18}(?:\t-?[0-9]{1,18}){" + str(columns - 1) + r"}\r?")
     for number, line in enumerate(lines, start=1):
         if not fast.fullmatch(line):
             _refuse_line(line, number, columns, name, whole_file=number == 1 and _same_width(lines))
