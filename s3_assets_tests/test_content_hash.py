@@ -87,7 +87,8 @@ def test_graph_with_multipart_copies_checks_pass_reruns_skip_and_a_change_fails(
 
         del proxy.requests[:]
         again = run_graph(location, uci_dir)
-        under_prefix = [(method, path) for method, path, _ in proxy.requests if "/ins_dataset/" in path]
+        under_prefix = [(method, path) for method, path, _ in proxy.requests
+                        if path.startswith(f"/{bucket}/ins_dataset/")]  # the data, not the stored outputs
         assert ("HEAD", f"/{bucket}/ins_dataset/raw/train.csv") in under_prefix  # the second run looked...
         assert not [r for r in under_prefix if r[0] in ("PUT", "POST")]  # ...and uploaded nothing
         for name in ("train", "test", "gt", "col_info"):
