@@ -5,7 +5,10 @@ last good one, for the whole graph and for subsets."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,3 +144,28 @@ def test_a_stored_table_that_failed_its_check_is_not_copied_alone(good_copy, uci
     fixed = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, cache),
                         instance=instance)
     assert fixed.success
+
+
+@pytest.mark.integration
+def test_cli_materialize_all_with_a_bad_source_keeps_the_good_copy(s3_server, s3, bucket, uci_dir, tmp_path):
+    """`dagster asset materialize --select '*'` as a user types it: good, then one value out of
+    its domain; the second run fails naming file, column and value, and train.csv is unchanged."""
+    root = Path(__file__).resolve().parents[1]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "S3_ASSETS_LOCAL_DIR": s3_server.local_dir,
+           "S3_ASSETS_BUCKET": bucket, "S3_ASSETS_OFFLINE_SOURCE": "", "S3_ASSETS_CACHE_DIR": str(tmp_path / "cache")}
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "s3_assets.definitions",
+               "--select", "*"]
+    good = subprocess.run(command, cwd=root, env={**env, "S3_ASSETS_SOURCE": str(uci_dir)},
+                          capture_output=True, text=True, timeout=600)
+    assert good.returncode == 0, good.stderr[-3000:]
+    before = s3.get_object(Bucket=bucket, Key=TRAIN_KEY)
+    good_body, good_etag = before["Body"].read(), before["ETag"]
+    source = write_bad_source(uci_dir, tmp_path / "bad", BAD_SOURCES["out_of_domain"][0])
+    bad = subprocess.run(command, cwd=root, env={**env, "S3_ASSETS_SOURCE": str(source)},
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0
+    assert "ticdata2000.txt column 3 (MGEMOMV): 1 value(s) outside 1..6: [-3], first at line 4" in bad.stdout + bad.stderr
+    after = s3.get_object(Bucket=bucket, Key=TRAIN_KEY)
+    assert after["Body"].read() == good_body and after["ETag"] == good_etag
