@@ -101,8 +101,8 @@ def where_the_time_goes(raw: dict) -> list[str]:
         start, imports = g["python -c pass"], g["import s3_assets.definitions (python -c)"]
         lines.append(f"| {rtt} ms | {graph:.2f} | {script:.2f} | {start:.2f} | {imports:.2f} | {graph - imports:.2f} |")
     if raw.get("import_profile"):
-        lines += ["", ("Slowest top-level imports of `import s3_assets.definitions` (`python -X importtime`, "
-                  "cumulative seconds):"), "", "| module | seconds |", "|---|---:|"]
+        lines += ["", ("What each import adds, in one fresh process, in this order "
+                  "(`bench/harness/programs/import_steps.py`):"), "", "| import | seconds added |", "|---|---:|"]
         lines += [f"| {name} | {seconds:.2f} |" for name, seconds in raw["import_profile"]]
     return lines
 

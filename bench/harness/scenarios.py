@@ -218,14 +218,7 @@ def whole_graph(bench: Bench, target: Target, source: Path, repeat: int) -> Resu
 
 
 def import_profile() -> list[tuple[str, float]]:
-    """The slowest top-level imports of `import s3_assets.definitions` (python -X importtime)."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import s3_assets.definitions"],
-                          check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    cumulative: dict[str, float] = {}
-    for line in done.stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line:
-            continue
-        _, cum, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
-        if cum.isdigit() and not name.startswith(" ") and "." not in name.strip():
-            cumulative[name.strip()] = cumulative.get(name.strip(), 0) + int(cum) / 1e6
-    return sorted(cumulative.items(), key=lambda kv: -kv[1])[:12]
+    """What each import adds to `import s3_assets.definitions`, in the order a CLI run meets
+    them (programs/import_steps.py, a fresh process)."""
+    line = tools.run_program(sys.executable, "import_steps.py", [], {**os.environ, "PYTHONPATH": str(ROOT)})
+    return [(name, seconds) for name, seconds in json.loads(line)]
