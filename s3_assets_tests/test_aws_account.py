@@ -157,6 +157,7 @@ def test_unreachable_sts_endpoint_fails_the_run_once_before_the_steps_naming_the
         location.resolved_bucket()
     message = str(raised.value)
     assert f"cannot reach the AWS STS endpoint {closed}" in message
+    assert "after 2 attempt(s)" in message  # the project's retries (max_attempts=2), not botocore's defaults
     assert "credentials" not in message.lower() and SECRET not in message
     result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, tmp_path / "c"),
                          instance=DagsterInstance.ephemeral(), raise_on_error=False)
