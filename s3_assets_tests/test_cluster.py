@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context
 
+from s3_assets.defs.per_file import s3_files
+from s3_assets.defs.per_file.sensor import build_file_partitions_sensor
+from s3_assets.lib.file_partitions import partition_key
 from s3_assets.local_cluster.broker import CONFIG_FILE, PASSWORD_FILE
 from s3_assets.local_cluster.cluster import LocalCluster
 from s3_assets_tests import cluster_jobs
@@ -28,6 +31,7 @@ from s3_assets_tests.cluster_support import (
     step_pids,
     worker_env,
 )
+from s3_assets_tests.test_file_partitions import stored_frame
 from s3_assets_tests.test_graph import COPIES, notebook_csv
 
 pytestmark = pytest.mark.cluster
@@ -177,3 +181,40 @@ def test_broker_refuses_clients_without_the_password(s3_server, bucket, tmp_path
     assert "answering" in printed and password not in printed
     assert main(["stop"]) == 0
     assert cluster.broker.status() is None and not cluster.status().workers
+
+
+BACKFILL_FILES = 40
+
+
+def test_backfill_of_all_file_partitions_runs_on_both_workers(s3_server, s3, bucket, tmp_path, uci_dir, start_cluster,
+                                                              make_location):
+    cluster = start_cluster(worker_env(s3_server, bucket, tmp_path, uci_dir))
+    workers = set(cluster.status().workers.values())
+    keys = [f"ins_dataset/files/part-{i:03d}.csv" for i in range(BACKFILL_FILES)]
+    for i, key in enumerate(keys):
+        s3.put_object(Bucket=bucket, Key=key, Body=f"id,value\n{i},{i * 2}\n".encode())
+    instance = DagsterInstance.from_config(str(cluster.dagster_home))
+    location = make_location(bucket)
+    with build_sensor_context(instance=instance, resources={"s3_prefix": location}) as context:
+        tick = build_file_partitions_sensor()(context)
+    for request in tick.dynamic_partitions_requests:  # what the sensor daemon does with them
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    assert len(instance.get_dynamic_partitions(s3_files.name)) == BACKFILL_FILES
+
+    submitted = dagster_cli(cluster, "job", "backfill", "-m", "s3_assets.per_file_definitions", "-j", "load_files",
+                            "--all", "--noprompt")
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    deadline = time.monotonic() + 400
+    while True:  # the runs finish on the workers; wait for all of them
+        runs = instance.get_runs(RunsFilter(job_name="load_files"))
+        if len(runs) == BACKFILL_FILES and all(run.is_finished for run in runs):
+            break
+        assert time.monotonic() < deadline, [run.status for run in runs]
+        time.sleep(1)
+    assert {run.status for run in runs} == {DagsterRunStatus.SUCCESS}
+    assert {run.tags["dagster/partition"] for run in runs} == {partition_key(k.removeprefix("ins_dataset/")) for k in keys}
+    run_pids = {pid for run in runs for pid in step_pids(instance, run.run_id).values()}
+    assert {parent_pid(pid) for pid in run_pids} == workers  # both workers ran partitions
+    for i, key in enumerate(keys):
+        frame = stored_frame(s3, bucket, location, partition_key(key.removeprefix("ins_dataset/")))
+        assert frame.to_dict("list") == {"id": [i], "value": [i * 2]}

@@ -47,6 +47,11 @@ DAGSTER_YAML = """\
 run_launcher:
   module: s3_assets.local_cluster.launcher
   class: ClusterRunLauncher
+# Submitted runs go to the workers at once (no dagster-daemon needed to dequeue them); the
+# workers' number bounds how many run at a time.
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
 telemetry:
   enabled: false
 """
