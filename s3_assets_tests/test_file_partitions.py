@@ -125,3 +125,17 @@ def test_sensor_adds_deletes_and_reruns_partitions(s3, bucket, make_location, in
         frame = stored_frame(s3, bucket, location, partition_of[key])
         i = keys.index(key)
         assert frame["id"].tolist() == [i, i + 1] and frame["version"].tolist() == ["v2", "v2"]
+
+
+def test_partitions_of_deleted_files_are_removed(bucket, make_location, instance):
+    from dagster import build_op_context
+
+    from s3_assets.defs.per_file.retention import remove_file_partitions
+
+    location = make_location(bucket)
+    instance.add_dynamic_partitions(s3_files.name, ["a.csv", "raw%2Fb.csv", "kept.csv"])
+    with build_op_context(instance=instance) as context:
+        removed = remove_file_partitions(context, location, ["ins_dataset/a.csv", "ins_dataset/raw/b.csv",
+                                                             "ins_dataset/never-a-partition.csv", "other/kept.csv"])
+    assert removed == ["a.csv", "raw%2Fb.csv"]
+    assert instance.get_dynamic_partitions(s3_files.name) == ["kept.csv"]
