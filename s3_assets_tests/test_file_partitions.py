@@ -139,3 +139,14 @@ def test_partitions_of_deleted_files_are_removed(bucket, make_location, instance
                                                              "ins_dataset/never-a-partition.csv", "other/kept.csv"])
     assert removed == ["a.csv", "raw%2Fb.csv"]
     assert instance.get_dynamic_partitions(s3_files.name) == ["kept.csv"]
+
+
+def test_sync_job_makes_one_partition_per_csv_file(s3, bucket, make_location, instance):
+    from s3_assets.defs.per_file import sync_file_partitions_job
+
+    location = make_location(bucket)
+    for name in ("a.csv", "raw/b.csv", "notes.txt"):
+        s3.put_object(Bucket=bucket, Key=f"ins_dataset/{name}", Body=b"x,y\n1,2\n")
+    instance.add_dynamic_partitions(s3_files.name, ["gone.csv"])
+    assert sync_file_partitions_job.execute_in_process(resources={"s3_prefix": location}, instance=instance).success
+    assert sorted(instance.get_dynamic_partitions(s3_files.name)) == ["a.csv", "raw%2Fb.csv"]

@@ -9,7 +9,6 @@ with a warning naming how many). The state is a Parquet file under the instance'
 directory, not in the cursor.
 """
 
-from __future__ import annotations
 
 import hashlib
 import json
@@ -19,11 +18,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
     DefaultSensorStatus,
+    OpExecutionContext,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    job,
+    op,
     sensor,
 )
 
@@ -106,3 +108,24 @@ def build_file_partitions_sensor(name: str = "s3_file_partitions_sensor", max_ch
 
 
 s3_file_partitions_sensor = build_file_partitions_sensor()
+
+
+@op(description="Add and delete `s3_files` partitions so there is one per CSV file under the prefix (what the "
+                "sensor does each minute, without requesting runs: backfill `load_files` afterwards).")
+def sync_file_partitions(context: OpExecutionContext, s3_prefix: S3Prefix) -> None:
+    current = data_files(s3_prefix)
+    known = set(context.instance.get_dynamic_partitions(s3_files.name))
+    plan = plan_partitions(known, {}, current, max_changes=MAX_PARTITIONS, max_partitions=MAX_PARTITIONS)
+    if plan.add:
+        context.instance.add_dynamic_partitions(s3_files.name, plan.add)
+    for key in plan.delete:
+        context.instance.delete_dynamic_partition(s3_files.name, key)
+    if plan.refused:
+        context.log.warning(f"{len(plan.refused):,} file(s) not added: more than {MAX_PARTITIONS:,} partitions")
+    context.log.info(f"{len(plan.add):,} partition(s) added, {len(plan.delete):,} deleted; "
+                     f"{len(known) + len(plan.add) - len(plan.delete):,} in all")
+
+
+@job(description="One `s3_files` partition per CSV file under the prefix, now (see s3_file_partitions_sensor).")
+def sync_file_partitions_job():
+    sync_file_partitions()
