@@ -113,16 +113,17 @@ def _build(resource: type[ConfigurableResource], env: Mapping[str, str], **extra
 def _named(resource: type[ConfigurableResource], error: ValidationError, values: Mapping[str, str]) -> ConfigError:
     """pydantic's error, restated with the S3_ASSETS_* variables that set the fields."""
     var_of = {s.field: s.var for s in SETTINGS if s.resource is resource}
-    problems = []
+    problems, variables = [], []
     for detail in error.errors():
         cause = (detail.get("ctx") or {}).get("error")
         fields = getattr(cause, "fields", ()) or tuple(str(part) for part in detail["loc"][:1])
-        named = ", ".join(f"{var_of.get(f, f)}={values[f]!r}" if f in values else f"{var_of.get(f, f)} (default)"
-                          for f in fields)
+        names = [var_of.get(field, field) for field in fields]
+        shown = ", ".join(f"{name}={values[field]!r}" if field in values else f"{name} (default)"
+                          for field, name in zip(fields, names, strict=True))
         message = str(cause) if isinstance(cause, ConfigError) else detail["msg"]
-        problems.append(f"{named}: {message}")
-    return ConfigError("invalid configuration: " + "; ".join(problems),
-                       fields=tuple(var_of.get(f, f) for d in error.errors() for f in d["loc"][:1]))
+        problems.append(f"{shown}: {message}")
+        variables += names
+    return ConfigError("invalid configuration: " + "; ".join(problems), fields=tuple(variables))
 
 
 def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:

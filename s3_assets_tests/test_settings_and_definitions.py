@@ -305,3 +305,29 @@ def test_definitions_validate_fails_on_overlapping_prefixes_naming_both_variable
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "S3_ASSETS_PREFIX='dagster-io/data'" in output and "S3_ASSETS_IO_PREFIX='dagster-io'" in output
+
+
+# -- pandas/s3fs storage_options --------------------------------------------------------------
+def test_storage_options_for_a_custom_endpoint_resolve_the_secrets(monkeypatch):
+    monkeypatch.setenv("S3_ASSETS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("S3_ASSETS_SECRET_ACCESS_KEY", "sekrit")
+    env = {"S3_ASSETS_TARGET": "custom", "S3_ASSETS_ENDPOINT_URL": "http://127.0.0.1:9000",
+           "S3_ASSETS_ACCESS_KEY_ID": "AKIAEXAMPLE", "S3_ASSETS_REGION": "eu-west-1", "S3_ASSETS_READ_TIMEOUT": "7"}
+    options = resources(env)["s3_prefix"].s3.storage_options()
+    assert options["key"] == "AKIAEXAMPLE" and options["secret"] == "sekrit"
+    assert options["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1"}
+    assert options["config_kwargs"]["read_timeout"] == 7.0 and options["config_kwargs"]["s3"] == {"addressing_style": "path"}
+
+
+def test_storage_options_on_aws_leave_credentials_to_the_chain(monkeypatch, tmp_path):
+    (tmp_path / "config").write_text("[profile analyst]\nregion = eu-central-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    options = resources({"S3_ASSETS_TARGET": "aws", "S3_ASSETS_PROFILE": "analyst"})["s3_prefix"].s3.storage_options()
+    assert options["profile"] == "analyst" and "key" not in options and "secret" not in options
+
+
+def test_storage_options_for_a_stopped_embedded_server_start_nothing(tmp_path):
+    s3 = resources({"S3_ASSETS_LOCAL_DIR": str(tmp_path / "s3")})["s3_prefix"].s3
+    with pytest.raises(ConfigError, match="is not running: start it with `s3-assets-local start`"):
+        s3.storage_options()
+    assert s3.embedded_server().status() is None

@@ -28,7 +28,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
@@ -275,6 +275,46 @@ class S3Connection(S3Resource):
         return self.aws_session(botocore_session).client(
             "s3", endpoint_url=self.endpoint_url, use_ssl=self.use_ssl, verify=self.verify, config=config
         )
+
+    def storage_options(self) -> dict[str, Any]:
+        """pandas' `storage_options` for s3fs, so a notebook reads the copies as the original did:
+        `pd.read_csv("s3://bucket/prefix/raw/train.csv", storage_options=s3.storage_options())`.
+
+        Same endpoint, credentials, region, timeouts and retries as `get_client()`. For
+        target=local the embedded S3 must be running (`s3-assets-local start`, or
+        `start_local_server()`): this call starts nothing. The result holds secrets: pass it on,
+        never log it."""
+        botocore_session = self._botocore_session()
+        config: dict[str, Any] = {"connect_timeout": self.connect_timeout, "read_timeout": self.read_timeout,
+                                  "retries": self._retries(botocore_session)}
+        if self.target != "aws":
+            config["s3"] = {"addressing_style": "path"}
+        options: dict[str, Any] = {"config_kwargs": config}
+        client_kwargs: dict[str, Any] = {}
+        if self.target == "local":
+            server = self.embedded_server()
+            state = server.status()
+            if state is None:
+                raise ConfigError(f"the embedded S3 of {server.data_dir} is not running: start it with "
+                                  "`s3-assets-local start` (or S3Connection.start_local_server())")
+            creds = server.credentials()
+            options.update(key=creds.access_key_id, secret=creds.secret_access_key)
+            client_kwargs.update(endpoint_url=state.endpoint_url, region_name=self.region_name or "us-east-1")
+        else:
+            if self.profile_name:
+                options["profile"] = self.profile_name
+            for option, value in (("key", self.aws_access_key_id), ("secret", self.aws_secret_access_key),
+                                  ("token", self.aws_session_token)):
+                value = value.get_value() if isinstance(value, EnvVar) else value
+                if value:
+                    options[option] = value
+            if self.endpoint_url:
+                client_kwargs["endpoint_url"] = self.endpoint_url
+            if self.region_name:
+                client_kwargs["region_name"] = self.region_name
+        if client_kwargs:
+            options["client_kwargs"] = client_kwargs
+        return options
 
     def aws_session(self, botocore_session: botocore.session.Session | None = None) -> boto3.session.Session:
         """The credentials chain for aws/custom: profile, explicit keys, or boto3's default."""

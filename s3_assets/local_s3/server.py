@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from s3_assets.lib.errors import S3AssetsError
 
@@ -132,9 +133,9 @@ def find_free_ports(attempts: int = 200) -> LocalS3Ports:
     for _ in range(attempts):
         offset = random.randint(1000, 9000)
         base = random.randint(10000, 22000)
-        candidates = [base + i * 7 for i in range(5)]
+        s3, master, volume, filer, admin = candidates = [base + i * 7 for i in range(5)]
         if all(port_is_free(p) and port_is_free(p + offset) for p in candidates):
-            return LocalS3Ports(*candidates, grpc_offset=offset)
+            return LocalS3Ports(s3, master, volume, filer, admin, grpc_offset=offset)
     raise EmbeddedS3Error("no free loopback ports found")
 
 
@@ -316,7 +317,7 @@ def _probe_client(state: ServerState, creds: Credentials) -> Iterator[object]:
         client.close()
 
 
-def _lists_buckets(client: object) -> bool:
+def _lists_buckets(client: Any) -> bool:
     """Ready once an authenticated ListBuckets succeeds (the S3 port opens before the filer)."""
     try:
         client.list_buckets()
