@@ -47,7 +47,7 @@ def env(s3_server, bucket, uci_dir, tmp_path) -> dict[str, str]:
 def run(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
     done = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
-    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done
 
 
@@ -68,9 +68,12 @@ def test_dg_check_and_list_defs(env):
 
 
 def test_dg_launch_materializes_everything(env, s3, bucket):
-    done = run(env, "dg", "launch", "--assets", "*")
+    done = run(env, "dg", "launch", "--job", "refresh_all")
     assert {"ins_dataset/raw/train.csv", "ins_dataset/raw/metadata/col_info.csv"} <= keys(s3, bucket)
-    assert not warnings_in(done.stderr), warnings_in(done.stderr)
+    assert warnings_in(done.stderr) == []
+    # '*' works too; Dagster's own selection parser adds a BetaWarning for it (nothing of ours).
+    star = run(env, "dg", "launch", "--assets", "*")
+    assert [line for line in warnings_in(star.stderr) if not DAGSTER_OWN.search(line)] == []
 
 
 def test_classic_materialize_and_validate(env, s3, bucket):

@@ -74,11 +74,12 @@ def parse_page_fast(body: bytes) -> tuple[pa.RecordBatch, bytes] | None:
         return None
     if _local(root.tag) != "ListBucketResult":
         return None
-    contents, rest = [], []
+    contents: list[ET.Element] = []
+    rest: list[ET.Element] = []
     for child in root:
         (contents if _local(child.tag) == "Contents" else rest).append(child)
     fields = {_local(child.tag): (child.text or "").strip() for child in rest if len(child) == 0}
-    prefixes = sum(1 for child in rest if _local(child.tag) == "CommonPrefixes")
+    prefixes = len([child for child in rest if _local(child.tag) == "CommonPrefixes"])
     truncated = fields.get("IsTruncated", "").lower()
     if (not fields.get("KeyCount", "").isdigit() or int(fields["KeyCount"]) != len(contents) + prefixes
             or truncated not in ("true", "false") or (truncated == "true" and not fields.get("NextContinuationToken"))):
@@ -183,7 +184,7 @@ def list_objects(client: Any, bucket: str, root: str, *, parallelism: int = 8, p
     return listing_frame(bucket, root, sorted_unique(pa.Table.from_batches(batches, schema=RAW_SCHEMA)))
 
 
-def _pages_after(client: Any, bucket: str, root: str, page_size: int, token: str) -> Iterator[pa.RecordBatch]:
+def _pages_after(client: Any, bucket: str, root: str, page_size: int, token: str | None) -> Iterator[pa.RecordBatch]:
     seen = {token}
     while token:
         page = list_page(client, Bucket=bucket, Prefix=root, MaxKeys=page_size, ContinuationToken=token)

@@ -266,6 +266,7 @@ class Fetcher:
 
     def _load_arrow(self, key: str, max_bytes: int, serial: bool) -> pd.DataFrame:
         try:
+            assert self.filesystem is not None  # _load_arrow is called only when there is one
             stream = self.filesystem.open_input_file(f"{self.bucket}/{key}")  # a HEAD: the size now
             with stream:
                 size = stream.size()
@@ -387,8 +388,9 @@ def load_frames(
         for future in pending:
             future.cancel()
         for future in futures:
-            if future.done() and not future.cancelled() and future.exception():
-                raise future.exception()
+            error = future.exception() if future.done() and not future.cancelled() else None
+            if error is not None:
+                raise error
         for future in futures:
             name, frame = future.result()
             frames[name] = frame

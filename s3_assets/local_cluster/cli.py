@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     if not status.running:
         print(f"not running ({cluster.directory}); `s3-assets-cluster start` starts it")
         return 3
-    print(f"broker     redis://{status.broker.address} (pid {status.broker.pid}, password in "
+    broker = status.broker
+    assert broker is not None  # a running cluster has its broker
+    print(f"broker     redis://{broker.address} (pid {broker.pid}, password in "
           f"{cluster.directory / PASSWORD_FILE}, owner-only)")
     for name, pid in sorted(status.workers.items()):
         print(f"worker     {name} pid {pid} {'answering' if name in status.answering else 'NOT answering'}")

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from s3_assets.local_cluster.broker import (
     BrokerState,
@@ -87,7 +88,7 @@ class LocalCluster:
         self.extra_env = dict(env or {})
         self.broker = LocalBroker(self.directory)
         self.worker_count = workers or default_worker_count()
-        self._app = None
+        self._app: Any = None
 
     @property
     def dagster_home(self) -> Path:

@@ -19,7 +19,7 @@ class ClusterRunLauncher(CeleryRunLauncher):
     def __init__(self, inst_data: ConfigurableClassData | None = None, default_queue: str = QUEUE) -> None:
         self._inst_data = inst_data
         self.default_queue = default_queue
-        RunLauncher.__init__(self)
+        RunLauncher.__init__(self)  # type: ignore[arg-type]  # dagster's generic weakref base
 
     @cached_property
     def celery(self):  # the Celery app, built on first use

@@ -3,6 +3,7 @@ the modelling table."""
 
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
@@ -42,7 +43,7 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
     bucket, root = s3_prefix.resolved_bucket(), s3_prefix.root
     listing = list_objects(s3_prefix.connect(), bucket, root)
     context.log.info(f"{len(listing)} objects under {printable(s3_prefix.uri(root))}")
-    metadata = {
+    metadata: dict[str, Any] = {
         "dagster/row_count": len(listing),
         "dagster/column_schema": column_schema(listing),
         "total_bytes": int(listing["size"].sum()),
@@ -88,7 +89,7 @@ def file_map(context: AssetExecutionContext, config: FileMapConfig, s3_listing: 
     mapping, unnamed = select_data_files(s3_listing, FileMapRules(config.max_depth, tuple(config.extensions)))
     uris = {name: s3_prefix.uri(key) for name, key in mapping.items()}
     context.log.info(f"{len(uris)} data files: {', '.join(uris)}")
-    metadata = {"files": len(uris), "map": MetadataValue.json(uris), "unnamed_files": len(unnamed)}
+    metadata: dict[str, Any] = {"files": len(uris), "map": MetadataValue.json(uris), "unnamed_files": len(unnamed)}
     if unnamed:
         shown = [printable(key) for key in unnamed]
         context.log.warning(f"{len(unnamed)} data file(s) the rules select but cannot name (a name needs "
@@ -132,7 +133,7 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
               for name, frame in frames.items()}
     descriptions = data_dictionary.descriptions()
     widest = max(frames.values(), key=lambda f: f.shape[1]) if frames else pd.DataFrame()
-    metadata = {
+    metadata: dict[str, Any] = {
         "dagster/row_count": sum(len(frame) for frame in frames.values()),
         "dagster/column_schema": column_schema(widest, descriptions),
         "frames": MetadataValue.md("\n".join(

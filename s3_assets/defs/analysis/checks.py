@@ -1,6 +1,8 @@
 """Checks on the loaded frames: every value in its dictionary domain, test and ground truth aligned."""
 
 
+from typing import Any
+
 import pandas as pd
 from dagster import AssetCheckResult, AssetIn, asset_check
 
@@ -27,7 +29,7 @@ def positive_rate(caravan: pd.Series) -> str:
                          "no missing values, integer columns only")
 def domains_check(dataframes: dict[str, pd.DataFrame], data_dictionary: DataDictionary) -> AssetCheckResult:
     problems = domain_problems(dataframes, data_dictionary)
-    metadata = {"problems": len(problems), "details": code_block(problems[:50] or ["none"])}
+    metadata: dict[str, Any] = {"problems": len(problems), "details": code_block(problems[:50] or ["none"])}
     for name, frame in dataframes.items():
         if "CARAVAN" in frame.columns:
             metadata[f"{name}_caravan_positive"] = positive_rate(frame["CARAVAN"])

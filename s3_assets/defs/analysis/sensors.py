@@ -19,6 +19,7 @@ import json
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -62,7 +63,7 @@ def _own_writes(context: SensorEvaluationContext, s3_prefix: S3Prefix) -> dict[s
         materialization = event.asset_materialization if event else None
         if materialization is None:
             continue
-        meta = {name: value.value for name, value in materialization.metadata.items()}
+        meta: dict[str, Any] = {name: value.value for name, value in materialization.metadata.items()}
         uri, etag, size = meta.get("dagster/uri") or meta.get("uri"), meta.get("etag"), meta.get("size")
         # (a copy recorded for another bucket, e.g. before a configuration change, vouches for nothing here)
         bucket, _, key = str(uri or "").removeprefix("s3://").partition("/")
@@ -76,7 +77,7 @@ def _listing_digest(context: SensorEvaluationContext) -> str | None:
     if event is None or event.asset_materialization is None:
         return None
     value = event.asset_materialization.metadata.get("state_digest")
-    return value.value if value is not None else None
+    return str(value.value) if value is not None else None
 
 
 def not_own(changes: Changes, current: dict[str, ObjectState], own: dict[str, ObjectState]) -> Changes:

@@ -13,6 +13,7 @@ answering `LOST_AFTER_MISSES` pings in a row (dagster-celery alone would wait fo
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from dagster import executor, multiple_process_executor_requirements
 from dagster._core.execution.retries import RetryMode, get_retries_config
@@ -32,7 +33,8 @@ class WatchedResult:
 
     def __init__(self, result, app, step_key: str):
         self.result, self.app, self.step_key = result, app, step_key
-        self.misses, self.next_ping, self.lost = 0, 0.0, None
+        self.misses, self.next_ping = 0, 0.0
+        self.lost: tuple[Any, Any] | None = None
 
     def ready(self) -> bool:
         if self.result.ready():

@@ -1,6 +1,8 @@
 """The cleanup job: delete everything under the prefix and nothing else, on demand or weekly."""
 
 
+from typing import Any
+
 from dagster import (
     AssetKey,
     AssetObservation,
@@ -32,7 +34,7 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
     verb = "would delete" if config.dry_run else "deleted"
     context.log.info(f"{verb} {len(report.keys)} object(s), {report.bytes:,} bytes under {s3_prefix.uri(root)}")
     sample = "\n".join(report.keys[:50]) + (f"\n... {len(report.keys) - 50} more" if len(report.keys) > 50 else "")
-    metadata = {
+    metadata: dict[str, Any] = {
         "dry_run": config.dry_run,
         "objects": len(report.keys),
         "bytes": report.bytes,
