@@ -152,7 +152,8 @@ def test_sensor_tick_is_bounded_and_a_large_prefix_is_walked_across_ticks(s3, bu
     keys = [f"ins_dataset/part-{i:05d}.csv" for i in range(2500)]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b"x"), keys))
-    sensor = build_change_sensor("bounded_sensor", pages_per_tick=4, page_size=100)  # 400 objects a tick
+    sensor = build_change_sensor("bounded_sensor", pages_per_tick=4, page_size=100,  # 400 objects a tick
+                                 seconds_per_tick=3600)
     with DagsterInstance.ephemeral() as instance:
         cursor, ticks = None, 0
         while True:
@@ -173,3 +174,9 @@ def test_sensor_tick_is_bounded_and_a_large_prefix_is_walked_across_ticks(s3, bu
         [run] = runs
         assert run.tags["s3_assets/deleted_objects"] == "1" and run.tags["s3_assets/new_objects"] == "1"
         assert len(result.cursor) < 1000  # the state is in files, not in the cursor
+        # Out of time (a slow endpoint, a busy machine): a tick stops after the page under way.
+        hurried = build_change_sensor("hurried_sensor", pages_per_tick=4, page_size=1000, seconds_per_tick=0)
+        first = json.loads(evaluate(instance, location, None, hurried).cursor)
+        assert first["pages"] == 1 and first["token"]
+        second = json.loads(evaluate(instance, location, json.dumps(first), hurried).cursor)
+        assert second["pages"] == 1 and second["token"] and second["sweep"] == first["sweep"]

@@ -6,8 +6,9 @@ as. Objects the project's own runs wrote are not counted: an S3 copy whose ETag 
 what its latest materialization recorded, and a listing equal to what the latest `s3_listing`
 materialization recorded (its `state_digest`).
 
-Bounded ticks: a tick lists at most `pages_per_tick` pages; a larger prefix is walked over
-several ticks, the cursor carrying the continuation token. The pages walked so far and the last
+Bounded ticks: a tick lists at most `pages_per_tick` pages, and starts no page after
+`seconds_per_tick`; a larger prefix is walked over several ticks, the cursor carrying the
+continuation token. The pages walked so far and the last
 complete state are Parquet files under the instance's storage directory, not in the cursor
 (cursors live in Dagster's database and stay a few hundred bytes).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -85,9 +87,11 @@ def not_own(changes: Changes, current: dict[str, ObjectState], own: dict[str, Ob
     return changes.without(key for key in changes.new + changes.changed if own.get(key) == current.get(key))
 
 
-def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 100,
-                        page_size: int = 1000) -> SensorDefinition:
-    """The change sensor; at most `pages_per_tick` ListObjectsV2 pages of `page_size` a tick."""
+def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 100, page_size: int = 1000,
+                        seconds_per_tick: float = 20.0) -> SensorDefinition:
+    """The change sensor; at most `pages_per_tick` ListObjectsV2 pages of `page_size` a tick,
+    and no new page after `seconds_per_tick` (a slow endpoint or a busy machine), so a tick
+    stays well inside Dagster's 60 s limit; the rest of the prefix is listed at the next tick."""
 
     @sensor(name=name, job=refresh_listing_job, minimum_interval_seconds=60,
             default_status=DefaultSensorStatus.STOPPED,
@@ -103,9 +107,9 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
         if token is None and parts.exists():  # a sweep that never finished: start it again
             shutil.rmtree(parts)
         parts.mkdir(parents=True, exist_ok=True)
-        client, batches, pages = s3_prefix.connect(), [], 0
+        client, batches, pages, started = s3_prefix.connect(), [], 0, time.monotonic()
         with fast_path(client):
-            while pages < pages_per_tick:
+            while pages < pages_per_tick and (pages == 0 or time.monotonic() - started < seconds_per_tick):
                 page = list_page(client, Bucket=bucket, Prefix=root, MaxKeys=page_size,
                                  **({"ContinuationToken": token} if token else {}))
                 batches.append(page.rows)
