@@ -518,7 +518,7 @@ class S3Prefix(ConfigurableResource):
             raise ConfigError(f"cannot set up AWS STS to name the SageMaker default bucket: "
                               f"{type(error).__name__}. Set S3_ASSETS_BUCKET, or fix the AWS profile") from None
         endpoint = sts.meta.endpoint_url
-        attempts = (sts.meta.config.retries or {}).get("total_max_attempts")
+        attempts = (getattr(sts.meta.config, "retries", None) or {}).get("total_max_attempts")
         why = "the AWS account id names the SageMaker default bucket (no S3_ASSETS_BUCKET set)"
         try:
             return sts.get_caller_identity()["Account"]

@@ -47,13 +47,19 @@ class PartitionPlan:
     baseline: dict[str, ObjectState] = field(default_factory=dict)
 
 
+def _state(state: ObjectState | list) -> ObjectState:
+    """(ETag, size) as a tuple: a baseline read back from JSON holds lists."""
+    etag, size = state
+    return (str(etag), int(size))
+
+
 def plan_partitions(known: Collection[str], baseline: Mapping[str, ObjectState], current: Mapping[str, ObjectState],
                     max_changes: int = MAX_CHANGES_PER_TICK, max_partitions: int = MAX_PARTITIONS) -> PartitionPlan:
     """known: the partitions that exist; baseline: partition -> the (ETag, size) last run for it;
     current: partition -> (ETag, size) of each data file now. Deletions go first, then new files
     (at most up to `max_partitions` in all), then changed ones, `max_changes` in all; what does
     not fit is left as it is and found again next tick. Pure: no I/O."""
-    before = {key: tuple(baseline.get(key, ("", -1))) for key in known}  # unknown state: re-run it
+    before: dict[str, ObjectState] = {key: _state(baseline.get(key, ("", -1))) for key in known}  # unknown: re-run it
     changes = diff_states(before, current)
     budget = max_changes
     delete = changes.deleted[:budget]
@@ -65,7 +71,7 @@ def plan_partitions(known: Collection[str], baseline: Mapping[str, ObjectState],
     changed = changes.changed[:max(0, budget)]
     carried = (len(changes.deleted) - len(delete)) + (len(addable) - len(add)) + (len(changes.changed) - len(changed))
     gone = set(delete)
-    new_baseline = {key: tuple(state) for key, state in baseline.items() if key in known and key not in gone}
-    new_baseline.update({key: tuple(current[key]) for key in add + changed})
+    new_baseline = {key: _state(state) for key, state in baseline.items() if key in known and key not in gone}
+    new_baseline.update({key: _state(current[key]) for key in add + changed})
     return PartitionPlan(add=add, delete=delete, run=sorted(add + changed), refused=refused, carried=carried,
                          baseline=new_baseline)

@@ -99,7 +99,7 @@ def upload_bytes(client: Any, bucket: str, key: str, body: bytes, *, extra_args:
     extra["Metadata"] = {**extra.get("Metadata", {}), SHA256_METADATA: sha256.hexdigest()}
     try:
         existing = stored_object(client, bucket, key)
-        if difference(existing, len(body), sha256.hexdigest()) is None:
+        if existing is not None and difference(existing, len(body), sha256.hexdigest()) is None:
             return Uploaded(key, len(body), existing.etag, md5.hexdigest(), sha256.hexdigest(), changed=False)
         if len(body) < threshold:
             # Content-MD5 and the SHA-256 checksum make S3 reject a body that arrived damaged.

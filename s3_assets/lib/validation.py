@@ -60,5 +60,5 @@ def raw_table_problems(frame: pd.DataFrame, table: UciTable, dictionary: DataDic
         series = frame.iloc[:, position]
         label = f"{table.filename} column {position + 1} ({name})"
         problems += column_problems(series, label, dictionary.allowed_values(name),
-                                    lambda index: f"line {int(index) + 1}")
+                                    lambda index: f"line {int(str(index)) + 1}")
     return problems

@@ -20,7 +20,8 @@ from s3_assets.lib.loading import load_frames
 
 PER_FILE_GROUP = "per_file"
 EXTENSIONS = ("csv",)
-s3_files = DynamicPartitionsDefinition(name="s3_files")
+S3_FILES = "s3_files"
+s3_files = DynamicPartitionsDefinition(name=S3_FILES)
 
 
 @asset(group_name=PER_FILE_GROUP, kinds={"s3", "pandas"}, partitions_def=s3_files)

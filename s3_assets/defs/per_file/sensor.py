@@ -13,6 +13,7 @@ directory, not in the cursor.
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,7 +30,7 @@ from dagster import (
     sensor,
 )
 
-from s3_assets.defs.per_file.assets import EXTENSIONS, load_files_job, s3_files
+from s3_assets.defs.per_file.assets import EXTENSIONS, S3_FILES, load_files_job, s3_files
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.changes import ObjectState
 from s3_assets.lib.file_partitions import MAX_CHANGES_PER_TICK, MAX_PARTITIONS, partition_key, plan_partitions
@@ -73,7 +74,7 @@ def build_file_partitions_sensor(name: str = "s3_file_partitions_sensor", max_ch
         state_path = (Path(context.instance.storage_directory()) / name
                       / hashlib.sha256(f"{bucket}\x00{root}".encode()).hexdigest()[:16] / "state.parquet")
         current = data_files(s3_prefix)
-        known = set(context.instance.get_dynamic_partitions(s3_files.name))
+        known = set(context.instance.get_dynamic_partitions(S3_FILES))
         plan = plan_partitions(known, _read_state(state_path), current, max_changes, max_partitions)
         tick = (json.loads(context.cursor).get("tick", 0) if context.cursor else 0) + 1
         if plan.refused:
@@ -94,7 +95,7 @@ def build_file_partitions_sensor(name: str = "s3_file_partitions_sensor", max_ch
             if plan.refused:
                 reason = f"{len(plan.refused):,} new file(s) refused: more than {max_partitions:,} partitions"
             return SensorResult(skip_reason=SkipReason(reason), cursor=cursor)
-        requests = []
+        requests: list[Any] = []
         if plan.add:
             requests.append(s3_files.build_add_request(plan.add))
         if plan.delete:
@@ -114,12 +115,12 @@ s3_file_partitions_sensor = build_file_partitions_sensor()
                 "sensor does each minute, without requesting runs: backfill `load_files` afterwards).")
 def sync_file_partitions(context: OpExecutionContext, s3_prefix: S3Prefix) -> None:
     current = data_files(s3_prefix)
-    known = set(context.instance.get_dynamic_partitions(s3_files.name))
+    known = set(context.instance.get_dynamic_partitions(S3_FILES))
     plan = plan_partitions(known, {}, current, max_changes=MAX_PARTITIONS, max_partitions=MAX_PARTITIONS)
     if plan.add:
-        context.instance.add_dynamic_partitions(s3_files.name, plan.add)
+        context.instance.add_dynamic_partitions(S3_FILES, plan.add)
     for key in plan.delete:
-        context.instance.delete_dynamic_partition(s3_files.name, key)
+        context.instance.delete_dynamic_partition(S3_FILES, key)
     if plan.refused:
         context.log.warning(f"{len(plan.refused):,} file(s) not added: more than {MAX_PARTITIONS:,} partitions")
     context.log.info(f"{len(plan.add):,} partition(s) added, {len(plan.delete):,} deleted; "

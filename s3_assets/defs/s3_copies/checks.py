@@ -2,6 +2,7 @@
 
 
 import hashlib
+from typing import Any
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetIn, asset_check
@@ -22,7 +23,7 @@ def copy_matches_raw_check(table: UciTable) -> AssetChecksDefinition:
         key = s3_prefix.key(table.s3_relative)
         stored = stored_object(s3_prefix.connect(), s3_prefix.resolved_bucket(), key)
         problem = difference(stored, len(body), sha256)
-        metadata = {"uri": s3_prefix.uri(key), "expected_size": len(body), "expected_sha256": sha256,
+        metadata: dict[str, Any] = {"uri": s3_prefix.uri(key), "expected_size": len(body), "expected_sha256": sha256,
                     "problem": problem or "none"}
         if stored is not None:
             metadata.update(size=stored.size, etag=stored.etag, sha256=stored.s3_sha256 or stored.recorded_sha256 or "")
