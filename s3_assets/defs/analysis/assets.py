@@ -128,7 +128,7 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
     sizes = dict(zip(s3_listing["key"], s3_listing["size"], strict=True))
     frames = load_frames(s3_prefix.connect(), s3_prefix.resolved_bucket(), keys, sizes,
                          max_workers=config.max_workers, max_bytes=config.max_bytes,
-                         botocore_only=bool(s3_prefix.expected_bucket_owner), progress=context.log.info)
+                         botocore_only=bool(s3_prefix.bucket_owner()), progress=context.log.info)
     frames = {name: type_by_domain(name_columns(name, frame, data_dictionary), data_dictionary)
               for name, frame in frames.items()}
     descriptions = data_dictionary.descriptions()
