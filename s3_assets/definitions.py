@@ -14,10 +14,13 @@ from s3_assets.settings import build_resources
 
 def build_definitions(env: Mapping[str, str] = os.environ) -> Definitions:
     """All definitions with resources for `env`; a bad setting fails here, naming its variable."""
-    return Definitions.merge(definitions_by_group.graph_defs, Definitions(
+    resources = build_resources(env)
+    # The configured resources go into the definitions too: the UI shows real locations.
+    graph = definitions_by_group.build_graph_defs(resources["s3_prefix"], resources["uci_source"])
+    return Definitions.merge(graph, Definitions(
         # In-process: the whole graph in ~6 s instead of ~45 s (docs/EXECUTORS.md).
         executor=in_process_executor,
-        resources=build_resources(env),
+        resources=resources,
     ))
 
 

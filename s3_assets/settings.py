@@ -71,6 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("S3_ASSETS_SOURCE", UciSource, "base"),
     Setting("S3_ASSETS_OFFLINE_SOURCE", UciSource, "offline_dir", empty_is_a_value=True),
     Setting("S3_ASSETS_CACHE_DIR", UciSource, "cache_dir"),
+    Setting("S3_ASSETS_SOURCE_TIMEOUT", UciSource, "timeout"),
+    Setting("S3_ASSETS_SOURCE_RETRIES", UciSource, "retries"),
     Setting("S3_ASSETS_LOCAL_DIR", S3Connection, "local_dir"),
     Setting("S3_ASSETS_LOCAL_S3_PORT", S3Connection, "local_s3_port"),
     Setting("S3_ASSETS_LOCAL_MASTER_PORT", S3Connection, "local_master_port"),

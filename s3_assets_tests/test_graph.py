@@ -37,9 +37,9 @@ def test_whole_graph_writes_notebook_identical_copies(s3, bucket, make_location,
 
     meta = materialization_metadata(result, "train_csv")
     train_body = notebook_csv(uci_dir / "ticdata2000.txt", header=None)
-    assert meta["size"] == len(train_body)
+    assert meta["size_bytes"] == len(train_body)
     assert meta["etag"] == hashlib.md5(train_body).hexdigest()
-    assert meta["uri"] == f"s3://{bucket}/ins_dataset/raw/train.csv"
+    assert meta["dagster/uri"] == f"s3://{bucket}/ins_dataset/raw/train.csv"
     assert meta["dagster/row_count"] == 40
     assert meta["open"].startswith("http://127.0.0.1:") and bucket in meta["open"]
 

@@ -4,6 +4,8 @@ how bad content is refused with the file and line named."""
 from __future__ import annotations
 
 import http.server
+import logging
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +30,7 @@ class Server:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 name = self.path.rsplit("/", 1)[-1]
                 path = folder / name
                 if html:
@@ -79,12 +81,44 @@ def http_source(uci_dir) -> Iterator[Server]:
 
 
 def closed_port_url() -> str:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/tic-mld/"
+
+
+class CountingRefuser:
+    """A loopback port that accepts each connection, counts it, and closes it unanswered: a
+    source that cannot be reached, with every connection attempt counted. A connection is
+    counted before it is closed, so a client that has seen its failure is always counted."""
+
+    def __init__(self):
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/tic-mld/"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def refuser() -> Iterator[CountingRefuser]:
+    server = CountingRefuser()
+    yield server
+    server.close()
 
 
 def test_local_directory(uci_dir, tmp_path):
@@ -165,3 +199,41 @@ def test_bad_data_file_names_file_and_line(content, message):
 def test_dictionary_with_tabs_is_refused():
     with pytest.raises(BadInputError, match="dictionary.txt: expected one text column, found 2"):
         read_uci_table(b"DATA DICTIONARY\tX\n1\t2\n", DICTIONARY)
+
+
+def test_unreachable_source_is_tried_once_for_all_files(refuser, uci_dir, tmp_path):
+    source = UciSource(base=refuser.url, offline_dir=str(uci_dir), cache_dir=str(tmp_path), retries=3, timeout=5)
+    for table in UCI_TABLES:
+        assert source.fetch(table.filename).content == (uci_dir / table.filename).read_bytes()
+    assert refuser.connections == 1
+
+
+def run_graph_offline(refuser, uci_dir, tmp_path, location):
+    from dagster import DagsterInstance, materialize
+
+    from s3_assets.defs import ASSETS, CHECKS
+    from s3_assets_tests.conftest import graph_resources
+
+    resources = graph_resources(location, uci_dir, tmp_path / "cache")
+    resources["uci_source"] = UciSource(base=refuser.url, offline_dir=str(uci_dir), cache_dir=str(tmp_path / "cache"),
+                                        retries=3, timeout=5)
+    instance = DagsterInstance.ephemeral()
+    result = materialize([*ASSETS, *CHECKS], resources=resources, instance=instance)
+    return result, instance.all_logs(result.run_id)
+
+
+def test_offline_run_probes_once_and_says_so_in_the_event_log(refuser, uci_dir, tmp_path, bucket, make_location):
+    location = make_location(bucket)
+    result, records = run_graph_offline(refuser, uci_dir, tmp_path, location)
+    assert result.success
+    # One connection attempt for the whole graph, instead of 1 + retries per file: offline,
+    # the graph costs what the local source costs (plus one refused connection).
+    assert refuser.connections == 1
+    warnings = [r.user_message for r in records if r.level == logging.WARNING]
+    assert any(f"cannot reach the UCI source {refuser.url}" in w for w in warnings), warnings
+    for table in UCI_TABLES:
+        assert any(f"cannot reach {refuser.url}{table.filename}" in w and "using the offline copy" in w
+                   for w in warnings), (table.filename, warnings)
+    # Every run decides afresh: the network may be back.
+    second, _ = run_graph_offline(refuser, uci_dir, tmp_path, location)
+    assert second.success and refuser.connections == 2

@@ -20,6 +20,16 @@ def code_block(lines: list[str]) -> MetadataValue:
     return MetadataValue.md(f"{fence}text\n{text}\n{fence}")
 
 
+def code_span(text: str) -> str:
+    """`text` as an inline markdown code span that nothing in it can close or turn into HTML
+    (for a configured URI in a description: S3 keys may hold backticks and angle brackets)."""
+    text = printable(text)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    padded = f" {text} " if text.startswith("`") or text.endswith("`") else text
+    return f"{fence}{padded}{fence}"
+
+
 def column_schema(frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> TableSchema:
     descriptions = descriptions or {}
     return TableSchema(columns=[
@@ -36,15 +46,60 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def preview(frame: pd.DataFrame, rows: int = 5, columns: int = 12) -> MetadataValue:
-    """The first rows as a UI table (at most `columns` columns, so wide tables stay readable)."""
-    shown = frame.iloc[:rows, :columns]
+def _cell(value: Any) -> Any:
+    plain = _plain(value)
+    return printable(plain) if isinstance(plain, str) else plain  # outside text: controls escaped
+
+
+def preview(frame: pd.DataFrame, rows: int = 5, columns: int | list[str] = 12) -> MetadataValue:
+    """The first rows as a UI table: the first `columns` columns, or the ones named (choose
+    those people look for, so a wide table stays readable)."""
+    shown = frame[columns].iloc[:rows] if isinstance(columns, list) else frame.iloc[:rows, :columns]
     records = [
-        TableRecord({str(name): _plain(value) for name, value in zip(shown.columns, row, strict=True)})
+        TableRecord({str(name): _cell(value) for name, value in zip(shown.columns, row, strict=True)})
         for row in shown.itertuples(index=False, name=None)
     ]
     schema = TableSchema(columns=[TableColumn(name=str(name), type=str(dtype)) for name, dtype in shown.dtypes.items()])
     return MetadataValue.table(records=records, schema=schema)
+
+
+# What each column of the listing (`s3_assets.lib.listing`) holds, for its schema in the UI.
+LISTING_COLUMNS = {
+    "key": "the object's full key",
+    "size": "size in bytes",
+    "last_modified": "last modified, UTC",
+    "etag": "ETag without quotes (the MD5 of the content for single-part uploads)",
+    "storage_class": "S3 storage class (STANDARD, ...)",
+    "is_folder": "a folder marker (a zero-byte key ending in /), not a file",
+    "depth": "number of folders between the prefix and the object (0: directly under the prefix)",
+    "name": "the last part of the key (the file name)",
+    "extension": "lower-case file extension without the dot ('' for none and for folders)",
+    "uri": "s3:// URI of the object",
+}
+# The listing's preview: the columns that tell objects apart, narrow enough to fit the page.
+LISTING_PREVIEW_COLUMNS = ["key", "size", "last_modified", "is_folder"]
+
+
+def schema_summary(frame: pd.DataFrame) -> str:
+    """'86 columns (MOSTYPE ... CARAVAN), uint8 x 86': a frame's schema on one line."""
+    names = [str(c) for c in frame.columns]
+    shown = ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]}"
+    types = ", ".join(f"{dtype} x {count}" for dtype, count in frame.dtypes.astype(str).value_counts().items())
+    return f"{len(names)} column{'s' if len(names) != 1 else ''} ({shown}); {types}"
+
+
+def frames_table(frames: dict[str, pd.DataFrame]) -> MetadataValue:
+    """One row per frame of a dict of frames: its own rows, columns and schema (never summed)."""
+    return MetadataValue.table(
+        records=[TableRecord({"name": name, "rows": len(frame), "columns": frame.shape[1],
+                              "memory_bytes": int(frame.memory_usage(deep=True).sum()),
+                              "schema": schema_summary(frame)}) for name, frame in frames.items()],
+        schema=TableSchema(columns=[
+            TableColumn("name", "string"), TableColumn("rows", "int"), TableColumn("columns", "int"),
+            TableColumn("memory_bytes", "int", description="in-memory size, bytes"),
+            TableColumn("schema", "string", description="column count, first ... last column, types"),
+        ]),
+    )
 
 
 def table_metadata(frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> dict[str, Any]:

@@ -411,6 +411,14 @@ class S3Prefix(ConfigurableResource):
     def uri(self, key: str = "") -> str:
         return f"s3://{self.resolved_bucket()}/{key}"
 
+    def declared_uri(self, key: str = "") -> str:
+        """The URI as configured, without a network call (for definitions, before any run):
+        with no bucket on aws it reads `s3://sagemaker-{region}-{account_id}/...`."""
+        bucket = self.bucket
+        if not bucket and self.s3.target == "aws":
+            bucket = f"sagemaker-{self.s3.region_name or '{region}'}-{{account_id}}"
+        return f"s3://{bucket}/{key}"
+
     def key_from_uri(self, uri: str) -> str:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         if not uri.startswith("s3://") or bucket != self.resolved_bucket():
@@ -583,14 +591,21 @@ class S3Prefix(ConfigurableResource):
 class UciSource(ConfigurableResource):
     """Where the UCI files come from: a base URL (default: UCI) or a local directory."""
 
+    # A run decides once whether the URL can be reached (setup_for_execution probes it with one
+    # connection attempt); offline, every raw step then reads the cache or the offline copy at
+    # once, and says so in the run's event log.
+
     base: str = Field(default=UCI_BASE_URL, description="where the UCI files come from: a base URL or a local directory")
     offline_dir: str = Field(
         default="../shared/data/coil2000",
         description="local copy tried when the source cannot be reached (relative to the project root); empty: none",
     )
     cache_dir: str = Field(default=".s3-assets/cache", description="download cache, for conditional re-downloads")
-    timeout: float = Field(default=30.0, description="seconds per HTTP connect/read")
-    retries: int = Field(default=3, description="HTTP retries on connection errors and 5xx")
+    timeout: float = Field(default=10.0, description="seconds to connect to the UCI source, and to wait for its answer")
+    retries: int = Field(default=3, description="retries of a UCI download on connection errors and 5xx, once the "
+                                                "source answered the run's first request (which is not retried)")
+
+    _fetcher: SourceFetcher | None = PrivateAttr(default=None)
 
     @field_validator("timeout")
     @classmethod
@@ -604,9 +619,21 @@ class UciSource(ConfigurableResource):
             raise ConfigError(f"retries={value}: use 0 or more", fields=("retries",))
         return value
 
-    def fetcher(self) -> SourceFetcher:
-        return SourceFetcher(base=self.base, offline_dir=str(project_path(self.offline_dir)) if self.offline_dir else "",
-                             cache_dir=str(project_path(self.cache_dir)), timeout=self.timeout, retries=self.retries)
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._fetcher = self._new_fetcher(context.log)
+        self._fetcher.probe()
 
-    def fetch(self, filename: str) -> Fetched:
-        return self.fetcher().fetch(filename)
+    def _new_fetcher(self, log: Any = None) -> SourceFetcher:
+        return SourceFetcher(base=self.base, offline_dir=str(project_path(self.offline_dir)) if self.offline_dir else "",
+                             cache_dir=str(project_path(self.cache_dir)), timeout=self.timeout, retries=self.retries,
+                             log=log)
+
+    def location_of(self, filename: str) -> str:
+        """The URL or path `filename` is read from (without fetching it)."""
+        return self._new_fetcher().url_of(filename)
+
+    def fetch(self, filename: str, log: Any = None) -> Fetched:
+        """The file; a fallback is logged to `log` (a step's `context.log`) when given."""
+        if self._fetcher is None:  # used outside a run: one probe for this resource object
+            self._fetcher = self._new_fetcher()
+        return self._fetcher.fetch(filename, log=log)

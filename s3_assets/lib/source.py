@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,13 @@ from urllib3.util.retry import Retry
 from s3_assets.lib.errors import S3AssetsError
 from s3_assets.lib.text import printable
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
+
+
+class Logger(Protocol):
+    """What a fetcher logs to: Python's logger, or a Dagster run's `context.log`."""
+
+    def warning(self, msg: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,33 +78,58 @@ class Fetched:
 UCI_BASE_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/tic-mld/"
 
 
-@dataclass(frozen=True)
 class SourceFetcher:
     """Fetches UCI files from a base URL or a local directory, with a conditional-download
-    cache and an offline copy to fall back on."""
+    cache and an offline copy to fall back on.
 
-    base: str = UCI_BASE_URL
-    offline_dir: str = ""
-    cache_dir: str = ".s3-assets/cache"
-    timeout: float = 30.0
-    retries: int = 3
+    Whether the base URL can be reached is decided once per fetcher (one connection attempt,
+    `probe`), not once per file: offline, every file then comes from the cache or the offline
+    copy at once instead of each spending the retries again."""
 
-    def fetch(self, filename: str) -> Fetched:
+    def __init__(self, base: str = UCI_BASE_URL, offline_dir: str = "", cache_dir: str = ".s3-assets/cache",
+                 timeout: float = 10.0, retries: int = 3, log: Logger | None = None):
+        self.base, self.offline_dir, self.cache_dir = base, offline_dir, cache_dir
+        self.timeout, self.retries = timeout, retries
+        self.log = log or _log
+        self._unreachable: str | None = None  # why the base URL cannot be reached
+        self._probed = False
+
+    def url_of(self, filename: str) -> str:
+        return self.base.rstrip("/") + "/" + filename if is_url(self.base) else str(Path(self.base) / filename)
+
+    def probe(self) -> str | None:
+        """Try the base URL once (no retries; any HTTP answer counts as reachable); the reason
+        it cannot be reached, or None. Remembered: later calls do not connect again."""
+        if not self._probed and is_url(self.base):
+            try:
+                with requests.Session() as session:
+                    session.head(self.base, timeout=self.timeout, allow_redirects=False).close()
+            except requests.RequestException as error:
+                self._unreachable = f"{type(error).__name__}: {error}"
+                self.log.warning(f"cannot reach the UCI source {self.base} ({self._unreachable}); "
+                                 "the UCI files come from the cache or the offline copy, without further attempts")
+        self._probed = True
+        return self._unreachable
+
+    def fetch(self, filename: str, log: Logger | None = None) -> Fetched:
         """The file's bytes from the location, else the cache, else the offline copy."""
+        log = log or self.log
         if not is_url(self.base):
             return _read_local(Path(self.base), filename)
-        url = self.base.rstrip("/") + "/" + filename
-        try:
-            return self._download(url, filename)
-        except requests.RequestException as error:
-            reason = f"{type(error).__name__}: {error}"
+        url = self.url_of(filename)
+        reason = self.probe()
+        if reason is None:
+            try:
+                return self._download(url, filename)
+            except requests.RequestException as error:
+                reason = f"{type(error).__name__}: {error}"
         cached = self._cached(url, filename)
         if cached:
-            log.warning("cannot reach %s (%s); using the cached copy", url, reason)
+            log.warning(f"cannot reach {url} ({reason}); using the copy downloaded earlier to {self.cache_dir}")
             return cached
         offline = Path(self.offline_dir) if self.offline_dir else None
         if offline and (offline / filename).is_file():
-            log.warning("cannot reach %s; using the offline copy in %s", url, offline)
+            log.warning(f"cannot reach {url} ({reason}); using the offline copy in {offline}")
             return _read_local(offline, filename)
         raise SourceError(
             f"cannot download {url} ({reason}). Offline? Point the source at a local copy of the "

@@ -6,10 +6,24 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from pydantic import Field
 
-from s3_assets.defs.metadata import code_block, column_schema, preview, table_metadata
+from s3_assets.defs.metadata import (
+    LISTING_COLUMNS,
+    LISTING_PREVIEW_COLUMNS,
+    code_block,
+    column_schema,
+    frames_table,
+    preview,
+    table_metadata,
+)
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
 from s3_assets.lib.changes import state_digest, state_of
@@ -45,11 +59,12 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
     context.log.info(f"{len(listing)} objects under {printable(s3_prefix.uri(root))}")
     metadata: dict[str, Any] = {
         "dagster/row_count": len(listing),
-        "dagster/column_schema": column_schema(listing),
+        "dagster/column_schema": column_schema(listing, LISTING_COLUMNS),
         "total_bytes": int(listing["size"].sum()),
         "folder_markers": int(listing["is_folder"].sum()),
         "subfolders": printable(", ".join(subfolders(listing, root))) or "(none)",
-        "preview": preview(shown_as_text(listing.drop(columns=["uri"]), ["key", "name", "extension"]), rows=10),
+        # preview() escapes the keys' control characters (outside text)
+        "preview": preview(listing, rows=10, columns=LISTING_PREVIEW_COLUMNS),
         "aws s3 ls": code_block(ls_lines(listing, root)),
         "aws s3 ls --recursive": code_block(ls_recursive_lines(listing)),
         # what the change sensor compares with, so that it does not count the project's own writes
@@ -58,11 +73,6 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
     if config.export_csv:
         metadata["exported_to"] = export_listing(listing, config.export_csv, s3_prefix)
     return MaterializeResult(value=listing, metadata=metadata)
-
-
-def shown_as_text(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """A copy whose outside-text columns have their control characters escaped (UI tables)."""
-    return frame.assign(**{name: frame[name].map(printable) for name in columns})
 
 
 def export_listing(listing: pd.DataFrame, target: str, s3_prefix: S3Prefix) -> str:
@@ -118,7 +128,8 @@ def name_columns(name: str, frame: pd.DataFrame, dictionary: DataDictionary) -> 
     return frame
 
 
-@asset(group_name=ANALYSIS_GROUP, kinds={"pandas"})
+@asset(group_name=ANALYSIS_GROUP, kinds={"pandas"},
+       metadata={"expected_frames": MetadataValue.json({"train": [5822, 86], "test": [4000, 85], "gt": [4000, 1]})})
 def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dict[str, str],
                s3_listing: pd.DataFrame, data_dictionary: DataDictionary,
                s3_prefix: S3Prefix) -> MaterializeResult:
@@ -131,19 +142,12 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
                          botocore_only=bool(s3_prefix.bucket_owner()), progress=context.log.info)
     frames = {name: type_by_domain(name_columns(name, frame, data_dictionary), data_dictionary)
               for name, frame in frames.items()}
+    # One row per frame: a row count or schema of the dict as a whole would add up or pick
+    # frames that do not belong together.
+    metadata: dict[str, Any] = {"frames": frames_table(frames)}
     descriptions = data_dictionary.descriptions()
-    widest = max(frames.values(), key=lambda f: f.shape[1]) if frames else pd.DataFrame()
-    metadata: dict[str, Any] = {
-        "dagster/row_count": sum(len(frame) for frame in frames.values()),
-        "dagster/column_schema": column_schema(widest, descriptions),
-        "frames": MetadataValue.md("\n".join(
-            ["| name | rows | columns | memory (bytes) |", "|---|---|---|---|"]
-            + [f"| {n} | {len(f)} | {f.shape[1]} | {int(f.memory_usage(deep=True).sum())} |" for n, f in frames.items()]
-        )),
-    }
     for name, frame in frames.items():
-        metadata[f"{name}_shape"] = f"{frame.shape[0]} x {frame.shape[1]}"
-        metadata[f"{name}_memory_bytes"] = int(frame.memory_usage(deep=True).sum())
+        metadata[f"{name} schema"] = MetadataValue.table_schema(column_schema(frame, descriptions))
     return MaterializeResult(value=frames, metadata=metadata)
 
 
@@ -151,7 +155,12 @@ class ModellingConfig(Config):
     labelled: bool = Field(default=False, description="coded columns as labelled categoricals (e.g. MOSTYPE)")
 
 
-@asset(group_name=ANALYSIS_GROUP, kinds={"pandas"})
+# What people look for first in the modelling table: the split and the target, then the
+# customer's main descriptors.
+MODELLING_PREVIEW_COLUMNS = ["split", "CARAVAN", "MOSTYPE", "MOSHOOFD", "MGEMLEEF", "MAANTHUI", "MGEMOMV"]
+
+
+@asset(group_name=ANALYSIS_GROUP, kinds={"pandas"}, metadata={"expected_rows": 9822, "expected_columns": 87})
 def modelling_table(config: ModellingConfig, dataframes: dict[str, pd.DataFrame],
                     data_dictionary: DataDictionary) -> MaterializeResult:
     """train (5822 x 86) above test joined with its ground truth (4000 x 86), with a `split`
@@ -168,9 +177,14 @@ def modelling_table(config: ModellingConfig, dataframes: dict[str, pd.DataFrame]
     table = type_by_domain(table, data_dictionary)
     if config.labelled:
         table = labelled(table, data_dictionary)
+    descriptions = {**data_dictionary.descriptions(), "split": "train (5822 rows) or test (4000 rows, with gt's CARAVAN)"}
+    shown = [c for c in MODELLING_PREVIEW_COLUMNS if c in table.columns]
+    # Rows of both splits, so the preview shows what the join put together.
+    sample = pd.concat([table[table["split"] == split].head(3) for split in ("train", "test")])
     return MaterializeResult(value=table, metadata={
-        **table_metadata(table, data_dictionary.descriptions()),
-        "rows_by_split": MetadataValue.json(table["split"].value_counts().sort_index().to_dict()),
+        **table_metadata(table, descriptions),
+        "preview": preview(sample, rows=len(sample), columns=shown),
+        "rows_by_split": MetadataValue.json({str(k): int(v) for k, v in table["split"].value_counts().sort_index().items()}),
     })
 
 

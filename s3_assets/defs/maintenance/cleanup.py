@@ -26,7 +26,7 @@ class CleanupConfig(Config):
     dry_run: bool = Field(default=False, description="list what would be deleted, delete nothing")
 
 
-@op(description="Delete every object under <prefix>/ (and nothing else).")
+@op(description="Delete every object under the configured prefix (`S3_ASSETS_PREFIX`) and nothing else.")
 def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConfig, s3_prefix: S3Prefix):
     root = s3_prefix.destructive_root()
     bucket = s3_prefix.resolved_bucket()

@@ -1,5 +1,9 @@
-"""The S3 copies of the raw tables under `<prefix>/raw/`, byte-identical to the notebook's
-`to_csv(index=False)`."""
+"""The S3 copies of the raw tables under the prefix's `raw/`, byte-identical to the notebook's
+`to_csv(index=False)`.
+
+The factory takes the configured `S3Prefix` when the definitions load, so the catalog shows each
+copy's real URI before any run (`dagster/uri`), not a `<bucket>` placeholder that markdown
+would swallow as an HTML tag."""
 
 from typing import Any
 
@@ -13,15 +17,24 @@ from dagster import (
     asset,
 )
 
+from s3_assets.defs.metadata import code_span
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.source import UCI_TABLES, BadInputError, UciTable
 from s3_assets.lib.uploading import upload_bytes
 from s3_assets.lib.validation import raw_table_problems
 
 S3_GROUP = "s3_copies"
+# Sizes in bytes of the copies of the real UCI files (the notebook's, and this project's).
+UCI_COPY_SIZES = {"train": 1_006_399, "test": 683_549, "ground_truth": 8_002, "dictionary_text": 4_823}
 
 
-def s3_copy_asset(table: UciTable) -> AssetsDefinition:
+def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsDefinition:
+    """The copy of `table`; with `s3_prefix`, its URI is in the description and metadata."""
+    where = s3_prefix.declared_uri(s3_prefix.key(table.s3_relative)) if s3_prefix else None
+    shown = where or f"s3://{{bucket}}/{{prefix}}/{table.s3_relative}"
+    definition_metadata = {"uci_release_size_bytes": UCI_COPY_SIZES[table.asset]}
+    if where and "{" not in where:
+        definition_metadata["dagster/uri"] = where
     # The data tables are checked against the dictionary again right before the write, so that
     # no selection (say `train_csv` alone, re-copying a stored table that failed its `values`
     # check) can put bad data over the last good copy.
@@ -30,8 +43,9 @@ def s3_copy_asset(table: UciTable) -> AssetsDefinition:
         ins["data_dictionary"] = AssetIn("data_dictionary")
 
     @asset(name=f"{table.copy_name}_csv", group_name=S3_GROUP, kinds={"s3", "csv"}, ins=ins,
-           description=f"s3://<bucket>/<prefix>/{table.s3_relative}: the `{table.asset}` table as the notebook "
-                       "wrote it (`to_csv(index=False)`).")
+           metadata=definition_metadata,
+           description=f"{code_span(shown)}: the `{table.asset}` table as the notebook wrote it "
+                       f"(`to_csv(index=False)`; {UCI_COPY_SIZES[table.asset]:,} bytes from the real UCI file).")
     def s3_copy(context: AssetExecutionContext, s3_prefix: S3Prefix, **inputs: Any) -> MaterializeResult:
         frame: pd.DataFrame = inputs["frame"]
         if "data_dictionary" in inputs:
@@ -45,8 +59,8 @@ def s3_copy_asset(table: UciTable) -> AssetsDefinition:
                                 extra_args=s3_prefix.write_args())
         context.log.info(f"{'wrote' if uploaded.changed else 'unchanged'}: {s3_prefix.uri(key)} ({uploaded.size:,} bytes)")
         return MaterializeResult(metadata={
-            "uri": MetadataValue.path(s3_prefix.uri(key)),
-            "size": uploaded.size,
+            "dagster/uri": MetadataValue.path(s3_prefix.uri(key)),
+            "size_bytes": uploaded.size,
             "etag": uploaded.etag,
             "md5": uploaded.md5,
             "sha256": uploaded.sha256,
@@ -58,4 +72,8 @@ def s3_copy_asset(table: UciTable) -> AssetsDefinition:
     return s3_copy
 
 
-S3_COPY_ASSETS = [s3_copy_asset(table) for table in UCI_TABLES]
+def s3_copy_assets(s3_prefix: S3Prefix | None = None) -> list[AssetsDefinition]:
+    return [s3_copy_asset(table, s3_prefix) for table in UCI_TABLES]
+
+
+S3_COPY_ASSETS = s3_copy_assets()
