@@ -1,9 +1,21 @@
-"""The Dagster UI as a user sees it: `dagster dev` on a free loopback port, headless Chromium
-shows every asset and the cleanup job, then "materialize all" runs to success and the objects
-are in S3. Servers run in their own process group and are always torn down."""
+"""The Dagster UI as a user sees it: `dagster dev` on a free loopback port, driven by headless
+Chromium. One story, each step asserted on the page's visible text and saved as a screenshot
+in `test-artifacts/` (issue 12):
+
+1. the catalog and the S3 copies' pages show the real URI (no `s3:////` from a swallowed
+   `<bucket>`), and the metadata after "materialize all" (`dagster/uri`, per-frame table);
+2. the cleanup Launchpad starts from `dry_run: true`;
+3. after a real cleanup run, the S3 copies' checks show failed;
+4. the change sensor is listed with its description.
+
+Servers run in their own process group and are always torn down. Nothing waits a fixed time:
+every wait is on a condition (a page text, a run status), with a deadline that fails the
+test with what was seen.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,8 +24,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,12 +35,18 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ASSETS = ["train", "test", "ground_truth", "dictionary_text", "train_csv", "test_csv", "gt_csv", "col_info_csv",
           "s3_listing", "file_map", "data_dictionary", "dataframes", "modelling_table"]
+COPIES = {"train_csv": "raw/train.csv", "test_csv": "raw/test.csv", "gt_csv": "raw/gt.csv",
+          "col_info_csv": "raw/metadata/col_info.csv"}
+CLEANUP_OP = "delete_objects_under_prefix"
+WELCOME_DIALOG = "Join the Dagster community"  # shown over the first page; skipped
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                        reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)"),
 ]
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -38,6 +57,19 @@ def free_port() -> int:
 
 def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+def poll(condition: Callable[[], T | None], timeout: float, what: Callable[[], str], interval: float = 0.25) -> T:
+    """The first truthy result of `condition`, checked every `interval` s until `timeout`;
+    else fail with `what()` (what was seen instead)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(what())
+        time.sleep(interval)  # the pause between checks of the condition, not a wait for it
 
 
 @pytest.fixture
@@ -56,21 +88,21 @@ def dagster_dev(s3_server, bucket, uci_dir, tmp_path) -> Iterator[tuple[str, Pat
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"dagster dev exited with {process.returncode}; log tail:\n{log_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+                return True
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"dagster dev exited with {process.returncode}; log tail:\n{log_tail(log)}")
-            try:
-                with urllib.request.urlopen(f"{url}/server_info", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"dagster dev did not answer on {url} within 120 s; log tail:\n{log_tail(log)}")
-                time.sleep(1)
+        poll(answers, 120, lambda: f"dagster dev did not answer on {url} within 120 s; log tail:\n{log_tail(log)}")
         yield url, log
     finally:
-        with __import__("contextlib").suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
@@ -97,61 +129,105 @@ def browser(tmp_path):
         driver.quit()
 
 
-def wait_for_text(driver, names: list[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        source = driver.page_source
-        missing = [name for name in names if name not in source]
-        if not missing:
-            dismiss_welcome_dialog(driver)
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"{driver.current_url} did not show {missing} within {timeout:.0f} s")
-        time.sleep(1)
+def page_text(driver) -> str:
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return driver.find_element(By.TAG_NAME, "body").text
+    except WebDriverException:  # the page is being replaced
+        return ""
+
+
+def show(driver, url: str, texts: list[str], screenshot: str, absent: tuple[str, ...] = (),
+         timeout: float = 90) -> str:
+    """Open `url`, wait until its visible text holds every one of `texts` and none of
+    `absent`, save a screenshot; the page text."""
+    driver.get(url)
+
+    def ready() -> str | None:
+        dismiss_welcome_dialog(driver)
+        text = page_text(driver)
+        unwanted = (*absent, WELCOME_DIALOG)
+        return text if all(t in text for t in texts) and not any(a in text for a in unwanted) else None
+
+    def seen() -> str:
+        driver.save_screenshot(str(ARTIFACTS / f"FAILED-{screenshot}"))
+        text = page_text(driver)
+        return (f"{url} did not show {[t for t in texts if t not in text]} (or still showed "
+                f"{[a for a in absent if a in text]}) within {timeout:.0f} s; page text:\n{text[:3000]}")
+
+    text = poll(ready, timeout, seen)
+    driver.save_screenshot(str(ARTIFACTS / screenshot))
+    return text
 
 
 def dismiss_welcome_dialog(driver) -> None:
     """The first visit shows a 'Join the Dagster community' dialog over the page; skip it."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
-    for button in driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
-        if button.is_displayed():
-            button.click()
-            time.sleep(0.5)
+    with contextlib.suppress(WebDriverException):
+        for button in driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
+            if button.is_displayed():
+                button.click()
 
 
-def test_ui_shows_the_graph_and_materializes_everything(dagster_dev, browser, s3, bucket):
-    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+def run_to_end(client, log: Path, job: str, run_config: dict | None = None, timeout: float = 240) -> str:
+    from dagster_graphql import DagsterGraphQLClientError
+
+    run_id = client.submit_job_execution(job, repository_location_name="s3_assets", run_config=run_config or {})
+    status: list[str | None] = [None]
+
+    def ended() -> bool:
+        try:
+            status[0] = client.get_run_status(run_id).value
+        except DagsterGraphQLClientError:
+            status[0] = None
+        return status[0] in ("SUCCESS", "FAILURE", "CANCELED")
+
+    poll(ended, timeout, lambda: f"run {run_id} of {job} still {status[0]} after {timeout:.0f} s; "
+                                 f"dagster dev log tail:\n{log_tail(log)}", interval=1)
+    assert status[0] == "SUCCESS", f"run {run_id} of {job} ended {status[0]}; dagster dev log tail:\n{log_tail(log)}"
+    return run_id
+
+
+def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
+    from dagster_graphql import DagsterGraphQLClient
 
     url, log = dagster_dev
     ARTIFACTS.mkdir(exist_ok=True)
-    browser.get(f"{url}/assets")
-    wait_for_text(browser, ASSETS)
-    browser.save_screenshot(str(ARTIFACTS / "ui-assets.png"))
-    browser.get(f"{url}/locations/s3_assets/asset-groups/analysis")
-    wait_for_text(browser, ["s3_listing", "dataframes"])
-    browser.save_screenshot(str(ARTIFACTS / "ui-lineage-analysis.png"))
-    browser.get(f"{url}/jobs")
-    wait_for_text(browser, ["cleanup_job", "refresh_all"])
-    browser.save_screenshot(str(ARTIFACTS / "ui-jobs.png"))
+    uris = {name: f"s3://{bucket}/ins_dataset/{relative}" for name, relative in COPIES.items()}
+
+    # §1: the catalog and each copy's page show the configured URI before any run.
+    catalog = show(browser, f"{url}/assets", ASSETS, "1-catalog.png")
+    assert f"s3://{bucket}/ins_dataset/raw/" in catalog and "<bucket>" not in catalog
+    page = show(browser, f"{url}/assets/train_csv", [uris["train_csv"]], "1-train_csv-definition.png")
+    assert "s3:////" not in page
+    show(browser, f"{url}/locations/s3_assets/asset-groups/analysis", ["s3_listing", "dataframes"],
+         "1-lineage-analysis.png")
 
     host, port = url.removeprefix("http://").split(":")
     client = DagsterGraphQLClient(host, port_number=int(port))
-    run_id = client.submit_job_execution("refresh_all", repository_location_name="s3_assets")
-    deadline = time.monotonic() + 240
-    status = None
-    while time.monotonic() < deadline:
-        try:
-            status = client.get_run_status(run_id).value
-        except DagsterGraphQLClientError:
-            status = None
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(2)
-    assert status == "SUCCESS", f"run {run_id} ended {status}; dagster dev log tail:\n{log_tail(log)}"
+    run_id = run_to_end(client, log, "refresh_all")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="ins_dataset/")["Contents"]}
-    assert keys == {"ins_dataset/raw/train.csv", "ins_dataset/raw/test.csv", "ins_dataset/raw/gt.csv",
-                    "ins_dataset/raw/metadata/col_info.csv"}
-    browser.get(f"{url}/runs/{run_id}")
-    wait_for_text(browser, ["Success"])
-    browser.save_screenshot(str(ARTIFACTS / "ui-run.png"))
+    assert keys == {f"ins_dataset/{relative}" for relative in COPIES.values()}
+    show(browser, f"{url}/runs/{run_id}", ["Success"], "1-run.png")
+    # The copy's materialization: `dagster/uri` (shown as "Storage") and a size with its unit.
+    show(browser, f"{url}/assets/train_csv", ["Storage", uris["train_csv"], "size_bytes"],
+         "1-train_csv-materialized.png")
+    show(browser, f"{url}/assets/dataframes", ["frames", "train schema"], "1-dataframes-materialized.png")
+
+    # §2: the cleanup Launchpad pre-fills a dry run.
+    show(browser, f"{url}/locations/s3_assets/jobs/cleanup_job/playground", ["dry_run: true"], "2-cleanup-launchpad.png",
+         absent=("dry_run: false",))
+
+    # §3: a real cleanup turns the copies' checks red until they are materialized again.
+    run_to_end(client, log, "cleanup_job", {"ops": {CLEANUP_OP: {"config": {"dry_run": False}}}})
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="ins_dataset/")
+    show(browser, f"{url}/assets/train_csv?view=checks", ["Failed"], "3-train_csv-checks-after-cleanup.png")
+    show(browser, f"{url}/assets", ASSETS, "3-catalog-after-cleanup.png")
+
+    # §4: the change sensor, off by default, with what it does.
+    show(browser, f"{url}/locations/s3_assets/sensors/s3_change_sensor", ["s3_change_sensor", "refresh_listing"],
+         "4-sensor.png")

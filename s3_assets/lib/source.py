@@ -105,7 +105,7 @@ class SourceFetcher:
                 with requests.Session() as session:
                     session.head(self.base, timeout=self.timeout, allow_redirects=False).close()
             except requests.RequestException as error:
-                self._unreachable = f"{type(error).__name__}: {error}"
+                self._unreachable = _reason(error)
                 self.log.warning(f"cannot reach the UCI source {self.base} ({self._unreachable}); "
                                  "the UCI files come from the cache or the offline copy, without further attempts")
         self._probed = True
@@ -122,7 +122,7 @@ class SourceFetcher:
             try:
                 return self._download(url, filename)
             except requests.RequestException as error:
-                reason = f"{type(error).__name__}: {error}"
+                reason = _reason(error)
         cached = self._cached(url, filename)
         if cached:
             log.warning(f"cannot reach {url} ({reason}); using the copy downloaded earlier to {self.cache_dir}")
@@ -183,6 +183,17 @@ class SourceFetcher:
             "last_modified": response.headers.get("Last-Modified"),
         }))
         return Fetched(content, url)
+
+
+def _reason(error: requests.RequestException) -> str:
+    """The cause in a few words ("NameResolutionError: Failed to resolve 'host' (...)"), not
+    requests' nested retry message."""
+    inner = error.args[0] if error.args and isinstance(error.args[0], BaseException) else error
+    inner = getattr(inner, "reason", None) or inner
+    text = str(inner)
+    if text.startswith(("HTTPConnection(", "HTTPSConnection(")) and "): " in text:
+        text = text.split("): ", 1)[1]
+    return f"{type(inner).__name__}: {text}"
 
 
 def is_url(base: str) -> bool:
