@@ -66,7 +66,8 @@ def _own_writes(context: SensorEvaluationContext, s3_prefix: S3Prefix) -> dict[s
         if materialization is None:
             continue
         meta: dict[str, Any] = {name: value.value for name, value in materialization.metadata.items()}
-        uri, etag, size = meta.get("dagster/uri") or meta.get("uri"), meta.get("etag"), meta.get("size")
+        uri, etag = meta.get("dagster/uri") or meta.get("uri"), meta.get("etag")
+        size = meta.get("size_bytes", meta.get("size"))  # "size" in materializations before size_bytes
         # (a copy recorded for another bucket, e.g. before a configuration change, vouches for nothing here)
         bucket, _, key = str(uri or "").removeprefix("s3://").partition("/")
         if bucket == s3_prefix.resolved_bucket() and key and etag is not None and size is not None:
