@@ -12,7 +12,6 @@ import pytest
 from dagster import Definitions
 
 from s3_assets.definitions import build_definitions
-from s3_assets.settings import Settings
 
 # A tag, a closing tag or a comment/declaration, as CommonMark's raw-HTML rule sees one.
 HTML_LIKE = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>|<[!?]")
@@ -90,7 +89,7 @@ def all_descriptions(defs: Definitions) -> Iterator[tuple[str, str]]:
     {"S3_ASSETS_BUCKET": "my-bucket", "S3_ASSETS_PREFIX": "a`b/<script>x</script>"},  # keys may hold both
 ], ids=["defaults", "aws-sagemaker-bucket", "prefix-with-backtick-and-tags"])
 def test_no_description_holds_html_outside_code_spans(env):
-    described = list(all_descriptions(build_definitions(Settings.from_env(env))))
+    described = list(all_descriptions(build_definitions(env)))
     # The walk reaches every kind of definition, so a new one cannot slip past unseen.
     kinds = {where.split()[0] for where, _ in described}
     assert kinds >= {"asset", "check", "job", "op", "schedule", "sensor", "resource"}
@@ -100,7 +99,7 @@ def test_no_description_holds_html_outside_code_spans(env):
 
 
 def test_s3_copies_show_their_real_uri_before_any_run():
-    defs = build_definitions(Settings.from_env({"S3_ASSETS_BUCKET": "my-bucket", "S3_ASSETS_PREFIX": "/team/ins/"}))
+    defs = build_definitions({"S3_ASSETS_BUCKET": "my-bucket", "S3_ASSETS_PREFIX": "/team/ins/"})
     node = defs.resolve_asset_graph().get(_key("train_csv"))
     assert "`s3://my-bucket/team/ins/raw/train.csv`" in node.description
     assert node.metadata["dagster/uri"] == "s3://my-bucket/team/ins/raw/train.csv"
@@ -109,21 +108,21 @@ def test_s3_copies_show_their_real_uri_before_any_run():
 
 
 def test_sagemaker_bucket_is_shown_as_the_rule_not_as_a_uri():
-    defs = build_definitions(Settings.from_env({"S3_ASSETS_TARGET": "aws", "S3_ASSETS_REGION": "eu-west-1"}))
+    defs = build_definitions({"S3_ASSETS_TARGET": "aws", "S3_ASSETS_REGION": "eu-west-1"})
     node = defs.resolve_asset_graph().get(_key("train_csv"))
     assert "`s3://sagemaker-eu-west-1-{account_id}/ins_dataset/raw/train.csv`" in node.description
     assert "dagster/uri" not in node.metadata  # not known before the account is
 
 
 def test_raw_tables_show_where_they_come_from_and_their_expected_shape(tmp_path):
-    defs = build_definitions(Settings.from_env({"S3_ASSETS_SOURCE": str(tmp_path)}))
+    defs = build_definitions({"S3_ASSETS_SOURCE": str(tmp_path)})
     node = defs.resolve_asset_graph().get(_key("train"))
     assert node.metadata["source"] == str(tmp_path / "ticdata2000.txt")
     assert node.metadata["expected_columns"] == 86 and node.metadata["expected_rows"] == 5822
 
 
 def test_assets_have_owners_tags_and_source_code_references():
-    graph = build_definitions(Settings.from_env({})).resolve_asset_graph()
+    graph = build_definitions({}).resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.owners and node.tags.get("dataset") == "coil2000", key

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -237,3 +238,26 @@ def test_offline_run_probes_once_and_says_so_in_the_event_log(refuser, uci_dir, 
     # Every run decides afresh: the network may be back.
     second, _ = run_graph_offline(refuser, uci_dir, tmp_path, location)
     assert second.success and refuser.connections == 2
+
+
+def test_source_timeout_and_retries_are_settings():
+    from s3_assets.settings import build_resources
+
+    source = build_resources({"S3_ASSETS_SOURCE_TIMEOUT": "2.5", "S3_ASSETS_SOURCE_RETRIES": "0"})["uci_source"]
+    assert (source.timeout, source.retries) == (2.5, 0)
+    fetcher = source._new_fetcher()
+    assert (fetcher.timeout, fetcher.retries) == (2.5, 0)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"S3_ASSETS_SOURCE_TIMEOUT": "0"}, "S3_ASSETS_SOURCE_TIMEOUT='0'"),
+    ({"S3_ASSETS_SOURCE_TIMEOUT": "soon"}, "S3_ASSETS_SOURCE_TIMEOUT='soon'"),
+    ({"S3_ASSETS_SOURCE_RETRIES": "-1"}, "S3_ASSETS_SOURCE_RETRIES='-1'"),
+    ({"S3_ASSETS_SOURCE_RETRIES": "many"}, "S3_ASSETS_SOURCE_RETRIES='many'"),
+])
+def test_bad_source_settings_name_the_variable(env, message):
+    from s3_assets.lib.errors import ConfigError
+    from s3_assets.settings import build_resources
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_resources(env)

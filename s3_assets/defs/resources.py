@@ -414,8 +414,8 @@ class S3Prefix(ConfigurableResource):
     def declared_uri(self, key: str = "") -> str:
         """The URI as configured, without a network call (for definitions, before any run):
         with no bucket on aws it reads `s3://sagemaker-{region}-{account_id}/...`."""
-        bucket = self.bucket
-        if not bucket and self.s3.target == "aws":
+        bucket = self.bucket or (DEFAULT_BUCKET if self.s3.target != "aws" else "")
+        if not bucket:
             bucket = f"sagemaker-{self.s3.region_name or '{region}'}-{{account_id}}"
         return f"s3://{bucket}/{key}"
 
