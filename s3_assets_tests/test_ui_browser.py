@@ -173,6 +173,22 @@ def dismiss_welcome_dialog(driver) -> None:
                 button.click()
 
 
+def preview_tick(driver, cursor: str) -> str:
+    """The sensor page's "Preview tick result": evaluate a tick from `cursor`, screenshot it;
+    the page text with the result."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.XPATH, "//button[contains(., 'Preview tick result')]").click()
+    field = poll(lambda: next(iter(driver.find_elements(By.XPATH, "//input[@placeholder='Enter a cursor value']")), None),
+                 30, lambda: f"no cursor field in the preview dialog:\n{page_text(driver)}")
+    field.send_keys(cursor)
+    driver.find_element(By.XPATH, "//button[normalize-space()='Continue']").click()
+    text = poll(lambda: (t := page_text(driver)) if "Requested runs" in t else None, 120,
+                lambda: f"the preview dialog showed no result:\n{page_text(driver)}")
+    driver.save_screenshot(str(ARTIFACTS / "4-sensor-preview-tick.png"))
+    return text
+
+
 def run_to_end(client, log: Path, job: str, run_config: dict | None = None, timeout: float = 240) -> str:
     from dagster_graphql import DagsterGraphQLClientError
 
@@ -190,6 +206,34 @@ def run_to_end(client, log: Path, job: str, run_config: dict | None = None, time
                                  f"dagster dev log tail:\n{log_tail(log)}", interval=1)
     assert status[0] == "SUCCESS", f"run {run_id} of {job} ended {status[0]}; dagster dev log tail:\n{log_tail(log)}"
     return run_id
+
+
+SENSOR_DRY_RUN = """
+mutation($selector: SensorSelector!, $cursor: String) {
+  sensorDryRun(selectorData: $selector, cursor: $cursor) {
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult { skipReason cursor runRequests { runKey tags { key value } } error { message } }
+    }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def sensor_tick(url: str, cursor: str | None) -> dict:
+    """One evaluation of the change sensor, as the UI's "Preview tick result" runs it."""
+    import json
+
+    body = json.dumps({"query": SENSOR_DRY_RUN, "variables": {"cursor": cursor, "selector": {
+        "repositoryLocationName": "s3_assets", "repositoryName": "__repository__", "sensorName": "s3_change_sensor"}}})
+    request = urllib.request.Request(f"{url}/graphql", data=body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.load(response)
+    result = answer["data"]["sensorDryRun"]
+    assert result["__typename"] == "DryRunInstigationTick", answer
+    evaluation = result["evaluationResult"]
+    assert not evaluation["error"], evaluation["error"]
+    return evaluation
 
 
 def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
@@ -218,6 +262,21 @@ def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
          "1-train_csv-materialized.png")
     show(browser, f"{url}/assets/dataframes", ["frames", "train schema"], "1-dataframes-materialized.png")
 
+    # §4: the change sensor, off by default, and what its ticks decide (GraphQL's sensorDryRun is
+    # what the UI's "Preview tick result" runs): the project's own writes start nothing, a key
+    # someone else puts there starts `refresh_listing`.
+    baseline = sensor_tick(url, None)
+    assert baseline["skipReason"].startswith("baseline") and not baseline["runRequests"]
+    own = sensor_tick(url, baseline["cursor"])
+    assert own["skipReason"] and not own["runRequests"], own
+    s3.put_object(Bucket=bucket, Key="ins_dataset/raw/extra.csv", Body=b"a,b\n1,2\n")
+    show(browser, f"{url}/locations/s3_assets/sensors/s3_change_sensor", ["s3_change_sensor", "refresh_listing"],
+         "4-sensor.png")
+    # The tick after someone else's write, in the UI (a preview also stores the sensor's state,
+    # so this is the one evaluation that sees the new key).
+    result = preview_tick(browser, baseline["cursor"])
+    assert "Requested runs (1)" in result, result
+
     # §2: the cleanup Launchpad and what it pre-fills.
     show(browser, f"{url}/locations/s3_assets/jobs/cleanup_job/playground", ["dry_run"], "2-cleanup-launchpad.png")
 
@@ -226,7 +285,3 @@ def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="ins_dataset/")
     show(browser, f"{url}/assets/train_csv?view=checks", ["matches_raw_table"], "3-train_csv-checks-after-cleanup.png")
     show(browser, f"{url}/assets", ASSETS, "3-catalog-after-cleanup.png")
-
-    # §4: the change sensor, off by default, with what it does.
-    show(browser, f"{url}/locations/s3_assets/sensors/s3_change_sensor", ["s3_change_sensor", "refresh_listing"],
-         "4-sensor.png")
