@@ -183,8 +183,12 @@ def preview_tick(driver, cursor: str) -> str:
                  30, lambda: f"no cursor field in the preview dialog:\n{page_text(driver)}")
     field.send_keys(cursor)
     driver.find_element(By.XPATH, "//button[normalize-space()='Continue']").click()
-    text = poll(lambda: (t := page_text(driver)) if "Requested runs" in t else None, 120,
-                lambda: f"the preview dialog showed no result:\n{page_text(driver)}")
+
+    def result() -> str | None:
+        text = page_text(driver)
+        return text if "Requested runs" in text else None
+
+    text = poll(result, 120, lambda: f"the preview dialog showed no result:\n{page_text(driver)}")
     driver.save_screenshot(str(ARTIFACTS / "4-sensor-preview-tick.png"))
     return text
 
