@@ -32,7 +32,7 @@ def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsD
     """The copy of `table`; with `s3_prefix`, its URI is in the description and metadata."""
     where = s3_prefix.declared_uri(s3_prefix.key(table.s3_relative)) if s3_prefix else None
     shown = where or f"s3://{{bucket}}/{{prefix}}/{table.s3_relative}"
-    definition_metadata = {"uci_release_size_bytes": UCI_COPY_SIZES[table.asset]}
+    definition_metadata: dict[str, Any] = {"uci_release_size_bytes": UCI_COPY_SIZES[table.asset]}
     if where and "{" not in where:
         definition_metadata["dagster/uri"] = where
     # The data tables are checked against the dictionary again right before the write, so that
