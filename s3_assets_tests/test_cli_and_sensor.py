@@ -110,6 +110,7 @@ def test_sensor_runs_only_when_objects_arrive(s3, bucket, make_location):
         assert len(arrived.run_requests) == 1
         tags = arrived.run_requests[0].tags
         assert tags["s3_assets/new_objects"] == "1" and tags["s3_assets/changed_objects"] == "1"
+        assert tags["s3_assets/overwritten_objects"] == "0" and tags["s3_assets/deleted_objects"] == "0"
         assert not evaluate(instance, location, arrived.cursor).run_requests
 
 
@@ -122,11 +123,12 @@ def test_sensor_sees_overwrite_in_the_same_second_and_deletion(s3, bucket, make_
         # Overwrite at once (same second as the first write, same size): other content, other ETag.
         s3.put_object(Bucket=bucket, Key="ins_dataset/a.csv", Body=b"a\n2\n")
         changed = evaluate(instance, location, base.cursor)
-        assert [r.tags["s3_assets/changed_objects"] for r in changed.run_requests] == ["1"]
+        assert [r.tags["s3_assets/overwritten_objects"] for r in changed.run_requests] == ["1"]
         assert changed.run_requests[0].tags["s3_assets/new_objects"] == "0"
         s3.delete_object(Bucket=bucket, Key="ins_dataset/b.csv")
         deleted = evaluate(instance, location, changed.cursor)
         assert [r.tags["s3_assets/deleted_objects"] for r in deleted.run_requests] == ["1"]
+        assert deleted.run_requests[0].tags["s3_assets/overwritten_objects"] == "0"
         assert not evaluate(instance, location, deleted.cursor).run_requests
 
 
@@ -140,7 +142,7 @@ def test_sensor_does_not_fire_on_the_projects_own_writes(s3, bucket, make_locati
         # Only the copies, no new listing: the copies' own materializations still vouch for them.
         s3.put_object(Bucket=bucket, Key="ins_dataset/raw/train.csv", Body=b"changed by someone else")
         other = evaluate(instance, location, after.cursor)
-        assert [r.tags["s3_assets/changed_objects"] for r in other.run_requests] == ["1"]
+        assert [r.tags["s3_assets/overwritten_objects"] for r in other.run_requests] == ["1"]
 
 
 def test_sensor_tick_is_bounded_and_a_large_prefix_is_walked_across_ticks(s3, bucket, make_location):

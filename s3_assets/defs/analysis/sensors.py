@@ -145,8 +145,10 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
                 shown = ", ".join(f"'{printable(key)}'" for key in keys[:SHOWN_KEYS])
                 more = f" and {len(keys) - SHOWN_KEYS:,} more" if len(keys) > SHOWN_KEYS else ""
                 context.log.info(f"{len(keys):,} {kind}: {shown}{more}")
-        tags = {f"s3_assets/{kind}_objects": str(count) for kind, count in changes.counts().items()}
-        tags["s3_assets/changed_objects"] = str(len(changes))
+        counts = changes.counts()
+        tags = {"s3_assets/new_objects": str(counts["new"]), "s3_assets/overwritten_objects": str(counts["changed"]),
+                "s3_assets/deleted_objects": str(counts["deleted"]),
+                "s3_assets/changed_objects": str(len(changes))}  # all three together
         return SensorResult(run_requests=[RunRequest(run_key=f"{sweep}", tags=tags)], cursor=done)
 
     return change_sensor
