@@ -4,6 +4,7 @@ only, keeps its credentials private, stops; clear errors for a taken port or no 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -101,6 +102,7 @@ def test_status_command_shows_url_and_never_the_secret(s3_server):
     out = subprocess.run([sys.executable, "-m", "s3_assets.local_s3", "status"], env=env,
                          capture_output=True, text=True, check=True).stdout
     assert s3_server.state.endpoint_url in out and f"pid {s3_server.state.pid}" in out
+    assert re.findall(r"https?://\S+", out) == [s3_server.state.endpoint_url]  # no file browser
     assert s3_server.server.credentials().secret_access_key not in out
     assert s3_server.server.credentials().access_key_id not in out
 

@@ -28,7 +28,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
-from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from dagster import ConfigurableResource, EnvVar, InitResourceContext, MetadataValue
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
@@ -456,23 +456,26 @@ class S3Prefix(ConfigurableResource):
             )
         return self.root
 
-    def browse_url(self, key: str) -> str:
-        """Where a person can look at the object: AWS console, or the embedded filer's browser.
-        Starts nothing: on local it reads the running server's ports (else the configured ones)."""
+    def browse_url(self, key: str) -> str | None:
+        """A page where a person can look at the object's folder, or None where there is none
+        that opens without credentials: the AWS console (which has its own login) for `aws`;
+        for `local` and `custom`, S3 serves objects only to signed requests, and the embedded
+        server's file browser is closed for the same reason (a presigned link would put a
+        capability into the run's metadata and then die silently), so the `uri` is all we show."""
+        if self.s3.target != "aws":
+            return None
         bucket = self.resolved_bucket()
         folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-        if self.s3.target == "aws":
-            region = self.s3.region_name or self.s3.aws_session().region_name or "us-east-1"
-            return (
-                f"https://s3.console.aws.amazon.com/s3/buckets/{bucket}"
-                f"?region={region}&prefix={quote(folder)}&showversions=false"
-            )
-        if self.s3.target == "local":
-            state = self.s3.embedded_server().status()
-            filer_port = state.ports.filer if state else self.s3.local_filer_port
-            return f"http://127.0.0.1:{filer_port}/buckets/{quote(bucket)}/{quote(folder)}"
-        endpoint = self.s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
-        return f"{endpoint.rstrip('/')}/{quote(bucket)}/{quote(key)}"
+        region = self.s3.region_name or self.s3.aws_session().region_name or "us-east-1"
+        return (
+            f"https://s3.console.aws.amazon.com/s3/buckets/{quote(bucket)}"
+            f"?region={quote(region)}&prefix={quote(folder)}&showversions=false"
+        )
+
+    def browse_metadata(self, key: str) -> dict[str, Any]:
+        """{"open": <url>} where `browse_url` has a page, else nothing (no dead link in the UI)."""
+        url = self.browse_url(key)
+        return {"open": MetadataValue.url(url)} if url else {}
 
     # -- client and bucket ----------------------------------------------------------------
     def connect(self) -> S3Client:

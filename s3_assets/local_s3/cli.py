@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from s3_assets.lib.errors import ConfigError
-from s3_assets.local_s3.server import CREDENTIALS_FILE, EmbeddedS3Error
+from s3_assets.local_s3.server import CREDENTIALS_FILE, LOG_DIR, EmbeddedS3Error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     print(f"running   pid {state.pid}")
     print(f"S3 URL    {state.endpoint_url}")
-    print(f"browser   {state.browser_url}")
     print(f"data dir  {state.data_dir}")
     print(f"credentials file  {server.data_dir / CREDENTIALS_FILE} (owner-only)")
+    print("other ports  master, volume, filer, admin and gRPC: mTLS or JWT only, no file browser")
+    tmp = "tmp/ in the data dir (private /tmp)" if state.private_tmp else "/tmp, owner-only (no private /tmp here)"
+    print(f"weed logs    {server.data_dir / LOG_DIR}; gRPC sockets in {tmp}")
     return 0
 
 

@@ -2,21 +2,27 @@
 
 It binds to 127.0.0.1 only, keeps its data in a project-local directory so objects survive
 restarts, and uses credentials generated on first start (stored 0600, never printed).
-Several processes may ask for it at once (multiprocess runs), so start-up holds a file lock.
+Only the S3 port serves data, and only to those keys: every other port needs mTLS or a JWT
+(see security.py). weed's logs, sockets and temporary files stay in the data directory,
+created owner-only. Several processes may ask for it at once (multiprocess runs), so start-up
+holds a file lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,11 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from s3_assets.lib.errors import S3AssetsError
+from s3_assets.local_s3.security import ensure_tls, security_dir, write_security_toml
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "server.json"
 CREDENTIALS_FILE = "credentials.json"
 LOG_FILE = "weed.log"
+LOG_DIR = "logs"  # weed's own glog files (-logdir)
+RUN_DIR = "run"  # the filer's and S3's unix sockets
+TMP_DIR = "tmp"  # weed's /tmp where a private mount namespace is available, else its TMPDIR
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the NUL
 
 
 class EmbeddedS3Error(S3AssetsError, RuntimeError):
@@ -72,15 +83,11 @@ class ServerState:
     pid: int
     ports: LocalS3Ports
     data_dir: str
+    private_tmp: bool = False  # weed saw tmp/ of the data directory as its /tmp
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.s3}"
-
-    @property
-    def browser_url(self) -> str:
-        """The filer's web UI, which browses buckets under /buckets/."""
-        return f"http://{LOOPBACK}:{self.ports.filer}/buckets/"
 
 
 def find_weed_binary(configured: str = "") -> str:
@@ -170,13 +177,15 @@ class EmbeddedS3:
     """One SeaweedFS data directory and the server that serves it."""
 
     def __init__(self, data_dir: Path | str, ports: LocalS3Ports | None = None, identities: list[dict] | None = None,
-                 weed_binary: str = ""):
+                 weed_binary: str = "", try_private_tmp: bool = True):
         """identities: extra SeaweedFS S3 identities (name, credentials, actions) beside the
         project's own admin one, e.g. a restricted identity for permission tests. Settings come
         from S3Connection's fields (`S3Connection.embedded_server()`); nothing here reads the
-        environment."""
+        environment. try_private_tmp: give weed the data directory's tmp/ as /tmp where the
+        system allows (False tests the fallback)."""
         self.data_dir = Path(data_dir).resolve()
         self.requested_ports = ports or LocalS3Ports()
+        self.try_private_tmp = try_private_tmp
         self.identities = identities or []
         self.weed_binary = weed_binary
 
@@ -184,6 +193,12 @@ class EmbeddedS3:
     @property
     def log_path(self) -> Path:
         return self.data_dir / LOG_FILE
+
+    def _private_subdir(self, name: str) -> Path:
+        path = self.data_dir / name
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        return path
 
     def _prepare_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +231,8 @@ class EmbeddedS3:
         path = self.data_dir / STATE_FILE
         try:
             raw = json.loads(path.read_text())
-            state = ServerState(pid=raw["pid"], ports=LocalS3Ports(**raw["ports"]), data_dir=raw["data_dir"])
+            state = ServerState(pid=raw["pid"], ports=LocalS3Ports(**raw["ports"]), data_dir=raw["data_dir"],
+                                private_tmp=bool(raw.get("private_tmp")))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if _pid_alive(state.pid) and _answers_http(state.ports.s3):
@@ -243,12 +259,27 @@ class EmbeddedS3:
                     "(see README, Configuration)"
                 )
         creds = self.credentials()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        # Nothing from outside configures weed: no AWS_* keys, no WEED_* overrides of security.toml.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WEED_"))}
         env.update(AWS_ACCESS_KEY_ID=creds.access_key_id, AWS_SECRET_ACCESS_KEY=creds.secret_access_key)
+        tls = ensure_tls(self.data_dir)
+        write_security_toml(self.data_dir, tls)
+        logs, run, tmp = (self._private_subdir(name) for name in (LOG_DIR, RUN_DIR, TMP_DIR))
+        env["TMPDIR"] = str(tmp)
+        wrapper = private_tmp_wrapper(self.data_dir) if self.try_private_tmp else None
         args = [
-            binary, "mini", f"-dir={self.data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+            binary, f"-logdir={logs}", f"-config_dir={security_dir(self.data_dir)}", "mini",
+            f"-dir={self.data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
             "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            # The master's and filer's HTTP APIs (assign, lookup, file read/write/delete) are off;
+            # S3 reaches them over mTLS gRPC and writes to the volume server with JWTs.
+            "-disableHttp",
         ]
+        # The sockets weed has flags for go into run/ (if the path fits a socket address; else
+        # weed's default /tmp/seaweedfs-*.sock, which is tmp/ under a private /tmp).
+        for flag, name in (("filer.localSocket", "filer.sock"), ("s3.localSocket", "s3.sock")):
+            if len(str(run / name)) <= UNIX_PATH_MAX:
+                args.append(f"-{flag}={run / name}")
         args += [f"-{flag}={port}" for flag, port in ports.listening().items()]
         if self.identities:
             config = self.data_dir / "identities.json"
@@ -256,12 +287,13 @@ class EmbeddedS3:
             with os.fdopen(fd, "w") as handle:
                 json.dump({"identities": self.identities}, handle)
             args.append(f"-s3.config={config}")
-        with open(self.log_path, "ab") as log:
+        with open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+            os.chmod(self.log_path, 0o600)
             process = subprocess.Popen(
-                args, cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                (wrapper or []) + args, cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077,
             )
-        state = ServerState(pid=process.pid, ports=ports, data_dir=str(self.data_dir))
+        state = ServerState(pid=process.pid, ports=ports, data_dir=str(self.data_dir), private_tmp=bool(wrapper))
         deadline = time.monotonic() + timeout
         with _probe_client(state, creds) as probe:
             while time.monotonic() < deadline:
@@ -272,7 +304,8 @@ class EmbeddedS3:
                     )
                 if _answers_http(state.ports.s3) and _lists_buckets(probe):
                     (self.data_dir / STATE_FILE).write_text(
-                        json.dumps({"pid": state.pid, "ports": asdict(ports), "data_dir": state.data_dir})
+                        json.dumps({"pid": state.pid, "ports": asdict(ports), "data_dir": state.data_dir,
+                                    "private_tmp": state.private_tmp})
                     )
                     return state
                 time.sleep(0.1)
@@ -290,6 +323,7 @@ class EmbeddedS3:
             if not state:
                 return False
             _terminate(state.pid, timeout)
+            _remove_tmp_sockets(state.ports)
             return True
 
     def log_tail(self, lines: int = 30) -> str:
@@ -297,6 +331,46 @@ class EmbeddedS3:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+# Run in a new mount namespace (inside a user namespace, so no privilege is needed) whose /tmp
+# is `$0/tmp`: weed hard-codes its gRPC unix sockets under /tmp, and this keeps them in the data
+# directory `$0`. A data directory under /tmp is bound at its own path inside the new /tmp too.
+_PRIVATE_TMP_SCRIPT = """set -e
+data="$0"; mount="$1"; shift
+case "$data" in
+  /tmp/*) inner="$data/tmp/${data#/tmp/}"; mkdir -p "$inner"; "$mount" --bind "$data" "$inner";;
+esac
+"$mount" --rbind "$data/tmp" /tmp
+exec "$@"
+"""
+_UNSHARE_ARGS = ("--user", "--map-root-user", "--mount", "--", "/bin/sh", "-c", _PRIVATE_TMP_SCRIPT)
+
+
+@functools.cache
+def _private_tmp_works(unshare: str, mount: str) -> bool:
+    """Whether this system lets us make the namespace (tried once per process, on a scratch dir)."""
+    with tempfile.TemporaryDirectory() as probe:
+        (Path(probe) / "tmp").mkdir()
+        try:
+            done = subprocess.run(
+                [unshare, *_UNSHARE_ARGS, probe, mount, "test", "-d", f"{probe}/tmp"],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return done.returncode == 0
+
+
+def private_tmp_wrapper(data_dir: Path) -> list[str] | None:
+    """The command prefix that runs weed with `data_dir`/tmp as its /tmp, or None where the
+    system allows no unprivileged mount namespace (e.g. some containers): then weed's hard-coded
+    /tmp/seaweedfs-*-grpc-<port>.sock sockets are created owner-only (umask 077) and need the
+    mTLS client certificate like the TCP ports."""
+    unshare, mount = shutil.which("unshare"), shutil.which("mount")
+    if str(data_dir) == "/tmp" or not unshare or not mount or not _private_tmp_works(unshare, mount):
+        return None
+    return [unshare, *_UNSHARE_ARGS, str(data_dir), mount]
 
 
 @contextlib.contextmanager
@@ -324,6 +398,20 @@ def _lists_buckets(client: Any) -> bool:
     except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
         return False
     return True
+
+
+def _remove_tmp_sockets(ports: LocalS3Ports) -> None:
+    """Remove the sockets weed left in /tmp for these ports (without a private /tmp, or after a
+    kill): only sockets, only ours."""
+    names = [f"seaweedfs-{name}-grpc-{getattr(ports, name) + ports.grpc_offset}.sock"
+             for name in ("master", "volume", "filer", "s3", "admin")]
+    names += [f"seaweedfs-filer-{ports.filer}.sock", f"seaweedfs-s3-{ports.s3}.sock"]
+    for name in names:
+        path = Path("/tmp") / name
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.getuid():
+                path.unlink()
 
 
 def _terminate(pid: int, timeout: float = 15.0) -> None:

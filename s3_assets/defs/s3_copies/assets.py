@@ -66,7 +66,7 @@ def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsD
             "sha256": uploaded.sha256,
             "uploaded": uploaded.changed,
             "dagster/row_count": len(frame),
-            "open": MetadataValue.url(s3_prefix.browse_url(key)),
+            **s3_prefix.browse_metadata(key),
         })
 
     return s3_copy
