@@ -29,7 +29,7 @@ from s3_assets.local_s3.security import (
     SECURITY_DIR,
     SECURITY_TOML,
 )
-from s3_assets.local_s3.server import EmbeddedS3, find_free_ports
+from s3_assets.local_s3.server import EmbeddedS3, _pid_alive, find_free_ports
 
 MARKER = b"door-probe-secret-content-" + uuid.uuid4().hex.encode()
 
@@ -74,13 +74,14 @@ def tls_files(server: EmbeddedS3) -> Tls:
 
 
 def tls_exchange(port: int, context: ssl.SSLContext) -> bytes | None:
-    """Handshake, send an HTTP/2 preface, read: the bytes the server sent, or None if the TLS
-    session failed (handshake refused, or the server's alert on the first read)."""
+    """Handshake, send an HTTP/2 preface, read: the bytes the server sent (a gRPC server sends
+    its SETTINGS at once), or None if the TLS session failed (handshake refused, the server's
+    alert on the first read, or a close without a byte)."""
     try:
         with (socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
               context.wrap_socket(raw, server_hostname="localhost") as conn):
             conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-            return conn.recv(64)
+            return conn.recv(64) or None
     except (TimeoutError, ssl.SSLError, ConnectionError):
         return None
 
@@ -279,3 +280,20 @@ def test_open_link_only_where_it_opens_without_a_door():
         prefix = S3Prefix(s3=connection, bucket="my-bucket", prefix="ins_dataset")
         assert prefix.browse_url("ins_dataset/raw/train.csv") is None
         assert prefix.browse_metadata("ins_dataset/raw/train.csv") == {}
+
+
+def test_a_server_of_an_older_version_is_restarted_not_reused(tmp_path):
+    """An unlocked server left running by an older version of the project is not reused."""
+    server = EmbeddedS3(tmp_path / "s3", find_free_ports())
+    first = server.ensure_running()
+    try:
+        state_file = server.data_dir / "server.json"
+        old = json.loads(state_file.read_text())
+        del old["version"]  # what an older version wrote
+        state_file.write_text(json.dumps(old))
+        second = server.ensure_running()
+        assert second.pid != first.pid and second.version == 2
+        assert server.status() == second
+        assert not _pid_alive(first.pid)
+    finally:
+        server.stop()

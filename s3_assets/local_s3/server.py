@@ -41,6 +41,7 @@ LOG_FILE = "weed.log"
 LOG_DIR = "logs"  # weed's own glog files (-logdir)
 RUN_DIR = "run"  # the filer's and S3's unix sockets
 TMP_DIR = "tmp"  # weed's /tmp where a private mount namespace is available, else its TMPDIR
+STATE_VERSION = 2  # 2: secured (security.py); a server of an older state is restarted
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the NUL
 
 
@@ -84,6 +85,7 @@ class ServerState:
     ports: LocalS3Ports
     data_dir: str
     private_tmp: bool = False  # weed saw tmp/ of the data directory as its /tmp
+    version: int = STATE_VERSION
 
     @property
     def endpoint_url(self) -> str:
@@ -232,7 +234,7 @@ class EmbeddedS3:
         try:
             raw = json.loads(path.read_text())
             state = ServerState(pid=raw["pid"], ports=LocalS3Ports(**raw["ports"]), data_dir=raw["data_dir"],
-                                private_tmp=bool(raw.get("private_tmp")))
+                                private_tmp=bool(raw.get("private_tmp")), version=int(raw.get("version", 1)))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if _pid_alive(state.pid) and _answers_http(state.ports.s3):
@@ -241,12 +243,20 @@ class EmbeddedS3:
 
     # -- life cycle -----------------------------------------------------------------------
     def ensure_running(self, timeout: float = 60.0) -> ServerState:
-        """Reuse the running server of this directory, or start one."""
+        """Reuse the running server of this directory, or start one. A server started by an
+        older version of the project (its non-S3 ports unlocked) is restarted, not reused."""
         state = self.status()
-        if state:
+        if state and state.version == STATE_VERSION:
             return state
         with self._lock():
-            return self.status() or self._start(timeout)
+            state = self.status()
+            if state and state.version == STATE_VERSION:
+                return state
+            if state:
+                _terminate(state.pid)
+                _remove_tmp_sockets(state.ports)
+                (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+            return self._start(timeout)
 
     def _start(self, timeout: float) -> ServerState:
         ports = self.requested_ports
@@ -302,10 +312,10 @@ class EmbeddedS3:
                         f"the embedded S3 exited with code {process.returncode} while starting; "
                         f"log tail ({self.log_path}):\n{self.log_tail()}"
                     )
-                if _answers_http(state.ports.s3) and _lists_buckets(probe):
+                if _answers_http(state.ports.s3) and _lists_buckets(probe) and _all_listening(ports):
                     (self.data_dir / STATE_FILE).write_text(
                         json.dumps({"pid": state.pid, "ports": asdict(ports), "data_dir": state.data_dir,
-                                    "private_tmp": state.private_tmp})
+                                    "private_tmp": state.private_tmp, "version": STATE_VERSION})
                     )
                     return state
                 time.sleep(0.1)
@@ -348,9 +358,10 @@ _UNSHARE_ARGS = ("--user", "--map-root-user", "--mount", "--", "/bin/sh", "-c", 
 
 
 @functools.cache
-def _private_tmp_works(unshare: str, mount: str) -> bool:
-    """Whether this system lets us make the namespace (tried once per process, on a scratch dir)."""
-    with tempfile.TemporaryDirectory() as probe:
+def _private_tmp_works(unshare: str, mount: str, parent: Path) -> bool:
+    """Whether this system lets us make the namespace (tried once per process and data
+    directory, on a scratch directory beside the data, so a data dir under /tmp is tried too)."""
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".probe-") as probe:
         (Path(probe) / "tmp").mkdir()
         try:
             done = subprocess.run(
@@ -368,7 +379,7 @@ def private_tmp_wrapper(data_dir: Path) -> list[str] | None:
     /tmp/seaweedfs-*-grpc-<port>.sock sockets are created owner-only (umask 077) and need the
     mTLS client certificate like the TCP ports."""
     unshare, mount = shutil.which("unshare"), shutil.which("mount")
-    if str(data_dir) == "/tmp" or not unshare or not mount or not _private_tmp_works(unshare, mount):
+    if str(data_dir) == "/tmp" or not unshare or not mount or not _private_tmp_works(unshare, mount, data_dir):
         return None
     return [unshare, *_UNSHARE_ARGS, str(data_dir), mount]
 
@@ -389,6 +400,17 @@ def _probe_client(state: ServerState, creds: Credentials) -> Iterator[object]:
         yield client
     finally:
         client.close()
+
+
+def _all_listening(ports: LocalS3Ports) -> bool:
+    """Every port of the server accepts connections: S3 answers before admin and gRPC do, and a
+    caller (or a probe of every port) should find the whole server up."""
+    for port in ports.listening().values():
+        try:
+            socket.create_connection((LOOPBACK, port), timeout=0.5).close()
+        except OSError:
+            return False
+    return True
 
 
 def _lists_buckets(client: Any) -> bool:
