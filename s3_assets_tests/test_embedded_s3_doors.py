@@ -8,6 +8,7 @@ volume read/write, unsigned S3). Only S3 with the generated keys reads and write
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -225,24 +226,37 @@ def test_security_files_are_owner_only(s3_server):
     assert 'key = ""' not in toml
 
 
-def tmp_entries_of(ports: list[int], pid: int) -> set[str]:
-    """Names in /tmp that belong to a server with these ports and pid (weed names its sockets
-    after ports and its log files after the pid)."""
+def tmp_snapshot() -> dict[str, tuple[int, int]]:
+    """/tmp's names with inode and change time (a file re-created under an old name differs)."""
+    entries = {}
+    for name in os.listdir("/tmp"):
+        with contextlib.suppress(OSError):
+            info = os.lstat(f"/tmp/{name}")
+            entries[name] = (info.st_ino, info.st_ctime_ns)
+    return entries
+
+
+def tmp_entries_of(before: dict[str, tuple[int, int]], ports: list[int], pid: int) -> set[str]:
+    """Names in /tmp, new or re-created since `before`, that belong to a server with these
+    ports and pid (weed names its sockets after ports and its log files after the pid).
+    Leftovers of other, dead servers with the same port numbers are not this server's."""
     marks = [str(port) for port in ports] + [f".{pid}"]
-    return {name for name in os.listdir("/tmp")
+    return {name for name, identity in tmp_snapshot().items()
             if "seaweedfs" in name or name.startswith("weed")
-            if any(name.endswith((f"-{mark}.sock", mark)) for mark in marks)}
+            if any(name.endswith((f"-{mark}.sock", mark)) for mark in marks)
+            if before.get(name) != identity}
 
 
 @pytest.mark.parametrize("private_tmp", [True, False], ids=["private-tmp", "shared-tmp"])
 def test_logs_and_sockets_stay_in_the_data_dir(tmp_path, private_tmp):
     ports = find_free_ports()
     server = EmbeddedS3(tmp_path / "s3", ports, try_private_tmp=private_tmp)
+    before = tmp_snapshot()
     state = server.ensure_running()
     try:
         if private_tmp and not state.private_tmp:
             pytest.skip("this system allows no unprivileged mount namespace (the shared-tmp case applies)")
-        leftovers = tmp_entries_of(list(ports.listening().values()), state.pid)
+        leftovers = tmp_entries_of(before, list(ports.listening().values()), state.pid)
         data_dir = server.data_dir
         for name in ("logs", "run", "tmp", "security"):
             assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o700, name
@@ -260,7 +274,7 @@ def test_logs_and_sockets_stay_in_the_data_dir(tmp_path, private_tmp):
                 assert stat.S_IMODE(os.lstat(f"/tmp/{name}").st_mode) & 0o077 == 0, name
     finally:
         server.stop()
-    assert tmp_entries_of(list(ports.listening().values()), state.pid) == set()
+    assert tmp_entries_of(before, list(ports.listening().values()), state.pid) == set()
 
 
 def test_open_link_only_where_it_opens_without_a_door():
