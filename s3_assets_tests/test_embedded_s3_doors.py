@@ -247,6 +247,7 @@ def tmp_entries_of(before: dict[str, tuple[int, int]], ports: list[int], pid: in
             if before.get(name) != identity}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("private_tmp", [True, False], ids=["private-tmp", "shared-tmp"])
 def test_logs_and_sockets_stay_in_the_data_dir(tmp_path, private_tmp):
     ports = find_free_ports()
@@ -296,6 +297,7 @@ def test_open_link_only_where_it_opens_without_a_door():
         assert prefix.browse_metadata("ins_dataset/raw/train.csv") == {}
 
 
+@pytest.mark.integration
 def test_a_server_of_an_older_version_is_restarted_not_reused(tmp_path):
     """An unlocked server left running by an older version of the project is not reused."""
     server = EmbeddedS3(tmp_path / "s3", find_free_ports())
