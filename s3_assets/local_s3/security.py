@@ -33,6 +33,7 @@ GRPC_COMPONENTS = (
     "master", "volume", "filer", "s3", "admin", "worker", "msg_broker", "msg_agent", "mq", "client",
 )
 CERT_DAYS = 3650
+JWT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,13 @@ def _toml_string(value: str) -> str:
 
 
 def write_security_toml(data_dir: Path, tls: TlsFiles) -> Path:
-    """SeaweedFS's security.toml with fresh JWT keys (tokens live 10 s, nothing keeps them)."""
+    """SeaweedFS's security.toml with fresh JWT keys. Tokens are made and checked inside the
+    weed process (S3 gateway, master, volume server) and travel only over loopback; they live
+    60 s, SeaweedFS's read default, so a retried chunk read or upload of a slow request keeps a
+    valid token."""
     lines = ["# Written by s3-assets at every start of the embedded S3; owner-only. Do not edit."]
     for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"):
-        lines += [f"[{section}]", f"key = {_toml_string(secrets.token_urlsafe(32))}", "expires_after_seconds = 10"]
+        lines += [f"[{section}]", f"key = {_toml_string(secrets.token_urlsafe(32))}", f"expires_after_seconds = {JWT_SECONDS}"]
     lines += ["[access]", "ui = false", "[filer.expose_directory_metadata]", "enabled = false"]
     lines += ["[admin]", f"user = {_toml_string('admin' + secrets.token_hex(4))}",
               f"password = {_toml_string(secrets.token_urlsafe(24))}"]
