@@ -332,3 +332,39 @@ def test_storage_options_for_a_stopped_embedded_server_start_nothing(tmp_path):
     with pytest.raises(ConfigError, match="is not running: start it with `s3-assets-local start`"):
         s3.storage_options()
     assert s3.embedded_server().status() is None
+
+
+# -- the project's errors ---------------------------------------------------------------------
+PACKAGE = ROOT / "s3_assets"
+
+
+def test_every_project_error_derives_from_s3_assets_error():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import s3_assets
+    from s3_assets.lib.errors import S3AssetsError
+
+    errors = []
+    for module_info in pkgutil.walk_packages(s3_assets.__path__, "s3_assets."):
+        # __main__ runs a CLI; celery_app connects to the local cluster's broker when imported.
+        if module_info.name.endswith(("__main__", "celery_app")):
+            continue
+        module = importlib.import_module(module_info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and issubclass(cls, BaseException):
+                errors.append(cls)
+    assert len(errors) >= 10
+    assert [cls.__qualname__ for cls in errors if not issubclass(cls, S3AssetsError)] == []
+
+
+def test_no_blind_except_around_our_own_code():
+    """`except Exception` would report a bug in our code (a hook, a parser) as an S3 failure:
+    S3 calls catch lib.errors.S3_FAILURES. The one allowed blind catch is the start-up probe."""
+    blind = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for path in sorted(PACKAGE.rglob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"except\s*(Exception|BaseException)?\s*(as \w+)?:", line)
+             and "handed to the caller's thread" not in line and "not ready yet" not in line]
+    assert blind == []
