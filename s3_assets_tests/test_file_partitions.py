@@ -150,3 +150,25 @@ def test_sync_job_makes_one_partition_per_csv_file(s3, bucket, make_location, in
     instance.add_dynamic_partitions(s3_files.name, ["gone.csv"])
     assert sync_file_partitions_job.execute_in_process(resources={"s3_prefix": location}, instance=instance).success
     assert sorted(instance.get_dynamic_partitions(s3_files.name)) == ["a.csv", "raw%2Fb.csv"]
+
+
+def test_cleanup_job_removes_the_partitions_of_what_it_deleted(s3, bucket, make_location, instance):
+    from dagster import RunConfig
+
+    from s3_assets.defs.maintenance.cleanup import cleanup_job
+
+    location = make_location(bucket)
+    for name in ("a.csv", "raw/b.csv"):
+        s3.put_object(Bucket=bucket, Key=f"ins_dataset/{name}", Body=b"x,y\n1,2\n")
+    instance.add_dynamic_partitions(s3_files.name, ["a.csv", "raw%2Fb.csv", "no-such-file.csv"])
+
+    def clean(dry_run: bool) -> None:
+        assert cleanup_job.execute_in_process(
+            run_config=RunConfig({"delete_objects_under_prefix": {"config": {"dry_run": dry_run}}}),
+            resources={"s3_prefix": location}, instance=instance).success
+
+    clean(dry_run=True)  # a dry run deletes nothing, so keeps every partition
+    assert len(instance.get_dynamic_partitions(s3_files.name)) == 3
+    clean(dry_run=False)
+    assert instance.get_dynamic_partitions(s3_files.name) == ["no-such-file.csv"]  # not deleted by this cleanup
+

@@ -17,6 +17,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from s3_assets.defs.per_file.retention import remove_file_partitions
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.cleanup import delete_prefix
 
@@ -48,6 +49,8 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
             "reason": MetadataValue.text(f"cleanup run deleted {len(report.keys)} object(s) under {s3_prefix.uri(root)}"),
             "run_id": context.run_id,
         })
+        # Dagster's data-retention pattern: the per-file partitions of deleted files go too.
+        remove_file_partitions(context, s3_prefix, report.keys)
     yield Output(None, metadata=metadata)
 
 
