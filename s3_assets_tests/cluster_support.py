@@ -29,7 +29,7 @@ def cli_env(cluster: LocalCluster) -> dict:
     return {**os.environ, **cluster.extra_env, "DAGSTER_HOME": str(cluster.dagster_home)}
 
 
-def dagster_cli(cluster: LocalCluster, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def dagster_cli(cluster: LocalCluster, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([DAGSTER, *args], check=False, cwd=REPO, env=cli_env(cluster), capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 

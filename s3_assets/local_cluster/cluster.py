@@ -114,7 +114,7 @@ class LocalCluster:
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         (self.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
 
-    def start(self, timeout: float = 90.0) -> ClusterStatus:
+    def start(self, timeout: float = 180.0) -> ClusterStatus:
         """Start what is not running (broker, then workers) and wait until every worker answers."""
         broker = self.broker.ensure_running()
         self._write_dagster_home()
