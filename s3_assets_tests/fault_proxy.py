@@ -53,7 +53,9 @@ class FaultProxy:
     def __init__(self, upstream_port: int, faults: Faults | None = None,
                  on_request: Callable[[str, str], None] | None = None, stall_seconds: float = 30,
                  rewrite: Callable[[str, str, bytes], bytes] | None = None,
-                 answer: Callable[[str, str, dict[str, str]], tuple[int, str] | None] | None = None):
+                 answer: Callable[[str, str, dict[str, str]], tuple[int, str] | None] | None = None,
+                 rule: Callable[[str, str], str] | None = None):
+        """rule(method, path) -> a fault name or 'pass': decides by request instead of by chance."""
         self.faults = faults or Faults()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.injected: list[str] = []
@@ -68,7 +70,7 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 with proxy.lock:
                     proxy.requests.append((self.command, self.path, dict(self.headers)))
-                    fault = proxy.faults.pick()
+                    fault = rule(self.command, self.path) if rule else proxy.faults.pick()
                     if fault != "pass":
                         proxy.injected.append(fault)
                 if on_request:

@@ -32,6 +32,12 @@ def run_cleanup(location: S3Prefix, dry_run: bool, raise_on_error: bool = True):
     )
 
 
+def check_evaluations(result) -> dict[tuple[str, str], object]:
+    """(asset, check) -> the AssetCheckEvaluation the run recorded."""
+    return {(e.asset_check_evaluation_data.asset_key.to_user_string(), e.asset_check_evaluation_data.check_name):
+            e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
 def op_metadata(result) -> dict:
     [event] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     return {k: v.value for k, v in event.event_specific_data.metadata.items()}
@@ -44,6 +50,7 @@ def test_dry_run_deletes_nothing(s3, bucket, make_location):
     meta = op_metadata(result)
     assert meta["objects"] == len(INSIDE) and meta["dry_run"] is True
     assert "ins_dataset/raw/train.csv" in meta["keys"]
+    assert not check_evaluations(result)  # a dry run changes nothing, so it reports nothing stale
 
 
 def test_real_run_deletes_exactly_the_prefix(s3, bucket, make_location):
@@ -56,8 +63,12 @@ def test_real_run_deletes_exactly_the_prefix(s3, bucket, make_location):
     assert keys_in(s3, other_bucket) == set(INSIDE)
     meta = op_metadata(result)
     assert meta["objects"] == len(INSIDE) and meta["bytes"] == sum(0 if k.endswith("/") else 1 for k in INSIDE)
-    observations = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
-    assert observations and observations[0].asset_key.to_user_string() == "s3_listing"
+    checks = check_evaluations(result)
+    # train.csv was deleted: its copy asset's object check fails; the listing is out of date (a warning).
+    assert not checks[("train_csv", "object_exists")].passed
+    assert ("test_csv", "object_exists") not in checks  # not there before, so not deleted now
+    listing = checks[("s3_listing", "listing_is_current")]
+    assert not listing.passed and listing.severity.value == "WARN"
 
 
 def test_prefix_given_with_slashes_is_the_same_prefix(s3, bucket, make_location):
@@ -96,6 +107,7 @@ def test_partial_delete_failure_fails_the_run_and_names_the_keys(s3_server):
         delete_prefix(location.connect(), RESTRICTED_BUCKET, "data/", dry_run=False)
     assert set(raised.value.failed) == set(protected)
     assert "2 of 5 object(s)" in str(raised.value) and "data/protected/keep.csv (AccessDenied" in str(raised.value)
+    assert "batch" not in str(raised.value)  # per-key refusals are the keys', not a batch's
     assert keys_in(admin, RESTRICTED_BUCKET) == set(protected)  # the rest did go
     result = run_cleanup(location, dry_run=False, raise_on_error=False)
     assert not result.success

@@ -192,10 +192,13 @@ def test_least_privilege_identity_runs_everything(s3_server, uci_dir, tmp_path):
 
     s3_server.client().create_bucket(Bucket=LEAST_BUCKET)
     location = S3Prefix(s3=custom_connection(s3_server.state.endpoint_url, LEAST), bucket=LEAST_BUCKET)
+    instance = DagsterInstance.ephemeral()  # one instance: the cleanup sees that the run has finished
     result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, tmp_path / "c"),
-                         instance=DagsterInstance.ephemeral())
+                         instance=instance)
     assert result.success
-    cleanup = cleanup_job.execute_in_process(resources={"s3_prefix": location}, instance=DagsterInstance.ephemeral())
+    cleanup = cleanup_job.execute_in_process(
+        run_config={"ops": {"delete_objects_under_prefix": {"config": {"dry_run": False}}}},
+        resources={"s3_prefix": location}, instance=instance)
     assert cleanup.success
     assert list_objects(location.connect(), LEAST_BUCKET, "ins_dataset/").empty
     with pytest.raises(Exception, match="AccessDenied"):

@@ -33,6 +33,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from s3_assets.lib.errors import ConfigError, describe_client_error
+from s3_assets.lib.prefix_lock import Heartbeat, PrefixLocks, locks_root
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
 
 if TYPE_CHECKING:
@@ -354,6 +355,9 @@ class S3Prefix(ConfigurableResource):
     _client: Any = PrivateAttr(default=None)
     _bucket: str | None = PrivateAttr(default=None)
     _default_bucket_owner: str | None = PrivateAttr(default=None)
+    _run_id: str | None = PrivateAttr(default=None)
+    _holds_for_run: bool = PrivateAttr(default=True)
+    _heartbeat: Heartbeat | None = PrivateAttr(default=None)
 
     @field_validator("bucket")
     @classmethod
@@ -398,6 +402,12 @@ class S3Prefix(ConfigurableResource):
         # The bucket's name once per run, before any step: a missing credential or an
         # unreachable STS endpoint fails the run here, once, instead of in every step.
         self.resolved_bucket()
+        self._run_id = context.run.run_id if context.run else None
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
     # -- naming -------------------------------------------------------------------------
     @property
@@ -487,6 +497,9 @@ class S3Prefix(ConfigurableResource):
             if self.bucket_owner():
                 client.meta.events.register("before-parameter-build.s3", self._add_expected_owner)
             self._ensure_bucket(client)
+            if self._run_id and self._holds_for_run:
+                # A run holds the prefix from its first request on: a cleanup refuses meanwhile.
+                self._heartbeat = self.prefix_locks(client).hold_for_run(self._run_id)
             self._client = client
         return self._client
 
@@ -495,6 +508,16 @@ class S3Prefix(ConfigurableResource):
         else, for the SageMaker default bucket, the caller's own account (as `sagemaker` checks
         before it writes into `sagemaker-{region}-{account}`: anyone may create that name)."""
         return self.expected_bucket_owner or self._default_bucket_owner or ""
+
+    def cleanup_client(self) -> S3Client:
+        """The client for the cleanup op: its run takes the cleanup's note, not a using run's."""
+        self._holds_for_run = False
+        return self.connect()
+
+    def prefix_locks(self, client: S3Client) -> PrefixLocks:
+        """The notes by which runs using this prefix and its cleanup exclude each other."""
+        return PrefixLocks(client, self.resolved_bucket(), locks_root(self.outputs_root()), what=self.uri(self.root),
+                           write_args=self.write_args())
 
     def _add_expected_owner(self, params: dict, model: Any, **kwargs: Any) -> None:
         """Every operation that takes ExpectedBucketOwner gets it: S3 then refuses a bucket

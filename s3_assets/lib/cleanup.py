@@ -1,86 +1,251 @@
-"""Deleting everything under a prefix, and nothing else.
+"""Deleting everything under the project's prefixes, and nothing else.
 
-Keys come from listing `<prefix>/` (with the trailing slash, so `ins_dataset_old/` is never
-listed) and each one is checked again before it is sent. Deletes go out in `DeleteObjects`
-batches of up to 1,000 keys, several at once; per-key failures in the `Errors` array are
-collected and fail the run with the keys named.
+What goes: every object under each root (the data prefix `<prefix>/`, and the stored outputs'
+`<io_prefix>/<prefix>/` unless kept), listed with the trailing slash (so `ins_dataset_old/` is
+never listed) and checked again before it is sent. Roots that are empty, do not end in '/', or
+overlap each other are refused before any request is sent.
+
+How: `DeleteObjects` batches of up to 1,000 keys, several at once. botocore writes a batch as
+XML with ElementTree, which escapes only `& < >`: a key with a character XML 1.0 forbids (most
+C0 controls, U+FFFE, U+FFFF, lone surrogates) makes the whole batch `MalformedXML`, and an XML
+parser reads `\\r` as `\\n` (another key). Such keys go one at a time with `DeleteObject`, which
+carries the key in the URL. A failure of a whole batch is reported as the batch's, per-key
+`Errors` as that key's, and a listing after the deletes shows what is really gone.
+
+Versioned buckets: a delete without VersionId only adds a delete marker. The report says whether
+the bucket is versioned; `delete_versions` removes every version and marker under the roots.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from s3_assets.lib.errors import S3_FAILURES, S3AssetsError, describe_client_error
 from s3_assets.lib.listing import list_objects
+from s3_assets.lib.text import printable
 
 BATCH = 1000
 
+# XML 1.0's Char production without '\r' (which a parser turns into '\n').
+_BATCHABLE = re.compile("[\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
+
 
 class CleanupError(S3AssetsError, RuntimeError):
-    """Some keys were not deleted; the message names them."""
+    """Some objects were not deleted; the message names them (and failed batches as batches)."""
 
-    def __init__(self, message: str, failed: dict[str, str]):
+    def __init__(self, message: str, report: CleanupReport):
         super().__init__(message)
-        self.failed = failed
+        self.report = report
+        self.failed = report.failed
 
 
 class OutsidePrefixError(S3AssetsError, RuntimeError):
-    """A key outside the prefix reached the delete path: a bug, refused before sending."""
+    """A key outside the roots reached the delete path, or the roots overlap: refused before sending."""
+
+
+def batchable(key: str) -> bool:
+    """Whether `DeleteObjects`' XML body carries `key` unchanged."""
+    return _BATCHABLE.fullmatch(key) is not None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing to delete: an object, or (versions) one version or delete marker of it."""
+
+    key: str
+    size: int = 0
+    version_id: str | None = None
+
+    def label(self) -> str:
+        return self.key if self.version_id is None else f"{self.key} (version {self.version_id})"
 
 
 @dataclass
 class CleanupReport:
     bucket: str
-    root: str
+    roots: list[str]
     dry_run: bool
-    keys: list[str] = field(default_factory=list)
-    bytes: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
+    versioning: str = ""  # '' (never enabled), 'Enabled', 'Suspended', or 'unknown: <why>'
+    delete_versions: bool = False
+    failed: dict[str, str] = field(default_factory=dict)  # target label -> why
+    batch_errors: list[str] = field(default_factory=list)
+    remaining: list[str] = field(default_factory=list)  # listed again after the deletes
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted({t.key for t in self.targets})
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.size for t in self.targets)
+
+    batch_failed: list[str] = field(default_factory=list)  # targets in batches that failed as a whole
+
+    def not_deleted(self) -> set[str]:
+        return set(self.failed) | set(self.remaining) | set(self.batch_failed)
 
     @property
     def count(self) -> int:
-        return len(self.keys) - len(self.failed)
+        """Targets deleted (all of them unless the run failed)."""
+        return 0 if self.dry_run else len(self.targets) - len(self.not_deleted())
+
+    @property
+    def versioned(self) -> bool:
+        return self.versioning in ("Enabled", "Suspended")
+
+    def keys_under(self, root: str) -> list[str]:
+        return [key for key in self.keys if key.startswith(root)]
+
+    def versioning_note(self) -> str:
+        if self.versioning.startswith("unknown"):
+            return f"bucket versioning {self.versioning}"
+        if not self.versioned:
+            return "bucket not versioned: deleted objects are gone"
+        if self.delete_versions:
+            return f"bucket versioning {self.versioning}: every version and delete marker under the prefix goes"
+        return (f"bucket versioning {self.versioning}: deleting only adds delete markers; the old versions stay "
+                "(and are billed). Set delete_versions: true to remove them")
+
+
+def check_roots(roots: Iterable[str]) -> list[str]:
+    """The roots, after checking each is non-empty, ends in '/' and overlaps no other."""
+    roots = list(roots)
+    for root in roots:
+        if not root or not root.endswith("/"):
+            raise OutsidePrefixError(f"refusing to delete with prefix {root!r}: it must be non-empty and end in '/'")
+    for root in roots:
+        for other in roots:
+            if root is not other and other.startswith(root):
+                raise OutsidePrefixError(f"refusing to delete: the prefixes {root!r} and {other!r} overlap")
+    return roots
 
 
 def keys_to_delete(keys: list[str], root: str) -> list[str]:
     """The keys, after checking that each starts with a non-empty root ending in '/'."""
-    if not root or not root.endswith("/"):
-        raise OutsidePrefixError(f"refusing to delete with prefix {root!r}: it must be non-empty and end in '/'")
+    check_roots([root])
     outside = [key for key in keys if not key.startswith(root)]
     if outside:
-        raise OutsidePrefixError(f"refusing to delete {len(outside)} key(s) outside {root!r}, e.g. {outside[0]!r}")
+        raise OutsidePrefixError(
+            f"refusing to delete {len(outside)} key(s) outside {root!r}, e.g. {printable(outside[0])!r}")
     return keys
 
 
-def delete_prefix(client: Any, bucket: str, root: str, *, dry_run: bool, workers: int = 4) -> CleanupReport:
-    """Delete every object under root (or, dry run, only say what would go)."""
-    listing = list_objects(client, bucket, root)
-    keys = keys_to_delete(listing["key"].tolist(), root)
-    report = CleanupReport(bucket, root, dry_run, keys=keys, bytes=int(listing["size"].sum()))
-    if dry_run or not keys:
+def bucket_versioning(client: Any, bucket: str) -> str:
+    """'' (never enabled), 'Enabled' or 'Suspended'; 'unknown: <code>' if S3 will not say."""
+    try:
+        return client.get_bucket_versioning(Bucket=bucket).get("Status", "")
+    except ClientError as error:
+        return f"unknown: {error.response.get('Error', {}).get('Code', '?')}"
+
+
+def list_targets(client: Any, bucket: str, root: str, *, versions: bool) -> list[Target]:
+    """The current objects under root, or (versions) every version and delete marker."""
+    if not versions:
+        listing = list_objects(client, bucket, root)
+        return [Target(k, int(s)) for k, s in zip(listing["key"], listing["size"], strict=True)]
+    targets = []
+    try:
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=root):
+            targets += [Target(v["Key"], int(v.get("Size", 0)), v["VersionId"]) for v in page.get("Versions", ())]
+            targets += [Target(m["Key"], 0, m["VersionId"]) for m in page.get("DeleteMarkers", ())]
+    except S3_FAILURES as error:
+        raise describe_client_error(error, bucket=bucket, key=root, endpoint=client.meta.endpoint_url) from None
+    return targets
+
+
+def _entry(target: Target) -> dict[str, str]:
+    entry = {"Key": target.key}
+    if target.version_id is not None:
+        entry["VersionId"] = target.version_id
+    return entry
+
+
+def _delete_batch(client: Any, bucket: str, batch: list[Target]) -> tuple[dict[str, str], list[Target], str | None]:
+    """(per-key failures, the batch if it failed as a whole, and why)."""
+    try:
+        response = client.delete_objects(Bucket=bucket, Delete={"Objects": [_entry(t) for t in batch], "Quiet": True})
+    except (*S3_FAILURES, ValueError) as error:  # ValueError: a key botocore cannot encode
+        reason = describe_client_error(error, bucket=bucket, endpoint=client.meta.endpoint_url)
+        span = f"{printable(batch[0].key)!r} .. {printable(batch[-1].key)!r}"
+        return {}, batch, f"DeleteObjects of {len(batch)} key(s) ({span}) failed as a whole: {reason}"
+    failed = {}
+    for item in response.get("Errors", ()):
+        label = Target(item.get("Key", "?"), 0, item.get("VersionId") or None).label()
+        failed[label] = f"{item.get('Code', '?')}: {item.get('Message', '')}"
+    return failed, [], None
+
+
+def _delete_one(client: Any, bucket: str, target: Target) -> tuple[dict[str, str], list[Target], str | None]:
+    try:
+        client.delete_object(Bucket=bucket, **_entry(target))
+    except (*S3_FAILURES, ValueError) as error:
+        return {target.label(): str(describe_client_error(error, bucket=bucket))}, [], None
+    return {}, [], None
+
+
+def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_versions: bool = False,
+          exclude: tuple[str, ...] = (), workers: int = 4) -> CleanupReport:
+    """Delete every object under each root except those under `exclude` (or, dry run, say what
+    would go). Raises CleanupError naming what was not deleted."""
+    roots = check_roots(roots)
+    report = CleanupReport(bucket, roots, dry_run, versioning=bucket_versioning(client, bucket),
+                           delete_versions=delete_versions)
+    versions = delete_versions and report.versioned
+
+    def wanted(root: str) -> list[Target]:
+        targets = [t for t in list_targets(client, bucket, root, versions=versions) if not t.key.startswith(exclude)]
+        keys_to_delete([t.key for t in targets], root)
+        return targets
+
+    for root in roots:
+        report.targets += wanted(root)
+    if dry_run or not report.targets:
         return report
-    batches = [keys[start:start + BATCH] for start in range(0, len(keys), BATCH)]
-
-    def delete_batch(batch: list[str]) -> dict[str, str]:
-        try:
-            response = client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
-            )
-        except S3_FAILURES as error:
-            reason = str(describe_client_error(error, bucket=bucket, key=batch[0], endpoint=client.meta.endpoint_url))
-            return {key: reason for key in batch}
-        return {item["Key"]: f"{item.get('Code', '?')}: {item.get('Message', '')}" for item in response.get("Errors", ())}
-
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches)))) as pool:
-        for failed in pool.map(delete_batch, batches):
+    batchable_targets = [t for t in report.targets if batchable(t.key)]
+    jobs: list[Callable[[], tuple[dict[str, str], list[Target], str | None]]] = [
+        (lambda batch=batchable_targets[i:i + BATCH]: _delete_batch(client, bucket, batch))
+        for i in range(0, len(batchable_targets), BATCH)
+    ] + [(lambda t=t: _delete_one(client, bucket, t)) for t in report.targets if not batchable(t.key)]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+        for failed, batch, batch_error in pool.map(lambda job: job(), jobs):
             report.failed.update(failed)
-    if report.failed:
-        shown = "; ".join(f"{key} ({reason})" for key, reason in list(report.failed.items())[:10])
-        more = f" and {len(report.failed) - 10} more" if len(report.failed) > 10 else ""
-        raise CleanupError(
-            f"{len(report.failed)} of {len(keys)} object(s) under s3://{bucket}/{root} were not deleted: {shown}{more}",
-            report.failed,
-        )
+            report.batch_failed += [t.label() for t in batch]
+            if batch_error:
+                report.batch_errors.append(batch_error)
+    # What is really gone: a server may answer 204 for a key it cannot name.
+    left = {t.label() for root in roots for t in list_targets(client, bucket, root, versions=versions)}
+    report.remaining = sorted(({t.label() for t in report.targets} & left) - set(report.failed) - set(report.batch_failed))
+    if report.failed or report.batch_errors or report.remaining:
+        raise CleanupError(failure_message(report), report)
     return report
+
+
+def failure_message(report: CleanupReport, shown: int = 10) -> str:
+    where = " and ".join(f"s3://{report.bucket}/{printable(root)}" for root in report.roots)
+    parts = [(f"{len(report.not_deleted())} of {len(report.targets)} object(s) under {where} "
+              "were not deleted")]
+    if report.failed:
+        items = list(report.failed.items())
+        parts.append(f"{len(items)} refused by key: " + "; ".join(
+            f"{printable(label)} ({printable(why)})" for label, why in items[:shown])
+            + (f" and {len(items) - shown} more" if len(items) > shown else ""))
+    if report.batch_errors:
+        parts.append(f"{len(report.batch_errors)} batch(es) failed as a whole (no key at fault): "
+                     + "; ".join(report.batch_errors[:shown]))
+    if report.remaining:
+        parts.append(f"{len(report.remaining)} still listed afterwards: "
+                     + "; ".join(printable(label) for label in report.remaining[:shown])
+                     + (f" and {len(report.remaining) - shown} more" if len(report.remaining) > shown else ""))
+    return ". ".join(parts)
+
+
+def delete_prefix(client: Any, bucket: str, root: str, *, dry_run: bool, workers: int = 4) -> CleanupReport:
+    """Delete every object under one root (or, dry run, only say what would go)."""
+    return clean(client, bucket, [root], dry_run=dry_run, workers=workers)

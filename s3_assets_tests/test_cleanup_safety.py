@@ -1,0 +1,400 @@
+"""Cleanup never loses what it was not asked to delete, on the real server: overlapping prefixes
+refused before any request, keys that DeleteObjects' XML cannot carry, whole-batch failures
+reported as such, no leftovers, versioned buckets, and runs vs cleanup excluding each other."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunConfig
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecordStatus,
+)
+
+from s3_assets.defs.maintenance.cleanup import cleanup_job
+from s3_assets.defs.resources import S3Connection, S3Prefix
+from s3_assets.lib.cleanup import (
+    CleanupError,
+    Target,
+    _delete_batch,
+    batchable,
+    clean,
+    failure_message,
+)
+from s3_assets.lib.prefix_lock import PrefixBusyError, PrefixLocks, locks_root
+from s3_assets_tests.fault_proxy import FaultProxy
+from s3_assets_tests.test_cli_and_sensor import cli  # noqa: F401 - the fixture
+from s3_assets_tests.test_cleanup import keys_in, op_metadata
+from s3_assets_tests.test_listing import put_many
+
+COPIES = {"train_csv": "raw/train.csv", "test_csv": "raw/test.csv", "gt_csv": "raw/gt.csv",
+          "col_info_csv": "raw/metadata/col_info.csv"}
+
+
+def run_cleanup(location: S3Prefix, instance: DagsterInstance | None = None, raise_on_error: bool = True, **config):
+    return cleanup_job.execute_in_process(
+        run_config=RunConfig({"delete_objects_under_prefix": {"config": config}}) if config else None,
+        resources={"s3_prefix": location}, instance=instance or DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def error_text(error) -> str:
+    """A serialized error with its causes: the step error wraps what the op raised."""
+    return "" if error is None else error.message + "\n" + error_text(error.cause)
+
+
+def failure_of(result) -> str:
+    """The text of every step failure of a run."""
+    return "\n".join(error_text(e.step_failure_data.error) for e in result.all_events
+                     if e.event_type_value == "STEP_FAILURE")
+
+
+def custom(endpoint: str, s3_server, **kwargs) -> S3Connection:
+    creds = s3_server.server.credentials()
+    return S3Connection(target="custom", endpoint_url=endpoint, region_name="us-east-1", max_attempts=2,
+                        aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key, **kwargs)
+
+
+# -- 1. overlapping prefixes ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("prefix", "io_prefix"), [
+    ("dagster-io", "dagster-io"),          # equal
+    ("dagster-io/ins", "dagster-io"),      # data inside the IO prefix
+    ("data", "data/io"),                   # IO prefix inside the data
+    ("/dagster-io/", "dagster-io//"),      # equal once normalised
+])
+def test_overlapping_io_prefix_is_refused_before_any_request(s3, bucket, connection, prefix, io_prefix):
+    io_objects = ["dagster-io/other_prefix/train/manifest.json", "dagster-io/ins/x.parquet",
+                  "dagster-io/dagster-io/y.json", "data/io/data/z.json", "data/raw/train.csv"]
+    put_many(s3, bucket, io_objects)
+    with pytest.raises(ValueError, match="overlap"):  # refused when the resource is built (config)
+        S3Prefix(s3=connection, bucket=bucket, prefix=prefix, io_prefix=io_prefix)
+    # ... and again by the cleanup itself, before any request, for a resource that got past that.
+    unchecked = S3Prefix.model_construct(s3=connection, bucket=bucket, prefix=prefix, io_prefix=io_prefix,
+                                         create_bucket=False, server_side_encryption="", sse_kms_key_id="",
+                                         expected_bucket_owner="")
+    result = run_cleanup(unchecked, raise_on_error=False, dry_run=False)
+    assert not result.success
+    message = failure_of(result)
+    assert "S3_ASSETS_PREFIX" in message and "S3_ASSETS_IO_PREFIX" in message
+    assert keys_in(s3, bucket) == set(io_objects)
+
+
+# -- 2. keys the XML of DeleteObjects cannot carry ----------------------------------------------
+
+# Every C0 control but NUL (SeaweedFS refuses to store it), DEL, C1 controls, the XML non-characters
+# U+FFFE/U+FFFF, and CR / CRLF (which an XML parser reads as LF).
+CONTROL_CHARS = [chr(c) for c in range(1, 32)] + ["\x7f", "\x85", "\x9f", "\ufffe", "\uffff", "\r\n", "\u2028"]
+
+
+def test_batchable_is_exactly_what_xml_carries():
+    assert batchable("ins_dataset/a b&<>\"'/\t\n\x7f\x85\u00e9\U0001F600.csv")
+    for char in ["\x01", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\r", "\ufffe", "\uffff", "\ud800"]:
+        assert not batchable(f"ins_dataset/x{char}y"), repr(char)
+
+
+def test_keys_with_control_characters_are_deleted_one_by_one_and_nothing_else(s3, bucket, make_location):
+    odd = [f"ins_dataset/c{index:02d}-{char}-end" for index, char in enumerate(CONTROL_CHARS)]
+    plain = [f"ins_dataset/plain/{i:04d}.csv" for i in range(30)]
+    outside = [f"ins_dataset_old/c{index:02d}-{char}" for index, char in enumerate(CONTROL_CHARS[:8])]
+    # '\r\n' read as '\n' by a parser would name this sibling: it must stay unless listed itself.
+    put_many(s3, bucket, odd + plain + outside)
+    assert keys_in(s3, bucket) == set(odd + plain + outside)  # the server stored every one as given
+    result = run_cleanup(make_location(bucket), dry_run=False)
+    assert keys_in(s3, bucket) == set(outside)
+    meta = op_metadata(result)
+    assert meta["objects"] == len(odd) + len(plain)
+    shown = meta["keys"]
+    assert "\x1b" not in shown and "\\x1b" in shown and "\\r\\n" in shown  # escaped, not raw
+
+
+def test_a_batch_that_fails_as_a_whole_is_reported_as_the_batch(s3, bucket):
+    # The real server's answer to a batch whose XML it cannot parse.
+    keys = [f"ins_dataset/k{i}" for i in range(5)]
+    put_many(s3, bucket, keys + ["ins_dataset/bad\x01key"])
+    failed, batch, why = _delete_batch(s3, bucket, [Target(k) for k in [*keys, "ins_dataset/bad\x01key"]])
+    assert failed == {} and len(batch) == 6
+    assert "failed as a whole" in why and "MalformedXML" in why and "\x01" not in why
+
+
+def test_whole_batch_errors_after_retries_blame_no_key(s3_server, s3, bucket):
+    keys = [f"ins_dataset/many/{i:04d}" for i in range(1500)] + ["ins_dataset/odd\x02key"]
+    put_many(s3, bucket, keys)
+
+    def rule(method: str, path: str) -> str:  # every DeleteObjects answers 500, after botocore's retries too
+        return "internal_error" if method == "POST" and "delete" in path else "pass"
+
+    with FaultProxy(s3_server.state.ports.s3, rule=rule) as proxy:
+        client = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket).connect()
+        with pytest.raises(CleanupError) as raised:
+            clean(client, bucket, ["ins_dataset/"], dry_run=False)
+    report = raised.value.report
+    assert len(report.batch_errors) == 2 and report.failed == {}  # two batches, no key blamed
+    assert len(report.batch_failed) == 1500
+    assert report.remaining == []  # the batches' keys are not blamed one by one either
+    assert keys_in(s3, bucket) == set(keys[:1500])  # the odd key went on its own
+    message = str(raised.value)
+    assert "2 batch(es) failed as a whole (no key at fault)" in message and "InternalError" in message
+    assert "1500 of 1501" in message and "ins_dataset/many/0007" not in message
+
+
+def test_a_204_that_deleted_nothing_is_not_reported_as_deleted(s3, bucket):
+    # A version id that does not exist: S3 answers 204 and deletes nothing. The listing after
+    # the deletes is what the report believes.
+    s3.put_object(Bucket=bucket, Key="ins_dataset/a", Body=b"1")
+    from s3_assets.lib.cleanup import CleanupReport
+
+    report = CleanupReport(bucket, ["ins_dataset/"], dry_run=False, targets=[Target("ins_dataset/a")],
+                           remaining=["ins_dataset/a"])
+    assert "1 still listed afterwards: ins_dataset/a" in failure_message(report)
+
+
+# -- 3. leftovers ---------------------------------------------------------------------------
+
+def test_cleanup_stores_no_output_and_removes_the_stored_outputs(s3, bucket, make_location, run_graph, uci_dir):
+    location, instance = make_location(bucket), DagsterInstance.ephemeral()
+    run_graph(location, uci_dir, selection=["train", "train_csv"], instance=instance)
+    outputs_root = location.outputs_root()
+    s3.put_object(Bucket=bucket, Key=f"{outputs_root}train/data.parquet", Body=b"x")  # as the IO manager stores
+    s3.put_object(Bucket=bucket, Key="dagster-io/other_prefix/train/data.parquet", Body=b"x")  # another prefix's
+    before = keys_in(s3, bucket)
+    stored = {k for k in before if k.startswith(outputs_root) and "/.locks/" not in k}
+    assert stored
+
+    dry = run_cleanup(location, instance=instance)  # no config at all: a dry run
+    assert keys_in(s3, bucket) == before
+    meta = op_metadata(dry)
+    assert meta["dry_run"] is True and meta["stored_output_objects"] == len(stored)
+    assert f"{outputs_root}train/data.parquet" in meta["stored_output_keys"]
+
+    kept = run_cleanup(location, instance=instance, dry_run=False, keep_outputs=True)
+    after_kept = keys_in(s3, bucket)
+    assert stored <= after_kept and not any(k.startswith("ins_dataset/") for k in after_kept)
+
+    real = run_cleanup(location, instance=instance, dry_run=False)
+    left = keys_in(s3, bucket)
+    assert not any(k.startswith(outputs_root) for k in left)  # outputs and the lock notes: all gone
+    assert "dagster-io/other_prefix/train/data.parquet" in left
+    for result in (dry, kept, real):  # the cleanup op stored nothing of its own anywhere
+        assert not any(result.run_id in key for key in left)
+        assert not [e for e in result.all_events if e.event_type_value == "HANDLED_OUTPUT"]
+
+
+# -- 5. versioned buckets ------------------------------------------------------------------
+
+def test_versioned_bucket_is_reported_and_old_versions_go_only_when_asked(s3, bucket, make_location):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    inside, outside = ["ins_dataset/raw/train.csv", "ins_dataset/raw/metadata/col_info.csv"], ["ins_dataset_old/a"]
+    for body in (b"v1", b"v2"):
+        for key in inside + outside:
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+    location = make_location(bucket)
+
+    def versions(prefix: str) -> list[tuple[str, str]]:
+        page = s3.list_object_versions(Bucket=bucket, Prefix=prefix)
+        return [(v["Key"], v["VersionId"]) for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+
+    outside_versions = versions("ins_dataset_old/")
+    result = run_cleanup(location, dry_run=False)
+    meta = op_metadata(result)
+    assert meta["bucket_versioning"] == "Enabled" and "delete markers" in meta["versioning"]
+    assert keys_in(s3, bucket) == set(outside)
+    assert len(versions("ins_dataset/")) == 6  # 2 versions + 1 marker each: still there, as said
+
+    dry = run_cleanup(location, dry_run=True, delete_versions=True)
+    assert op_metadata(dry)["versions_and_markers"] == 6 and len(versions("ins_dataset/")) == 6
+    run_cleanup(location, dry_run=False, delete_versions=True)
+    assert versions("ins_dataset/") == []
+    assert versions("ins_dataset_old/") == outside_versions
+
+
+# -- 4. runs and cleanup exclude each other ------------------------------------------------------
+
+class Gate:
+    """Holds the first request that matches until released: a step paused mid-run, no sleeps."""
+
+    def __init__(self, matches):
+        self.matches, self.reached, self.release = matches, threading.Event(), threading.Event()
+
+    def __call__(self, method: str, path: str) -> None:
+        if not self.reached.is_set() and self.matches(method, path):
+            self.reached.set()
+            assert self.release.wait(120), "the test never released the gate"
+
+
+def in_thread(target):
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = target()
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            box["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def seed_copies(s3, bucket: str, body: bytes = b"old\n") -> None:
+    for relative in COPIES.values():
+        s3.put_object(Bucket=bucket, Key=f"ins_dataset/{relative}", Body=body)
+
+
+def test_cleanup_refuses_while_a_run_of_another_instance_uses_the_prefix(s3_server, s3, bucket, make_location,
+                                                                        run_graph, uci_dir):
+    seed_copies(s3, bucket, b"same bytes are not written again\n")
+    # The run pauses at its first look at raw/train.csv (a HEAD: it may skip the PUT).
+    gate = Gate(lambda method, path: method == "HEAD" and path.endswith("/ins_dataset/raw/train.csv"))
+    with FaultProxy(s3_server.state.ports.s3, on_request=gate) as proxy:
+        run_location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket)
+        thread, box = in_thread(lambda: run_graph(run_location, uci_dir, selection=["train", "train_csv"]))
+        assert gate.reached.wait(120)
+        try:
+            refused = run_cleanup(make_location(bucket), raise_on_error=False, dry_run=False)  # another instance
+        finally:
+            gate.release.set()
+        thread.join(120)
+    assert not refused.success
+    message = failure_of(refused)
+    run_id = box["result"].run_id
+    assert run_id in message and "not known to this Dagster instance" in message and "Nothing was deleted" in message
+    assert box["result"].success
+    assert {f"ins_dataset/{r}" for r in COPIES.values()} <= keys_in(s3, bucket)
+
+
+def test_a_run_refuses_while_a_cleanup_holds_the_prefix(s3_server, s3, bucket, make_location, run_graph, uci_dir):
+    seed_copies(s3, bucket)
+    gate = Gate(lambda method, path: method == "POST" and "delete" in path)  # the cleanup's first batch
+    with FaultProxy(s3_server.state.ports.s3, on_request=gate) as proxy:
+        cleanup_location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket)
+        thread, box = in_thread(lambda: run_cleanup(cleanup_location, dry_run=False))
+        assert gate.reached.wait(120)
+        try:
+            run = run_graph(make_location(bucket), uci_dir, selection=["train", "train_csv"], raise_on_error=False)
+        finally:
+            gate.release.set()
+        thread.join(120)
+    cleanup = box["result"]
+    assert cleanup.success and not run.success
+    assert cleanup.run_id in failure_of(run) and "is being cleaned up" in failure_of(run)
+    assert not any(k.startswith("ins_dataset/") for k in keys_in(s3, bucket))  # nothing written after all
+
+
+def test_a_finished_run_of_the_same_instance_does_not_block_and_its_note_goes(s3, bucket, make_location, run_graph,
+                                                                               uci_dir):
+    location = make_location(bucket)
+    instance = DagsterInstance.ephemeral()
+    done = run_graph(location, uci_dir, selection=["train", "train_csv"], instance=instance)
+    notes = locks_root(location.outputs_root())
+    assert any(k.startswith(f"{notes}writers/{done.run_id}/") for k in keys_in(s3, bucket))
+    refused = run_cleanup(location, raise_on_error=False, dry_run=False)  # another instance: must wait
+    assert not refused.success and done.run_id in failure_of(refused)
+    run_cleanup(location, instance=instance, dry_run=False)  # this instance knows the run is finished
+    assert not any(k.startswith((notes, "ins_dataset/")) for k in keys_in(s3, bucket))
+
+
+def test_an_expired_note_does_not_block_and_two_cleanups_exclude_each_other(s3, bucket, make_location):
+    location = make_location(bucket)
+    seed_copies(s3, bucket)
+    client = location.connect()
+    crashed = PrefixLocks(client, bucket, locks_root(location.outputs_root()), what="test", ttl_seconds=0)
+    crashed.hold_for_run("crashed-run").stop()  # its process died: the note expires at once
+    holder = PrefixLocks(client, bucket, locks_root(location.outputs_root()), what="test")
+    with holder.cleanup("other-cleanup-run"):
+        refused = run_cleanup(location, raise_on_error=False, dry_run=False)
+        assert not refused.success and "other-cleanup-run" in failure_of(refused)
+        with pytest.raises(PrefixBusyError, match="other-cleanup-run"):
+            holder.hold_for_run("late-run")
+    run_cleanup(location, dry_run=False)
+    assert keys_in(s3, bucket) == set()
+
+
+# When the cleanup starts: with the run (it usually wins: the run computes before its first
+# request), at the run's first request, or at the PUT of the run's note (both contend for the notes).
+STARTS = ["together", "first request", "note put"]
+
+
+@pytest.mark.parametrize("attempt", range(12))
+def test_run_and_cleanup_started_together_never_both_succeed_with_data_lost(s3_server, s3, make_location, run_graph,
+                                                                            uci_dir, attempt):
+    bucket = f"race-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    seed_copies(s3, bucket, b"stale\n" if attempt % 2 else b"")
+    stage = STARTS[attempt % 3]
+    go = threading.Event()
+    if stage == "together":
+        go.set()
+
+    def observe(method: str, path: str) -> None:
+        if stage == "first request" or (method == "PUT" and "/.locks/writers/" in path):
+            go.set()
+
+    with FaultProxy(s3_server.state.ports.s3, on_request=observe) as proxy:
+        run_location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket)
+        start = threading.Barrier(2)
+
+        def graph():
+            start.wait()
+            return run_graph(run_location, uci_dir, selection=["train", "train_csv"], raise_on_error=False,
+                             instance=DagsterInstance.ephemeral())
+
+        def cleanup():
+            start.wait()
+            go.wait(120)
+            return run_cleanup(make_location(bucket), raise_on_error=False, dry_run=False)  # another instance
+
+        (run_thread, run_box), (cleanup_thread, cleanup_box) = in_thread(graph), in_thread(cleanup)
+        run_thread.join(180)
+        cleanup_thread.join(180)
+    run, cleaned = run_box["result"], cleanup_box["result"]
+    if run.success:  # what the run says it wrote is there
+        assert "ins_dataset/raw/train.csv" in keys_in(s3, bucket)
+    if not cleaned.success:  # a refused cleanup names the run that holds the prefix
+        assert run.run_id in failure_of(cleaned)
+    if not run.success:  # a refused run names the cleanup
+        assert cleaned.run_id in failure_of(run)
+    # Both refusing is possible (each saw the other's note) and loses nothing.
+
+
+# -- C. checks show what a cleanup removed -------------------------------------------------------
+
+def latest_status(instance: DagsterInstance, asset: str, check: str):
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [AssetCheckKey(AssetKey(asset), check)]).get(AssetCheckKey(AssetKey(asset), check))
+    return record.status if record else None
+
+
+def test_cleanup_turns_checks_red_until_the_next_materialization(s3, bucket, make_location, run_graph, uci_dir):
+    location = make_location(bucket)
+    instance = DagsterInstance.ephemeral()
+    selection = ["*s3_listing"]
+    run_graph(location, uci_dir, selection=selection, instance=instance)
+    passed, failed = AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED
+    checks = [(asset, "object_exists") for asset in COPIES] + [("s3_listing", "listing_is_current")]
+    assert {check: latest_status(instance, *check) for check in checks} == dict.fromkeys(checks, passed)
+
+    run_cleanup(location, instance=instance, dry_run=False)
+    assert {check: latest_status(instance, *check) for check in checks} == dict.fromkeys(checks, failed)
+    listing_record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [AssetCheckKey(AssetKey("s3_listing"), "listing_is_current")])[AssetCheckKey(AssetKey("s3_listing"),
+                                                                                    "listing_is_current")]
+    assert listing_record.event.dagster_event.event_specific_data.severity.value == "WARN"
+
+    run_graph(location, uci_dir, selection=selection, instance=instance)
+    assert {check: latest_status(instance, *check) for check in checks} == dict.fromkeys(checks, passed)
+
+
+# -- B. a cleanup without config deletes nothing --------------------------------------------------
+
+def test_cli_cleanup_without_config_is_a_dry_run(cli, s3, bucket):
+    keys = ["ins_dataset/raw/train.csv", "ins_dataset/notes.txt"]
+    put_many(s3, bucket, keys)
+    done = cli("job", "execute", "-m", "s3_assets.definitions", "-j", "cleanup_job")
+    assert "would delete 2 object(s)" in done.stderr
+    assert set(keys) <= keys_in(s3, bucket)
+    cli("job", "execute", "-m", "s3_assets.definitions", "-j", "cleanup_job", "-c", "config/cleanup.yaml")
+    assert not any(k.startswith("ins_dataset/") for k in keys_in(s3, bucket))
