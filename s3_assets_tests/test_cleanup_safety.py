@@ -12,6 +12,7 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunConfig
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
+from pydantic import model_validator
 
 from s3_assets.defs.maintenance.cleanup import cleanup_job
 from s3_assets.defs.resources import S3Connection, S3Prefix
@@ -25,8 +26,8 @@ from s3_assets.lib.cleanup import (
 )
 from s3_assets.lib.prefix_lock import PrefixBusyError, PrefixLocks, locks_root
 from s3_assets_tests.fault_proxy import FaultProxy
-from s3_assets_tests.test_cli_and_sensor import cli  # noqa: F401 - the fixture
 from s3_assets_tests.test_cleanup import keys_in, op_metadata
+from s3_assets_tests.test_cli_and_sensor import cli  # noqa: F401 - the fixture
 from s3_assets_tests.test_listing import put_many
 
 COPIES = {"train_csv": "raw/train.csv", "test_csv": "raw/test.csv", "gt_csv": "raw/gt.csv",
@@ -60,6 +61,14 @@ def custom(endpoint: str, s3_server, **kwargs) -> S3Connection:
 
 # -- 1. overlapping prefixes ------------------------------------------------------------------
 
+class UncheckedPrefix(S3Prefix):
+    """An S3Prefix without the load-time overlap check, as a resource built some other way."""
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> UncheckedPrefix:
+        return self
+
+
 @pytest.mark.parametrize(("prefix", "io_prefix"), [
     ("dagster-io", "dagster-io"),          # equal
     ("dagster-io/ins", "dagster-io"),      # data inside the IO prefix
@@ -73,9 +82,7 @@ def test_overlapping_io_prefix_is_refused_before_any_request(s3, bucket, connect
     with pytest.raises(ValueError, match="overlap"):  # refused when the resource is built (config)
         S3Prefix(s3=connection, bucket=bucket, prefix=prefix, io_prefix=io_prefix)
     # ... and again by the cleanup itself, before any request, for a resource that got past that.
-    unchecked = S3Prefix.model_construct(s3=connection, bucket=bucket, prefix=prefix, io_prefix=io_prefix,
-                                         create_bucket=False, server_side_encryption="", sse_kms_key_id="",
-                                         expected_bucket_owner="")
+    unchecked = UncheckedPrefix(s3=connection, bucket=bucket, prefix=prefix, io_prefix=io_prefix)
     result = run_cleanup(unchecked, raise_on_error=False, dry_run=False)
     assert not result.success
     message = failure_of(result)
@@ -390,7 +397,7 @@ def test_cleanup_turns_checks_red_until_the_next_materialization(s3, bucket, mak
 
 # -- B. a cleanup without config deletes nothing --------------------------------------------------
 
-def test_cli_cleanup_without_config_is_a_dry_run(cli, s3, bucket):
+def test_cli_cleanup_without_config_is_a_dry_run(cli, s3, bucket):  # noqa: F811 - the imported fixture
     keys = ["ins_dataset/raw/train.csv", "ins_dataset/notes.txt"]
     put_many(s3, bucket, keys)
     done = cli("job", "execute", "-m", "s3_assets.definitions", "-j", "cleanup_job")

@@ -191,7 +191,7 @@ def _delete_one(client: Any, bucket: str, target: Target) -> tuple[dict[str, str
 
 
 def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_versions: bool = False,
-          exclude: tuple[str, ...] = (), workers: int = 4) -> CleanupReport:
+          exclude: tuple[str, ...] = (), workers: int = 8) -> CleanupReport:
     """Delete every object under each root except those under `exclude` (or, dry run, say what
     would go). Raises CleanupError naming what was not deleted."""
     roots = check_roots(roots)
@@ -246,6 +246,6 @@ def failure_message(report: CleanupReport, shown: int = 10) -> str:
     return ". ".join(parts)
 
 
-def delete_prefix(client: Any, bucket: str, root: str, *, dry_run: bool, workers: int = 4) -> CleanupReport:
+def delete_prefix(client: Any, bucket: str, root: str, *, dry_run: bool, workers: int = 8) -> CleanupReport:
     """Delete every object under one root (or, dry run, only say what would go)."""
     return clean(client, bucket, [root], dry_run=dry_run, workers=workers)
