@@ -163,7 +163,7 @@ def test_a_204_that_deleted_nothing_is_not_reported_as_deleted(s3, bucket):
 
 def test_cleanup_stores_no_output_and_removes_the_stored_outputs(s3, bucket, make_location, run_graph, uci_dir):
     location, instance = make_location(bucket), DagsterInstance.ephemeral()
-    run_graph(location, uci_dir, selection=["train", "train_csv"], instance=instance)
+    run_graph(location, uci_dir, selection="*train_csv", instance=instance)
     outputs_root = location.outputs_root()
     s3.put_object(Bucket=bucket, Key=f"{outputs_root}train/data.parquet", Body=b"x")  # as the IO manager stores
     s3.put_object(Bucket=bucket, Key="dagster-io/other_prefix/train/data.parquet", Body=b"x")  # another prefix's
@@ -258,7 +258,7 @@ def test_cleanup_refuses_while_a_run_of_another_instance_uses_the_prefix(s3_serv
     gate = Gate(lambda method, path: method == "HEAD" and path.endswith("/ins_dataset/raw/train.csv"))
     with FaultProxy(s3_server.state.ports.s3, on_request=gate) as proxy:
         run_location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket)
-        thread, box = in_thread(lambda: run_graph(run_location, uci_dir, selection=["train", "train_csv"]))
+        thread, box = in_thread(lambda: run_graph(run_location, uci_dir, selection="*train_csv"))
         assert gate.reached.wait(120)
         try:
             refused = run_cleanup(make_location(bucket), raise_on_error=False, dry_run=False)  # another instance
@@ -281,7 +281,7 @@ def test_a_run_refuses_while_a_cleanup_holds_the_prefix(s3_server, s3, bucket, m
         thread, box = in_thread(lambda: run_cleanup(cleanup_location, dry_run=False))
         assert gate.reached.wait(120)
         try:
-            run = run_graph(make_location(bucket), uci_dir, selection=["train", "train_csv"], raise_on_error=False)
+            run = run_graph(make_location(bucket), uci_dir, selection="*train_csv", raise_on_error=False)
         finally:
             gate.release.set()
         thread.join(120)
@@ -295,7 +295,7 @@ def test_a_finished_run_of_the_same_instance_does_not_block_and_its_note_goes(s3
                                                                                uci_dir):
     location = make_location(bucket)
     instance = DagsterInstance.ephemeral()
-    done = run_graph(location, uci_dir, selection=["train", "train_csv"], instance=instance)
+    done = run_graph(location, uci_dir, selection="*train_csv", instance=instance)
     notes = locks_root(location.outputs_root())
     assert any(k.startswith(f"{notes}writers/{done.run_id}/") for k in keys_in(s3, bucket))
     refused = run_cleanup(location, raise_on_error=False, dry_run=False)  # another instance: must wait
@@ -346,7 +346,7 @@ def test_run_and_cleanup_started_together_never_both_succeed_with_data_lost(s3_s
 
         def graph():
             start.wait()
-            return run_graph(run_location, uci_dir, selection=["train", "train_csv"], raise_on_error=False,
+            return run_graph(run_location, uci_dir, selection="*train_csv", raise_on_error=False,
                              instance=DagsterInstance.ephemeral())
 
         def cleanup():
