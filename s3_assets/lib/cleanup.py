@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -209,10 +210,10 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
     if dry_run or not report.targets:
         return report
     batchable_targets = [t for t in report.targets if batchable(t.key)]
-    jobs: list[Callable[[], tuple[dict[str, str], list[Target], str | None]]] = [
-        (lambda batch=batchable_targets[i:i + BATCH]: _delete_batch(client, bucket, batch))
-        for i in range(0, len(batchable_targets), BATCH)
-    ] + [(lambda t=t: _delete_one(client, bucket, t)) for t in report.targets if not batchable(t.key)]
+    jobs: list[Callable[[], tuple[dict[str, str], list[Target], str | None]]] = []
+    for i in range(0, len(batchable_targets), BATCH):
+        jobs.append(partial(_delete_batch, client, bucket, batchable_targets[i:i + BATCH]))
+    jobs += [partial(_delete_one, client, bucket, t) for t in report.targets if not batchable(t.key)]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
         for failed, batch, batch_error in pool.map(lambda job: job(), jobs):
             report.failed.update(failed)
