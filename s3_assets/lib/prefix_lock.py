@@ -102,6 +102,9 @@ class PrefixLocks:
                 return self._put(key, owner, kind, ttl=ttl)
             raise describe_client_error(error, bucket=self.bucket, key=key,
                                         endpoint=self.client.meta.endpoint_url) from None
+        except S3_FAILURES as error:
+            raise describe_client_error(error, bucket=self.bucket, key=key,
+                                        endpoint=self.client.meta.endpoint_url) from None
 
     def read(self, key: str) -> tuple[Note, datetime] | None:
         """The note at key and the server's time of reading it, or None if there is none."""
@@ -226,7 +229,7 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 self._renew()
-            except Exception:  # noqa: BLE001, S110 - a missed renewal only shortens the hold; the next one retries
+            except S3AssetsError:  # noqa: S110 - a missed renewal only shortens the hold; the next one retries
                 pass
 
     def stop(self) -> None:
