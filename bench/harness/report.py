@@ -56,40 +56,58 @@ def plot(raw: dict, out: Path) -> str | None:
 
 
 def targets(raw: dict) -> list[str]:
-    lines = ["| target | measured | verdict |", "|---|---|---|"]
-    scenarios = raw["scenarios"]
-    for name, by_rtt in scenarios.items():
+    """One row per target: the measured ratio, the verdict, and the numbers behind it."""
+    lines = ["| target | measured | verdict | the numbers behind it |", "|---|---|---|---|"]
+
+    def row(target: str, measured: str, ok: bool, numbers: str) -> None:
+        lines.append(f"| {target} | {measured} | {verdict(ok)} | {numbers} |")
+
+    cpu = raw.get("loading_cpu", {})
+    for name, by_rtt in raw["scenarios"].items():
         if name.startswith("loading") and "small" in name:
+            files = int(re.sub(r"\D", "", name.split(" small")[0]) or 1)
             for rtt, want in (("20", 25), ("0", 4)):
                 if rtt in by_rtt:
-                    r = by_rtt[rtt][NOTEBOOK + " (read_csv loop)"] / by_rtt[rtt][LOAD_PROJECT]
-                    lines.append(f"| {name} at {rtt} ms: ≥ {want} × faster than the notebook's loop | "
-                                 f"{r:.1f} × faster | {verdict(r >= want)} |")
+                    ours, nb = by_rtt[rtt][LOAD_PROJECT], by_rtt[rtt][NOTEBOOK + " (read_csv loop)"]
+                    per_cpu = cpu.get(rtt, {}).get(LOAD_PROJECT)
+                    row(f"{name} at {rtt} ms: ≥ {want} × faster than the notebook's loop", f"{nb / ours:.1f} × faster",
+                        nb / ours >= want,
+                        f"notebook {nb:.1f} s ({nb * 1000 / files:.0f} ms a file), this project {ours:.2f} s "
+                        f"({ours * 1000 / files:.2f} ms a file"
+                        + (f", {per_cpu * 1000 / files:.2f} ms of it client CPU" if per_cpu else "") + ")")
             wrangler = by_rtt.get("20", {}).get("awswrangler read_csv(use_threads)")
             if wrangler:
-                r = wrangler / by_rtt["20"][LOAD_PROJECT]
-                lines.append(f"| {name} at 20 ms: ≥ 2 × faster than awswrangler | {r:.1f} × faster | {verdict(r >= 2)} |")
+                ours = by_rtt["20"][LOAD_PROJECT]
+                row(f"{name} at 20 ms: ≥ 2 × faster than awswrangler", f"{wrangler / ours:.1f} × faster",
+                    wrangler / ours >= 2, f"awswrangler {wrangler:.2f} s, this project {ours:.2f} s")
         if name.startswith("listing"):  # the target is set at 100,000 objects
             if by_rtt.get("20", {}).get("s5cmd ls"):
-                r = by_rtt["20"]["s5cmd ls"] / by_rtt["20"][PROJECT]
-                lines.append(f"| {name} at 20 ms: ≥ 2 × faster than `s5cmd ls` | {r:.2f} × faster | {verdict(r >= 2)} |")
+                ours, s5 = by_rtt["20"][PROJECT], by_rtt["20"]["s5cmd ls"]
+                row(f"{name} at 20 ms: ≥ 2 × faster than `s5cmd ls`", f"{s5 / ours:.2f} × faster", s5 / ours >= 2,
+                    f"s5cmd {s5:.2f} s (process start included), this project {ours:.2f} s, one paginator "
+                    f"{by_rtt['20'][ONE_PAGINATOR]:.2f} s")
             if "0" in by_rtt:
-                r = by_rtt["0"][PROJECT] / by_rtt["0"][ONE_PAGINATOR]
-                lines.append(f"| {name} at 0 ms: never slower than one paginator | {r:.2f} × its time | "
-                             f"{verdict(r <= 1.0)} |")
+                ours, one = by_rtt["0"][PROJECT], by_rtt["0"][ONE_PAGINATOR]
+                row(f"{name} at 0 ms: never slower than one paginator", f"{ours / one:.2f} × its time", ours <= one,
+                    f"this project {ours:.2f} s, one paginator {one:.2f} s")
         if name.startswith("deleting") and by_rtt.get("20", {}).get("s5cmd rm"):
-            r = by_rtt["20"][PROJECT] / by_rtt["20"]["s5cmd rm"]
-            lines.append(f"| {name} at 20 ms: no slower than `s5cmd rm` | {r:.2f} × its time | {verdict(r <= 1.0)} |")
+            ours, s5 = by_rtt["20"][PROJECT], by_rtt["20"]["s5cmd rm"]
+            row(f"{name} at 20 ms: no slower than `s5cmd rm`", f"{ours / s5:.2f} × its time", ours <= s5,
+                f"this project {ours:.2f} s, s5cmd rm {s5:.2f} s (process start included)")
     for step, mem in raw.get("memory", {}).items():
+        extra = (mem["peak_kb"] - mem["baseline_kb"]) * 1024
         if step.startswith("loading"):
-            r = (mem["peak_kb"] - mem["baseline_kb"]) * 1024 / mem["bytes"]
-            lines.append(f"| {step}: peak grows by ≤ 2.5 × S | {r:.2f} × S | {verdict(r <= 2.5)} |")
+            row(f"{step}: peak grows by ≤ 2.5 × S", f"{extra / mem['bytes']:.2f} × S", extra / mem["bytes"] <= 2.5,
+                f"{extra / 1e6:.0f} MB above the baseline for {mem['bytes'] / 1e6:.0f} MB, the frame itself included")
         else:
-            per = (mem["peak_kb"] - mem["baseline_kb"]) * 1024 / max(1, mem.get("objects", 1))
-            lines.append(f"| {step}: < 1 KB per object at peak | {per:.0f} B | {verdict(per < 1024)} |")
+            per = extra / max(1, mem.get("objects", 1))
+            row(f"{step}: < 1 KB per object at peak", f"{per:.0f} B", per < 1024, f"{extra / 1e6:.1f} MB above the baseline")
     for rtt, graph in raw.get("whole_graph", {}).items():
-        r = graph["dagster asset materialize --select '*'"] / graph["plain script of the notebook's steps"]
-        lines.append(f"| whole graph on the CLI at {rtt} ms: ≤ 3 × a plain script | {r:.2f} × | {verdict(r <= 3)} |")
+        total, script = graph["dagster asset materialize --select '*'"], graph["plain script of the notebook's steps"]
+        imports = graph["import s3_assets.definitions (python -c)"]
+        row(f"whole graph on the CLI at {rtt} ms: ≤ 3 × a plain script", f"{total / script:.2f} ×", total <= 3 * script,
+            f"graph {total:.1f} s: importing the code location {imports:.1f} s alone is {imports / script:.1f} × the "
+            f"script's {script:.1f} s; the other {total - imports:.1f} s are Dagster's 23 steps and their S3 round trips")
     return lines
 
 
