@@ -281,6 +281,9 @@ class EmbeddedS3:
             binary, f"-logdir={logs}", f"-config_dir={security_dir(self.data_dir)}", "mini",
             f"-dir={self.data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
             "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            # Each bucket takes volumes of its own, and weed's volume count defaults to free disk /
+            # volume size (1 GB): 63 GB free allowed only ~60 buckets. Small volumes, many of them.
+            "-master.volumeSizeLimitMB=64",
             # The master's and filer's HTTP APIs (assign, lookup, file read/write/delete) are off;
             # S3 reaches them over mTLS gRPC and writes to the volume server with JWTs.
             "-disableHttp",
