@@ -5,8 +5,9 @@ in `test-artifacts/` (issue 12):
 1. the catalog and the S3 copies' pages show the real URI (no `s3:////` from a swallowed
    `<bucket>`), and the metadata after "materialize all" (`dagster/uri`, per-frame table);
 2. the cleanup Launchpad starts from `dry_run: true`;
-3. after a real cleanup run, the S3 copies' checks show failed;
-4. the change sensor is listed with its description.
+3. after a real cleanup run, the S3 copies' `object_exists` checks show failed;
+4. the change sensor: its ticks ignore the project's own writes and see someone else's key
+   (GraphQL's `sensorDryRun`, and the UI's "Preview tick result").
 
 Servers run in their own process group and are always torn down. Nothing waits a fixed time:
 every wait is on a condition (a page text, a run status), with a deadline that fails the
@@ -281,11 +282,13 @@ def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
     result = preview_tick(browser, baseline["cursor"])
     assert "Requested runs (1)" in result, result
 
-    # §2: the cleanup Launchpad and what it pre-fills.
-    show(browser, f"{url}/locations/s3_assets/jobs/cleanup_job/playground", ["dry_run"], "2-cleanup-launchpad.png")
+    # §2: the cleanup Launchpad pre-fills a dry run.
+    show(browser, f"{url}/locations/s3_assets/jobs/cleanup_job/playground", ["dry_run: true"], "2-cleanup-launchpad.png",
+         absent=("dry_run: false",))
 
-    # §3: a real cleanup run, and what the copies' checks show after it.
+    # §3: a real cleanup turns the copies' `object_exists` checks red until they are written again.
     run_to_end(client, log, "cleanup_job", {"ops": {CLEANUP_OP: {"config": {"dry_run": False}}}})
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="ins_dataset/")
-    show(browser, f"{url}/assets/train_csv?view=checks", ["matches_raw_table"], "3-train_csv-checks-after-cleanup.png")
+    show(browser, f"{url}/assets/train_csv?view=checks&checkDetail=object_exists", ["object_exists", "Failed"],
+         "3-train_csv-checks-after-cleanup.png")
     show(browser, f"{url}/assets", ASSETS, "3-catalog-after-cleanup.png")

@@ -43,7 +43,7 @@ SHOWN_KEYS = 50
 
 class CleanupConfig(Config):
     dry_run: bool = Field(default=True, description="only list what would be deleted; write `dry_run: false` to delete")
-    keep_outputs: bool = Field(default=False, description="keep the stored step outputs under <io_prefix>/<prefix>/")
+    keep_outputs: bool = Field(default=False, description="keep the stored step outputs under `<io_prefix>/<prefix>/`")
     delete_versions: bool = Field(
         default=False, description="versioned bucket: also delete every old version and delete marker under the prefix")
 
