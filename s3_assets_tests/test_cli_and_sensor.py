@@ -29,7 +29,7 @@ def cli(s3_server, bucket, uci_dir, tmp_path):
            "S3_ASSETS_CACHE_DIR": str(tmp_path / "cache")}
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([DAGSTER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run([DAGSTER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         if check and done.returncode != 0:
             raise AssertionError(f"dagster {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
         return done

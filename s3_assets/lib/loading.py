@@ -263,6 +263,10 @@ class Fetcher:
             if not error.in_parallel:
                 raise
             return self._load_arrow(key, max_bytes, serial=True)  # a big file: again, for the line
+        except TransportError:
+            # arrow gave up on the connection but S3 answers botocore: the transfer broke, not
+            # the object. botocore's retry policy (total_max_attempts, mode) gets the last word.
+            return self._load_botocore(key, size, max_bytes)
 
     def _load_arrow(self, key: str, max_bytes: int, serial: bool) -> pd.DataFrame:
         try:
@@ -301,8 +305,12 @@ class Fetcher:
         except S3_FAILURES as botocore_error:
             return LoadError(str(describe_client_error(botocore_error, bucket=self.bucket, key=key,
                                                        endpoint=self.client.meta.endpoint_url)))
-        return LoadError(f"reading s3://{self.bucket}/{printable(key)} at {self.client.meta.endpoint_url} "
-                         f"failed: {printable(str(error))}")
+        return TransportError(f"reading s3://{self.bucket}/{printable(key)} at {self.client.meta.endpoint_url} "
+                              f"failed: {printable(str(error))}")
+
+
+class TransportError(LoadError):
+    """arrow's transfer broke while S3 itself still answers: worth one more try through botocore."""
 
 
 class PrefixedBody(io.RawIOBase):
