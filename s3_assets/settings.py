@@ -17,13 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import Config, ConfigurableResource, EnvVar
 from pydantic import ValidationError
 from pydantic_core import PydanticUndefined
 
 from s3_assets.defs.io_manager import S3ParquetIOManager
 from s3_assets.defs.resources import S3Connection, S3Prefix, UciSource
 from s3_assets.lib.errors import ConfigError
+from s3_assets.local_cluster.settings import ClusterSettings
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Setting:
     """One environment variable and the resource field it sets."""
 
     var: str
-    resource: type[ConfigurableResource]
+    resource: type[ConfigurableResource] | type[Config]
     field: str
     # Set but empty means the empty value (the bucket root, no offline copy), not the default.
     empty_is_a_value: bool = False
@@ -81,6 +82,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("S3_ASSETS_LOCAL_ADMIN_PORT", S3Connection, "local_admin_port"),
     Setting("S3_ASSETS_GRPC_PORT_OFFSET", S3Connection, "grpc_port_offset"),
     Setting("S3_ASSETS_WEED_BINARY", S3Connection, "weed_binary"),
+    Setting("S3_ASSETS_CLUSTER_DIR", ClusterSettings, "cluster_dir"),
+    Setting("S3_ASSETS_CLUSTER_WORKERS", ClusterSettings, "workers"),
+    Setting("S3_ASSETS_CELERY_BROKER_URL", ClusterSettings, "celery_broker_url"),
+    Setting("S3_ASSETS_REDIS_BINARY", ClusterSettings, "redis_binary"),
 )
 
 # Secrets: passed as EnvVar (the UI shows the variable's name, never its value).
@@ -92,7 +97,7 @@ SECRETS = {
 ENV_VARS = (*(s.var for s in SETTINGS), *SECRETS)
 
 
-def _values(resource: type[ConfigurableResource], env: Mapping[str, str]) -> dict[str, str]:
+def _values(resource: type[ConfigurableResource] | type[Config], env: Mapping[str, str]) -> dict[str, str]:
     values = {}
     for setting in SETTINGS:
         if setting.resource is not resource or setting.var not in env:
@@ -103,7 +108,7 @@ def _values(resource: type[ConfigurableResource], env: Mapping[str, str]) -> dic
     return values
 
 
-def _build(resource: type[ConfigurableResource], env: Mapping[str, str], **extra: Any) -> Any:
+def _build(resource: type[ConfigurableResource] | type[Config], env: Mapping[str, str], **extra: Any) -> Any:
     """Build one resource from the environment; a refused value names its variable(s)."""
     values = _values(resource, env)
     try:
@@ -112,7 +117,7 @@ def _build(resource: type[ConfigurableResource], env: Mapping[str, str], **extra
         raise _named(resource, error, values) from None  # the cause is restated in full
 
 
-def _named(resource: type[ConfigurableResource], error: ValidationError, values: Mapping[str, str]) -> ConfigError:
+def _named(resource: type[ConfigurableResource] | type[Config], error: ValidationError, values: Mapping[str, str]) -> ConfigError:
     """pydantic's error, restated with the S3_ASSETS_* variables that set the fields."""
     var_of = {s.field: s.var for s in SETTINGS if s.resource is resource}
     problems, variables = [], []
@@ -146,6 +151,11 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
 def load_connection(env: Mapping[str, str] = os.environ) -> S3Connection:
     """Only the connection to the embedded S3 (for `s3-assets-local`, whatever the target)."""
     return _build(S3Connection, {k: v for k, v in env.items() if k != "S3_ASSETS_TARGET"})
+
+
+def load_cluster_settings(env: Mapping[str, str] = os.environ) -> ClusterSettings:
+    """The Celery cluster's settings (executor, run launcher, workers, `s3-assets-cluster`)."""
+    return _build(ClusterSettings, env)
 
 
 def configuration_table() -> str:

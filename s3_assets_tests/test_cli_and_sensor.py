@@ -132,6 +132,22 @@ def test_sensor_sees_overwrite_in_the_same_second_and_deletion(s3, bucket, make_
         assert not evaluate(instance, location, deleted.cursor).run_requests
 
 
+def test_a_preview_of_a_tick_changes_nothing_the_next_tick_sees(s3, bucket, make_location):
+    """The UI's "Preview tick result" evaluates the sensor and keeps no cursor."""
+    location = make_location(bucket)
+    s3.put_object(Bucket=bucket, Key="ins_dataset/a.csv", Body=b"a\n1\n")
+    with DagsterInstance.ephemeral() as instance:
+        base = evaluate(instance, location)
+        s3.put_object(Bucket=bucket, Key="ins_dataset/b.csv", Body=b"b\n1\n")
+        s3.delete_object(Bucket=bucket, Key="ins_dataset/a.csv")
+        previews = [evaluate(instance, location, base.cursor) for _ in range(2)]
+        real = evaluate(instance, location, base.cursor)
+        for result in [*previews, real]:
+            [run] = result.run_requests
+            assert run.tags["s3_assets/new_objects"] == "1" and run.tags["s3_assets/deleted_objects"] == "1"
+        assert not evaluate(instance, location, real.cursor).run_requests
+
+
 def test_sensor_does_not_fire_on_the_projects_own_writes(s3, bucket, make_location, run_graph, uci_dir):
     location = make_location(bucket)
     with DagsterInstance.ephemeral() as instance:
@@ -159,6 +175,7 @@ def test_sensor_tick_is_bounded_and_a_large_prefix_is_walked_across_ticks(s3, bu
     with DagsterInstance.ephemeral() as instance:
         cursor, ticks = None, 0
         while True:
+            evaluate(instance, location, cursor, sensor)  # a preview from the same cursor, not kept
             result = evaluate(instance, location, cursor, sensor)
             state = json.loads(result.cursor)
             assert state["pages"] <= 4  # the work of one tick is bounded

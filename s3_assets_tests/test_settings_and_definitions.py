@@ -38,6 +38,7 @@ PUBLIC_VARIABLES = [
     "S3_ASSETS_SOURCE_RETRIES", "S3_ASSETS_LOCAL_DIR",
     "S3_ASSETS_LOCAL_S3_PORT", "S3_ASSETS_LOCAL_MASTER_PORT", "S3_ASSETS_LOCAL_VOLUME_PORT",
     "S3_ASSETS_LOCAL_FILER_PORT", "S3_ASSETS_LOCAL_ADMIN_PORT", "S3_ASSETS_GRPC_PORT_OFFSET", "S3_ASSETS_WEED_BINARY",
+    "S3_ASSETS_CLUSTER_DIR", "S3_ASSETS_CLUSTER_WORKERS", "S3_ASSETS_CELERY_BROKER_URL", "S3_ASSETS_REDIS_BINARY",
 ]
 
 
@@ -154,6 +155,20 @@ def test_aws_without_bucket_leaves_it_to_the_sagemaker_rule():
 def test_bad_settings_fail_at_load_naming_the_variable(env, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         resources(env)
+
+
+def test_cluster_settings_come_from_the_same_reader():
+    """The Celery cluster is no resource, but its variables are fields read the same way."""
+    from s3_assets.settings import load_cluster_settings
+
+    defaults = load_cluster_settings({})
+    assert (defaults.workers, defaults.celery_broker_url, defaults.redis_binary) == (2, "", "")
+    chosen = load_cluster_settings({"S3_ASSETS_CLUSTER_WORKERS": " 5 ", "S3_ASSETS_REDIS_BINARY": "/opt/redis",
+                                    "S3_ASSETS_CLUSTER_DIR": "/tmp/c"})
+    assert (chosen.workers, chosen.redis_binary, chosen.cluster_dir) == (5, "/opt/redis", "/tmp/c")
+    for raw in ("0", "65", "two"):
+        with pytest.raises(ConfigError, match=re.escape(f"S3_ASSETS_CLUSTER_WORKERS={raw!r}")):
+            load_cluster_settings({"S3_ASSETS_CLUSTER_WORKERS": raw})
 
 
 @pytest.mark.parametrize(("prefix", "io_prefix"), [

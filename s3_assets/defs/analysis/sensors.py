@@ -8,9 +8,11 @@ materialization recorded (its `state_digest`).
 
 Bounded ticks: a tick lists at most `pages_per_tick` pages, and starts no page after
 `seconds_per_tick`; a larger prefix is walked over several ticks, the cursor carrying the
-continuation token. The pages walked so far and the last
-complete state are Parquet files under the instance's storage directory, not in the cursor
-(cursors live in Dagster's database and stay a few hundred bytes).
+continuation token. The pages walked so far and the last complete state are Parquet files
+under the instance's storage directory, not in the cursor (cursors live in Dagster's database
+and stay a few hundred bytes). The cursor names the files it stands for, so an evaluation
+whose cursor Dagster does not keep (the UI's "Preview tick result", a failed tick) changes
+nothing that the next real tick sees.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ refresh_listing_job = define_asset_job(
 )
 STATE_COLUMNS = ["key", "etag", "size"]
 SHOWN_KEYS = 20
+UNREFERENCED_TTL_SECONDS = 600
 
 
 def _state_from_table(table: pa.Table) -> dict[str, ObjectState]:
@@ -83,6 +86,39 @@ def _listing_digest(context: SensorEvaluationContext) -> str | None:
     return str(value.value) if value is not None else None
 
 
+def _state_name(state_id: str | None) -> str:
+    return f"state-{state_id}.parquet" if state_id else "state.parquet"  # "state.parquet": before 0.3
+
+
+def _read_state(folder: Path, state_id: str | None) -> dict[str, ObjectState] | None:
+    path = folder / _state_name(state_id)
+    return _state_from_table(pq.read_table(path)) if path.exists() else None
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    pq.write_table(table, partial)
+    partial.replace(path)
+
+
+def _forget_unreferenced(folder: Path, keep: set[str]) -> None:
+    """Remove states and sweeps that no cursor names any more.
+
+    The files are a function of the cursor: a tick writes new ones and names them in the cursor
+    it returns, and an evaluation whose cursor Dagster does not keep (a preview, a tick that
+    failed) leaves files that nothing names. Those are removed once they are older than any
+    evaluation still under way can be (Dagster stops a sensor evaluation after 60 s).
+    """
+    cutoff = time.time() - UNREFERENCED_TTL_SECONDS
+    for entry in folder.iterdir():
+        if entry.name in keep or entry.stat().st_mtime > cutoff:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def not_own(changes: Changes, current: dict[str, ObjectState], own: dict[str, ObjectState]) -> Changes:
     """The changes minus new or changed keys whose content is what the project wrote there."""
     return changes.without(key for key in changes.new + changes.changed if own.get(key) == current.get(key))
@@ -103,11 +139,13 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
         folder = (Path(context.instance.storage_directory()) / "s3_change_sensor"
                   / hashlib.sha256(f"{name}\x00{bucket}\x00{root}".encode()).hexdigest()[:16])
         cursor = json.loads(context.cursor) if context.cursor else {}
-        sweep, token = cursor.get("sweep") or uuid.uuid4().hex, cursor.get("token")
+        baseline_id = cursor.get("state")
+        sweep = cursor.get("sweep") or uuid.uuid4().hex
+        token = cursor.get("token") if cursor.get("sweep") else None
+        start = int(cursor.get("sweep_pages", 0)) if token else 0
         parts = folder / f"sweep-{sweep}"
-        if token is None and parts.exists():  # a sweep that never finished: start it again
-            shutil.rmtree(parts)
         parts.mkdir(parents=True, exist_ok=True)
+        _forget_unreferenced(folder, keep={f"sweep-{sweep}", _state_name(baseline_id)})
         client, batches, pages, started = s3_prefix.connect(), [], 0, time.monotonic()
         with fast_path(client):
             while pages < pages_per_tick and (pages == 0 or time.monotonic() - started < seconds_per_tick):
@@ -117,20 +155,25 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
                 pages, token = pages + 1, page.token
                 if token is None:
                     break
-        pq.write_table(pa.Table.from_batches(batches, schema=RAW_SCHEMA).select(STATE_COLUMNS),
-                       parts / f"part-{len(list(parts.iterdir())):06d}.parquet")
+        # Named by the page it starts at: an evaluation whose cursor is never kept (the UI's
+        # "Preview tick result") writes the very file the real tick from that cursor writes.
+        _write_atomically(pa.Table.from_batches(batches, schema=RAW_SCHEMA).select(STATE_COLUMNS),
+                          parts / f"part-{start:09d}.parquet")
         if token is not None:
-            listed = sum(pq.read_metadata(p).num_rows for p in parts.iterdir())
+            listed = sum(pq.read_metadata(p).num_rows for p in parts.glob("part-*.parquet"))
             return SensorResult(skip_reason=SkipReason(f"listing in progress: {listed:,} objects so far"),
-                                cursor=json.dumps({"sweep": sweep, "token": token, "pages": pages}))
-        current_table = pa.concat_tables(pq.read_table(p) for p in sorted(parts.iterdir()))
-        current = _state_from_table(current_table)
-        baseline_path = folder / "state.parquet"
-        baseline = _state_from_table(pq.read_table(baseline_path)) if baseline_path.exists() else None
-        pq.write_table(current_table, folder / "state.parquet.new")
-        (folder / "state.parquet.new").replace(baseline_path)
-        shutil.rmtree(parts)
-        done = json.dumps({"sweep": None, "token": None, "pages": pages, "objects": len(current)})
+                                cursor=json.dumps({"sweep": sweep, "token": token, "pages": pages,
+                                                   "sweep_pages": start + pages, "state": baseline_id}))
+        current: dict[str, ObjectState] = {}
+        for part in sorted(parts.glob("part-*.parquet")):
+            current.update(_state_from_table(pq.read_table(part)))
+        baseline = _read_state(folder, baseline_id)
+        state_id = uuid.uuid4().hex
+        _write_atomically(pa.table({"key": list(current), "etag": [v[0] for v in current.values()],
+                                    "size": pa.array([v[1] for v in current.values()], pa.int64())}),
+                          folder / _state_name(state_id))
+        done = json.dumps({"sweep": None, "token": None, "pages": pages, "objects": len(current),
+                           "state": state_id})
         if baseline is None:
             return SensorResult(skip_reason=SkipReason(f"baseline: {len(current):,} object(s) under the prefix"),
                                 cursor=done)

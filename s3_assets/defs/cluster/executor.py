@@ -85,9 +85,9 @@ def _celery_executor_class():
 def s3_celery_executor(init_context):
     import os
 
-    from s3_assets.local_cluster.settings import app_args
+    from s3_assets.local_cluster.settings import app_args, cluster_settings
 
-    if not os.environ.get("S3_ASSETS_CELERY_BROKER_URL", "").strip():
+    if not cluster_settings().celery_broker_url.strip():
         from s3_assets.local_cluster.cluster import LocalCluster
 
         LocalCluster().check_settings(dict(os.environ))
