@@ -73,3 +73,29 @@ def test_hostile_keys_stay_text_in_listing_and_file_map(s3, bucket, make_locatio
     warnings = [m for m in messages if m and "cannot name" in m]
     assert len(warnings) == 1 and all(printable(key) in warnings[0] for key in unnamed)
     assert not any(m and ("\x1b" in m or "\u202e" in m or "\r" in m) for m in messages)
+
+
+HOSTILE_KEYS = ["ins_dataset/raw/\x1b[2J\x1b[31mred.csv", "ins_dataset/raw/line\nbreak.csv",
+                "ins_dataset/raw/\u202eevil.csv", "ins_dataset/raw/bell\x07.csv"]
+
+
+def test_error_messages_show_keys_as_text():
+    """Every error that names a key shows it escaped: no terminal escape, line break or bidi
+    control of a key reaches a log, a terminal or the UI raw."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+
+    from s3_assets.lib.errors import describe_client_error
+    from s3_assets.lib.loading import gzip_error
+
+    for key in HOSTILE_KEYS:
+        denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetObject")
+        messages = [
+            str(describe_client_error(denied, bucket="b", key=key, endpoint="http://127.0.0.1:1")),
+            str(describe_client_error(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), bucket="b", key=key)),
+            str(describe_client_error(ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), bucket="b", key=key)),
+            str(describe_client_error(ValueError(f"odd {key}"), bucket="b", key=key)),
+            str(gzip_error(key)),
+        ]
+        for message in messages:
+            assert printable(message) == message.replace("\\", "\\\\"), message
+            assert printable(key) in message, message

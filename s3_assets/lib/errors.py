@@ -17,6 +17,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from s3_assets.lib.text import printable
+
 HINTS = {
     "NoSuchBucket": "the bucket does not exist: create it or fix S3_ASSETS_BUCKET",
     "InvalidAccessKeyId": "the access key is not known to this endpoint: check the credentials",
@@ -61,7 +63,7 @@ def describe_client_error(
     error: Exception, *, bucket: str, key: str | None = None, endpoint: str | None = None
 ) -> S3OperationError:
     """Wrap an S3 failure in a message that names where it happened and what to do."""
-    where = f"s3://{bucket}/{key}" if key is not None else f"bucket {bucket!r}"
+    where = f"s3://{bucket}/{printable(key)}" if key is not None else f"bucket {bucket!r}"
     at = f" at {endpoint}" if endpoint else ""
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "") or str(
@@ -91,4 +93,5 @@ def describe_client_error(
             "S3_ASSETS_ACCESS_KEY_ID/S3_ASSETS_SECRET_ACCESS_KEY pair",
             "NoCredentials",
         )
-    return S3OperationError(f"S3 call on {where}{at} failed: {type(error).__name__}: {error}", type(error).__name__)
+    return S3OperationError(f"S3 call on {where}{at} failed: {type(error).__name__}: {printable(str(error))}",
+                            type(error).__name__)

@@ -158,7 +158,7 @@ def list_page(client: Any, **params: Any) -> Page:
     rows = taken if taken is not None else _batch_from_parsed(parsed.get("Contents", []))
     token = parsed.get("NextContinuationToken") if parsed.get("IsTruncated") else None
     if parsed.get("IsTruncated") and not token:
-        raise S3OperationError(f"ListObjectsV2 on s3://{params['Bucket']}/{params.get('Prefix', '')}: the server "
+        raise S3OperationError(f"ListObjectsV2 on s3://{params['Bucket']}/{printable(params.get('Prefix', ''))}: the server "
                                "says the listing is truncated but gives no continuation token", "BadListing")
     return Page(rows, token, prefixes)
 
@@ -191,7 +191,7 @@ def _pages_after(client: Any, bucket: str, root: str, page_size: int, token: str
         yield page.rows
         token = page.token
         if token in seen:
-            raise S3OperationError(f"ListObjectsV2 on s3://{bucket}/{root}: the server repeats a continuation "
+            raise S3OperationError(f"ListObjectsV2 on s3://{bucket}/{printable(root)}: the server repeats a continuation "
                                    "token; the listing would never end", "BadListing")
         seen.add(token)
 
@@ -304,7 +304,7 @@ class _ParallelListing:
             if stop is not None or page.token is None:
                 return
             if page.token in tokens:
-                raise S3OperationError(f"ListObjectsV2 on s3://{self.bucket}/{self.root}: the server repeats a "
+                raise S3OperationError(f"ListObjectsV2 on s3://{self.bucket}/{printable(self.root)}: the server repeats a "
                                        "continuation token; the listing would never end", "BadListing")
             token = page.token
             tokens.add(token)

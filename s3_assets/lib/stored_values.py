@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from s3_assets.lib.dictionary import DataDictionary
 from s3_assets.lib.errors import S3AssetsError, describe_client_error
+from s3_assets.lib.text import printable
 
 MANIFEST = "manifest.json"
 FORMAT = "s3-assets/stored-value/1"
@@ -139,15 +140,15 @@ def read_manifest(client: Any, bucket: str, base: str) -> dict:
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            raise StoredValueError(f"no stored value at s3://{bucket}/{base} (no {MANIFEST}): "
+            raise StoredValueError(f"no stored value at s3://{bucket}/{printable(base)} (no {MANIFEST}): "
                                    "materialize the upstream asset first") from None
         raise describe_client_error(error, bucket=bucket, key=key) from error
     try:
         manifest = json.loads(body)
     except ValueError:
-        raise StoredValueError(f"s3://{bucket}/{key} is not JSON: not a value this project stored") from None
+        raise StoredValueError(f"s3://{bucket}/{printable(key)} is not JSON: not a value this project stored") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise StoredValueError(f"s3://{bucket}/{key} is not a manifest of format {FORMAT!r}")
+        raise StoredValueError(f"s3://{bucket}/{printable(key)} is not a manifest of format {FORMAT!r}")
     return manifest
 
 
