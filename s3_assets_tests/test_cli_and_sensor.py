@@ -161,6 +161,27 @@ def test_sensor_does_not_fire_on_the_projects_own_writes(s3, bucket, make_locati
         assert [r.tags["s3_assets/overwritten_objects"] for r in other.run_requests] == ["1"]
 
 
+def test_sensor_does_not_fire_on_the_projects_own_cleanup(s3, bucket, make_location):
+    from dagster import RunConfig
+
+    from s3_assets.defs.maintenance.cleanup import cleanup_job
+
+    location = make_location(bucket)
+    for name in ("a.csv", "b.csv"):
+        s3.put_object(Bucket=bucket, Key=f"ins_dataset/raw/{name}", Body=b"x\n1\n")
+    with DagsterInstance.ephemeral() as instance:
+        base = evaluate(instance, location)
+        cleanup_job.execute_in_process(
+            run_config=RunConfig({"delete_objects_under_prefix": {"config": {"dry_run": False}}}),
+            resources={"s3_prefix": location}, instance=instance)
+        after = evaluate(instance, location, base.cursor)
+        assert not after.run_requests, after.skip_reason  # the deletions were the project's own
+        s3.put_object(Bucket=bucket, Key="ins_dataset/raw/c.csv", Body=b"x\n2\n")
+        arrived = evaluate(instance, location, after.cursor)
+        assert [(r.tags["s3_assets/new_objects"], r.tags["s3_assets/deleted_objects"])
+                for r in arrived.run_requests] == [("1", "0")]
+
+
 def test_sensor_tick_is_bounded_and_a_large_prefix_is_walked_across_ticks(s3, bucket, make_location):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -4,7 +4,7 @@ Each tick compares the listing with the last one it saw (key -> ETag and size, `
 so it sees new keys, deletions and an overwrite within the same second, whatever the keys sort
 as. Objects the project's own runs wrote are not counted: an S3 copy whose ETag and size are
 what its latest materialization recorded, and a listing equal to what the latest `s3_listing`
-materialization recorded (its `state_digest`).
+materialization or the latest cleanup recorded (their `state_digest`).
 
 Bounded ticks: a tick lists at most `pages_per_tick` pages, and starts no page after
 `seconds_per_tick`; a larger prefix is walked over several ticks, the cursor carrying the
@@ -28,7 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
-    AssetKey,
+    AssetCheckEvaluation,
+    AssetCheckKey,
     AssetSelection,
     DefaultSensorStatus,
     RunRequest,
@@ -40,6 +41,7 @@ from dagster import (
     sensor,
 )
 
+from s3_assets.defs.maintenance.checks import LISTING_IS_CURRENT, LISTING_KEY
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
 from s3_assets.lib.changes import Changes, ObjectState, diff_states, state_digest
@@ -78,12 +80,20 @@ def _own_writes(context: SensorEvaluationContext, s3_prefix: S3Prefix) -> dict[s
     return own
 
 
-def _listing_digest(context: SensorEvaluationContext) -> str | None:
-    event = context.instance.get_latest_materialization_event(AssetKey("s3_listing"))
-    if event is None or event.asset_materialization is None:
-        return None
-    value = event.asset_materialization.metadata.get("state_digest")
-    return str(value.value) if value is not None else None
+def _own_digests(context: SensorEvaluationContext) -> set[str]:
+    """Fingerprints of the prefix as the project's own runs left it: the latest `s3_listing`
+    materialization, and the latest cleanup (its `listing_is_current` result)."""
+    digests = set()
+    event = context.instance.get_latest_materialization_event(LISTING_KEY)
+    if event is not None and event.asset_materialization is not None:
+        digests.add(event.asset_materialization.metadata.get("state_digest"))
+    check = AssetCheckKey(LISTING_KEY, LISTING_IS_CURRENT)
+    record = context.instance.event_log_storage.get_latest_asset_check_execution_by_key([check]).get(check)
+    evaluation = record.event.dagster_event.event_specific_data if record and record.event and \
+        record.event.dagster_event else None
+    if isinstance(evaluation, AssetCheckEvaluation):
+        digests.add(evaluation.metadata.get("state_digest"))
+    return {str(value.value) for value in digests if value is not None}
 
 
 def _state_name(state_id: str | None) -> str:
@@ -178,8 +188,8 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
             return SensorResult(skip_reason=SkipReason(f"baseline: {len(current):,} object(s) under the prefix"),
                                 cursor=done)
         changes = diff_states(baseline, current)
-        if changes and _listing_digest(context) == state_digest(current):
-            changes = Changes()  # the latest s3_listing already describes exactly this
+        if changes and state_digest(current) in _own_digests(context):
+            changes = Changes()  # the latest s3_listing, or a cleanup, left exactly this
         changes = not_own(changes, current, _own_writes(context, s3_prefix))
         if not changes:
             return SensorResult(skip_reason=SkipReason("no object added, changed or deleted by others"), cursor=done)

@@ -2,6 +2,7 @@
 and nothing else, on demand or weekly. A dry run unless `dry_run: false` is written out."""
 
 from collections.abc import Iterator
+from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
@@ -32,8 +33,10 @@ from s3_assets.defs.maintenance.checks import (
 from s3_assets.defs.metadata import code_block
 from s3_assets.defs.per_file.retention import remove_file_partitions
 from s3_assets.defs.resources import S3Prefix, normalise_prefix
+from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.cleanup import CleanupError, CleanupReport, clean
 from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.listing import list_objects
 from s3_assets.lib.prefix_lock import PrefixLocks, locks_root
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
@@ -73,8 +76,12 @@ def _target_of(context: OpExecutionContext, asset_key: AssetKey) -> AssetCheckEv
 
 
 def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, report: CleanupReport,
-                          deleted: set[str]) -> Iterator[AssetCheckEvaluation]:
-    """Failing check results for the assets whose objects this cleanup deleted."""
+                          deleted: set[str], client: Any) -> Iterator[AssetCheckEvaluation]:
+    """Failing check results for the assets whose objects this cleanup deleted.
+
+    The listing's result carries `state_digest`: the fingerprint of what is under the prefix
+    once the cleanup is done, so that the change sensor counts the cleanup's deletions as the
+    project's own (like a listing it wrote), not as someone else's change."""
     where = f"cleanup run {context.run_id}"
     for table in UCI_TABLES:
         key = s3_prefix.key(table.s3_relative)
@@ -91,7 +98,13 @@ def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, repo
             asset_key=LISTING_KEY, check_name=LISTING_IS_CURRENT, passed=False, severity=AssetCheckSeverity.WARN,
             target_materialization_data=_target_of(context, LISTING_KEY),
             description=f"{where} deleted {len(data_deleted)} object(s) under {s3_prefix.uri(s3_prefix.root)}",
-            metadata={"deleted_keys": len(data_deleted), "deleted_by_run": context.run_id})
+            metadata={"deleted_keys": len(data_deleted), "deleted_by_run": context.run_id,
+                      "state_digest": after_cleanup_digest(client, s3_prefix)})
+
+
+def after_cleanup_digest(client: Any, s3_prefix: S3Prefix) -> str:
+    left = list_objects(client, s3_prefix.resolved_bucket(), s3_prefix.root)
+    return state_digest(state_of(left["key"], left["etag"], left["size"]))
 
 
 @op(out=Out(Nothing), description="Delete every object under the configured prefix (`S3_ASSETS_PREFIX`) and the "
@@ -123,7 +136,7 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
             report, failure = run_clean()
             deleted = set(report.keys) - {label.split(" (version ", 1)[0] for label in report.not_deleted()}
             # Recorded while the prefix is still held: no run can write it again before these land.
-            yield from staleness_evaluations(context, s3_prefix, report, deleted)
+            yield from staleness_evaluations(context, s3_prefix, report, deleted, client)
             # Dagster's data-retention pattern: the per-file partitions of deleted files go too.
             remove_file_partitions(context, s3_prefix, sorted(deleted))
     if failure is not None:
