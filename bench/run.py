@@ -102,6 +102,8 @@ def run_all(bench: Bench, args: argparse.Namespace, raw: dict, workdir: Path) ->
         for name, prefix in spaces.items():
             log(f"{key} ms: {listing_label[name]}")
             raw["scenarios"][listing_label[name]][key] = scenarios.listing(target, prefix, n, args.repeat)
+        log(f"{key} ms: change sensor ticks over {n:,} objects")
+        raw.setdefault("sensor", {})[key] = scenarios.sensor_ticks(target, spaces["flat"], n)
         log(f"{key} ms: {small_label}")
         raw["scenarios"][small_label][key] = scenarios.loading(target, small_label, small, sizes, args.repeat, workdir)
         raw.setdefault("loading_cpu", {})[key] = dict(tools.CPU)

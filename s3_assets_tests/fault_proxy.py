@@ -6,7 +6,8 @@ connection, or stall; an `answer` hook may answer a request with an S3 error of 
 (as AWS answers a request whose ExpectedBucketOwner is not the bucket's owner). It records each
 request's method, path and headers, and can call a hook when a request arrives (e.g. to SIGKILL
 the server at the second multipart part), and can rewrite response bodies (e.g. to answer in
-another server's XML namespace).
+another server's XML namespace). It serves both as the endpoint (`GET /bucket/key`) and as an
+HTTP forward proxy (`GET http://host:port/bucket/key`, what HTTP_PROXY makes a client send).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 ERROR_BODY = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
               "<Message>injected by the test proxy</Message></Error>")
@@ -94,11 +96,14 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                target = urlsplit(self.path)  # a forward proxy's request names the whole URL
+                path = target.path + (f"?{target.query}" if target.query else "")
                 upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
                 try:
-                    upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                    upstream.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
                     for name, value in self.headers.items():
-                        upstream.putheader(name, value)
+                        if name.lower() != "proxy-connection":
+                            upstream.putheader(name, value)
                     upstream.endheaders(body)
                     response = upstream.getresponse()
                     data = response.read()

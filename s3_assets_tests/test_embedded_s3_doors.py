@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from s3_assets.lib.local_process import pid_alive
 from s3_assets.local_s3.security import (
     CA_CERT,
     NODE_CERT,
@@ -30,7 +31,7 @@ from s3_assets.local_s3.security import (
     SECURITY_DIR,
     SECURITY_TOML,
 )
-from s3_assets.local_s3.server import EmbeddedS3, _pid_alive, find_free_ports
+from s3_assets.local_s3.server import EmbeddedS3, find_free_ports
 
 MARKER = b"door-probe-secret-content-" + uuid.uuid4().hex.encode()
 
@@ -310,6 +311,6 @@ def test_a_server_of_an_older_version_is_restarted_not_reused(tmp_path):
         second = server.ensure_running()
         assert second.pid != first.pid and second.version == 2
         assert server.status() == second
-        assert not _pid_alive(first.pid)
+        assert not pid_alive(first.pid)
     finally:
         server.stop()

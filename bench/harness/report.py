@@ -102,6 +102,11 @@ def targets(raw: dict) -> list[str]:
         else:
             per = extra / max(1, mem.get("objects", 1))
             row(f"{step}: < 1 KB per object at peak", f"{per:.0f} B", per < 1024, f"{extra / 1e6:.1f} MB above the baseline")
+    for rtt, ticks in raw.get("sensor", {}).items():
+        row(f"change sensor over {ticks['objects']:,} objects at {rtt} ms: every tick < 30 s",
+            f"longest {ticks['longest_tick']:.1f} s", ticks["longest_tick"] < 30,
+            f"the baseline sweep took {ticks['baseline_ticks']} tick(s), {ticks['baseline_seconds']:.1f} s in all "
+            "(100 pages and 20 s a tick at most); then a tick that found no change")
     for rtt, graph in raw.get("whole_graph", {}).items():
         total, script = graph["dagster asset materialize --select '*'"], graph["plain script of the notebook's steps"]
         imports = graph["import s3_assets.definitions (python -c)"]

@@ -192,6 +192,41 @@ def memory(target: Target, step: str, prefix: str) -> dict[str, int]:
     return json.loads(line)
 
 
+# -- the change sensor ----------------------------------------------------------------------
+def sensor_ticks(target: Target, prefix: str, n: int) -> dict[str, float | int]:
+    """`s3_change_sensor` as the daemon runs it, tick after tick, over n objects: its first sweep
+    (the baseline, ticks bounded by pages and seconds) and one tick that finds no change."""
+    import time as clock
+
+    from dagster import DagsterInstance, build_sensor_context
+
+    from s3_assets.defs.analysis.sensors import s3_change_sensor
+    from s3_assets.defs.resources import S3Connection, S3Prefix
+
+    s3_prefix = S3Prefix(bucket=BUCKET, prefix=prefix, s3=S3Connection(
+        target="custom", endpoint_url=target.endpoint, region_name="us-east-1",
+        aws_access_key_id=target.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=target.env["AWS_SECRET_ACCESS_KEY"]))
+    ticks: list[float] = []
+    with DagsterInstance.ephemeral() as instance:
+        cursor = None
+        while True:
+            with build_sensor_context(instance=instance, cursor=cursor, resources={"s3_prefix": s3_prefix}) as context:
+                started = clock.perf_counter()
+                result = s3_change_sensor(context)
+                ticks.append(clock.perf_counter() - started)
+            cursor = result.cursor
+            if json.loads(cursor)["token"] is None:
+                break
+        sweep = list(ticks)
+        with build_sensor_context(instance=instance, cursor=cursor, resources={"s3_prefix": s3_prefix}) as context:
+            started = clock.perf_counter()
+            quiet = s3_change_sensor(context)
+            ticks.append(clock.perf_counter() - started)
+        assert not quiet.run_requests and json.loads(quiet.cursor)["objects"] == n
+    return {"objects": n, "baseline_ticks": len(sweep), "baseline_seconds": sum(sweep),
+            "quiet_ticks": len(ticks) - len(sweep), "longest_tick": max(ticks)}
+
+
 # -- the whole graph on the CLI --------------------------------------------------------------
 def whole_graph(bench: Bench, target: Target, source: Path, repeat: int) -> Results:
     home = bench.workdir / f"dagster_home_{int(target.rtt_ms)}"

@@ -39,18 +39,6 @@ class LatencyProxy:
         self.port = int(line.split()[1])
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
-    def local_tree(self, names: list[str], make: Callable[[int], bytes], body: object) -> Path:
-        """The files to upload, written once per key list and body and reused (deleting seeds
-        the same 10,000 objects for every tool at every round trip)."""
-        cache_key = (tuple(names), body if isinstance(body, bytes) else id(body))
-        if cache_key not in self.trees:
-            local = Path(tempfile.mkdtemp(dir=self.workdir))
-            for i, name in enumerate(names):
-                (local / name).parent.mkdir(parents=True, exist_ok=True)
-                (local / name).write_bytes(make(i))
-            self.trees[cache_key] = local
-        return self.trees[cache_key]
-
     def stop(self) -> None:
         self.process.terminate()
         try:

@@ -9,7 +9,6 @@ and the server's config file) and never on a command line, where `ps` would show
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -17,10 +16,12 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from s3_assets.lib.errors import S3AssetsError
+from s3_assets.lib.local_process import exclusive_lock, log_tail, pid_alive, terminate, write_private
 
 LOOPBACK = "127.0.0.1"
 PASSWORD_FILE = "broker-password"
@@ -65,26 +66,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a file that only its owner may read, created with that mode (no window)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
 
 
 @dataclass(frozen=True)
@@ -118,14 +101,10 @@ class LocalBroker:
             os.chmod(folder, 0o700)
 
     @contextlib.contextmanager
-    def lock(self):
+    def lock(self) -> Iterator[None]:
         self._prepare()
-        with open(self.directory / ".broker.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive_lock(self.directory / ".broker.lock"):
+            yield
 
     def password(self) -> str:
         """Generated on first use (256 bits), kept owner-only."""
@@ -223,24 +202,5 @@ class LocalBroker:
             return True
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def terminate(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it lingers."""
-    import signal
-
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        return log_tail(self.log_path, lines)
 

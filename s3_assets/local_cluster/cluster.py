@@ -20,13 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s3_assets.local_cluster.broker import (
-    BrokerState,
-    ClusterError,
-    LocalBroker,
-    pid_alive,
-    terminate,
-)
+from s3_assets.lib.local_process import pid_alive, terminate
+from s3_assets.local_cluster.broker import BrokerState, ClusterError, LocalBroker
 from s3_assets.local_cluster.settings import QUEUE, cluster_dir, cluster_settings
 
 WORKERS_FILE = "workers.json"

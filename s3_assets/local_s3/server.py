@@ -11,13 +11,11 @@ holds a file lock.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from s3_assets.lib.errors import S3AssetsError
+from s3_assets.lib.local_process import exclusive_lock, log_tail, pid_alive, terminate, write_private
 from s3_assets.local_s3.security import ensure_tls, security_dir, write_security_toml
 
 LOOPBACK = "127.0.0.1"
@@ -148,19 +147,6 @@ def find_free_ports(attempts: int = 200) -> LocalS3Ports:
     raise EmbeddedS3Error("no free loopback ports found")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited child not yet reaped) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _answers_http(port: int, timeout: float = 0.5) -> bool:
@@ -209,12 +195,8 @@ class EmbeddedS3:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         self._prepare_dir()
-        with open(self.data_dir / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive_lock(self.data_dir / ".lock"):
+            yield
 
     def credentials(self) -> Credentials:
         """The server's credentials, generated on first use and kept readable by the owner only."""
@@ -222,9 +204,7 @@ class EmbeddedS3:
         if not path.exists():
             self._prepare_dir()
             creds = Credentials("s3assets" + secrets.token_hex(6), secrets.token_urlsafe(30))
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(creds), handle)
+            write_private(path, json.dumps(asdict(creds)), exclusive=True)
         os.chmod(path, 0o600)
         return Credentials(**json.loads(path.read_text()))
 
@@ -237,7 +217,7 @@ class EmbeddedS3:
                                 private_tmp=bool(raw.get("private_tmp")), version=int(raw.get("version", 1)))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if _pid_alive(state.pid) and _answers_http(state.ports.s3):
+        if pid_alive(state.pid) and _answers_http(state.ports.s3):
             return state
         return None
 
@@ -253,7 +233,7 @@ class EmbeddedS3:
             if state and state.version == STATE_VERSION:
                 return state
             if state:
-                _terminate(state.pid)
+                terminate(state.pid)
                 _remove_tmp_sockets(state.ports)
                 (self.data_dir / STATE_FILE).unlink(missing_ok=True)
             return self._start(timeout)
@@ -322,7 +302,7 @@ class EmbeddedS3:
                     )
                     return state
                 time.sleep(0.1)
-        _terminate(process.pid)
+        terminate(process.pid)
         raise EmbeddedS3Error(
             f"the embedded S3 did not answer on {state.endpoint_url} within {timeout:.0f}s; "
             f"log tail ({self.log_path}):\n{self.log_tail()}"
@@ -335,15 +315,12 @@ class EmbeddedS3:
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
             if not state:
                 return False
-            _terminate(state.pid, timeout)
+            terminate(state.pid, timeout)
             _remove_tmp_sockets(state.ports)
             return True
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
 
 # Run in a new mount namespace (inside a user namespace, so no privilege is needed) whose /tmp
@@ -438,16 +415,3 @@ def _remove_tmp_sockets(ports: LocalS3Ports) -> None:
             if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.getuid():
                 path.unlink()
 
-
-def _terminate(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
