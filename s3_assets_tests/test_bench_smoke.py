@@ -37,6 +37,8 @@ def test_bench_smoke_run_writes_measured_tables(tmp_path):
     assert re.search(r"\| loading 5 small CSVs at 20 ms: ≥ 25 × faster than the notebook's loop \| [0-9.]+ × faster \|",
                      report)
     assert re.search(r"\| whole graph on the CLI at 0 ms: ≤ 3 × a plain script \| [0-9.]+ × \|", report)
+    assert re.search(r"\| change sensor over 120 objects at 20 ms: every tick < 30 s \| longest [0-9.]+ s \|", report)
+    assert raw["sensor"]["20"]["objects"] == 120 and raw["sensor"]["20"]["baseline_ticks"] >= 1
     assert raw["memory"]["loading one 1 MB CSV"]["peak_kb"] >= raw["memory"]["loading one 1 MB CSV"]["baseline_kb"]
 
 

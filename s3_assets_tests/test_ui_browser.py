@@ -7,7 +7,8 @@ in `test-artifacts/` (issue 12):
 2. the cleanup Launchpad starts from `dry_run: true`;
 3. after a real cleanup run, the S3 copies' `object_exists` checks show failed;
 4. the change sensor: its ticks ignore the project's own writes and see someone else's key
-   (GraphQL's `sensorDryRun`, and the UI's "Preview tick result").
+   (GraphQL's `sensorDryRun`, and the UI's "Preview tick result"), and a preview changes
+   nothing that the next evaluation sees.
 
 Servers run in their own process group and are always torn down. Nothing waits a fixed time:
 every wait is on a condition (a page text, a run status), with a deadline that fails the
@@ -277,10 +278,12 @@ def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
     s3.put_object(Bucket=bucket, Key="ins_dataset/raw/extra.csv", Body=b"a,b\n1,2\n")
     show(browser, f"{url}/locations/s3_assets/sensors/s3_change_sensor", ["s3_change_sensor", "refresh_listing"],
          "4-sensor.png")
-    # The tick after someone else's write, in the UI (a preview also stores the sensor's state,
-    # so this is the one evaluation that sees the new key).
+    # The tick after someone else's write, in the UI. A preview keeps no cursor and changes no
+    # state: the same evaluation again still sees the new key.
     result = preview_tick(browser, baseline["cursor"])
     assert "Requested runs (1)" in result, result
+    again = sensor_tick(url, baseline["cursor"])
+    assert [r["runKey"] for r in again["runRequests"]] and len(again["runRequests"]) == 1, again
 
     # §2: the cleanup Launchpad pre-fills a dry run.
     show(browser, f"{url}/locations/s3_assets/jobs/cleanup_job/playground", ["dry_run: true"], "2-cleanup-launchpad.png",
@@ -289,6 +292,7 @@ def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
     # §3: a real cleanup turns the copies' `object_exists` checks red until they are written again.
     run_to_end(client, log, "cleanup_job", {"ops": {CLEANUP_OP: {"config": {"dry_run": False}}}})
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="ins_dataset/")
-    show(browser, f"{url}/assets/train_csv?view=checks&checkDetail=object_exists", ["object_exists", "Failed"],
-         "3-train_csv-checks-after-cleanup.png")
+    for copy in COPIES:
+        show(browser, f"{url}/assets/{copy}?view=checks&checkDetail=object_exists", ["object_exists", "Failed"],
+             f"3-{copy}-checks-after-cleanup.png")
     show(browser, f"{url}/assets", ASSETS, "3-catalog-after-cleanup.png")
