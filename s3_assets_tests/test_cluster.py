@@ -73,6 +73,32 @@ def test_whole_graph_runs_on_two_worker_processes(s3_server, s3, bucket, tmp_pat
         assert body == notebook_csv(uci_dir / source, header=None)
 
 
+
+def test_launched_whole_graph_runs_do_not_hold_the_workers_their_steps_need(
+        s3_server, s3, bucket, tmp_path, uci_dir, start_cluster):
+    """Two `refresh_all_celery` runs launched at once (the UI's Launch, `dagster job launch`)
+    on two workers: were each run a Celery task, both workers would hold a run whose steps wait
+    for a free worker, for ever. The launcher runs them in processes of their own instead."""
+    from s3_assets.local_cluster.launcher import RUN_PROCESS_TAG
+
+    cluster = start_cluster(worker_env(s3_server, bucket, tmp_path, uci_dir))
+    workers = set(cluster.status().workers.values())
+    for _ in range(2):
+        launched = dagster_cli(cluster, "job", "launch", "-m", "s3_assets.definitions", "-j", "refresh_all_celery")
+        assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    instance = DagsterInstance.from_config(str(cluster.dagster_home))
+    deadline = time.monotonic() + 900  # generous for a loaded machine; a deadlock never ends
+    while True:
+        runs = instance.get_runs(RunsFilter(job_name="refresh_all_celery"))
+        if len(runs) == 2 and all(run.is_finished for run in runs):
+            break
+        assert time.monotonic() < deadline, [(run.run_id, str(run.status)) for run in runs]
+        time.sleep(1)  # polling the runs' status, not ordering a race
+    assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * 2
+    for run in runs:
+        assert int(run.tags[RUN_PROCESS_TAG]) not in workers  # the run held no worker
+        assert {parent_pid(pid) for pid in step_pids(instance, run.run_id).values()} <= workers
+
 def _wait_for(path, process: subprocess.Popen, timeout: float = 900) -> str:
     deadline = time.monotonic() + timeout
     while not path.exists():

@@ -1,18 +1,32 @@
 """dagster-celery's run launcher on the cluster's broker: each launched run (one partition of a
 backfill, say) is one Celery task that a worker runs in process. The broker URL is resolved
 when the first run is launched, so the instance loads while the cluster is stopped and no
-password is written into dagster.yaml."""
+password is written into dagster.yaml.
+
+A run whose steps are themselves Celery tasks (`refresh_all_celery`, tagged
+`STEPS_ON_WORKERS_TAG`) is not sent to a worker: it would hold that worker while its steps wait
+for one, so as many such runs as there are workers would wait for each other for ever. It runs
+in a process of its own on this machine, as Dagster's default launcher runs it, and only its
+steps go to the workers."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import threading
 from functools import cached_property
 
-from dagster._core.launcher import RunLauncher
+from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.make_app import make_app
 
-from s3_assets.local_cluster.settings import QUEUE, app_args
+from s3_assets.defs.cluster.executor import STEPS_ON_WORKERS_TAG
+from s3_assets.local_cluster.settings import QUEUE, app_args, cluster_dir
+
+RUN_PROCESS_TAG = "s3_assets/run_process"  # pid of a run launched in a process of its own
 
 
 class ClusterRunLauncher(CeleryRunLauncher):
@@ -32,3 +46,30 @@ class ClusterRunLauncher(CeleryRunLauncher):
     @classmethod
     def from_config_value(cls, inst_data, config_value):
         return cls(inst_data=inst_data)
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        if run.tags.get(STEPS_ON_WORKERS_TAG) != "true":
+            super().launch_run(context)
+            return
+        assert run.job_code_origin is not None  # every launched run has one
+        args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
+                              instance_ref=self._instance.get_ref(), set_exit_code_on_failure=True)
+        logs = cluster_dir() / "runs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{run.run_id}.log", "ab") as log:
+            process = subprocess.Popen(args.get_command_args(), stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        threading.Thread(target=process.wait, daemon=True).start()  # reaped when it ends
+        self._instance.add_run_tags(run.run_id, {RUN_PROCESS_TAG: str(process.pid)})
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or RUN_PROCESS_TAG not in run.tags:
+            return super().terminate(run_id)
+        self._instance.report_run_canceling(run)
+        try:
+            os.kill(int(run.tags[RUN_PROCESS_TAG]), signal.SIGINT)  # Dagster's interrupt: the run ends CANCELED
+        except ProcessLookupError:
+            return False
+        return True

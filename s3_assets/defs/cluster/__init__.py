@@ -3,11 +3,12 @@
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from s3_assets.defs.cluster.executor import s3_celery_executor
+from s3_assets.defs.cluster.executor import STEPS_ON_WORKERS_TAG, s3_celery_executor
 
 refresh_all_celery_job = define_asset_job(
     "refresh_all_celery", selection=AssetSelection.all() - AssetSelection.groups("per_file"),
     executor_def=s3_celery_executor,
+    tags={STEPS_ON_WORKERS_TAG: "true"},  # the cluster's run launcher keeps such a run off the workers
     description="The whole graph, each step a Celery task on the cluster's workers (s3-assets-cluster start).",
 )
 

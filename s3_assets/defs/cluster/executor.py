@@ -20,6 +20,7 @@ from dagster._core.execution.retries import RetryMode, get_retries_config
 
 from s3_assets.lib.errors import S3AssetsError
 
+STEPS_ON_WORKERS_TAG = "s3_assets/steps_on_workers"  # on runs whose steps are Celery tasks
 PING_EVERY_SECONDS = 5.0
 LOST_AFTER_MISSES = 3
 
