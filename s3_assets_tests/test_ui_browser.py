@@ -175,16 +175,35 @@ def dismiss_welcome_dialog(driver) -> None:
                 button.click()
 
 
+def click(driver, xpath: str, timeout: float = 30) -> None:
+    """Click the visible element at `xpath` once it takes the click: a dialog that is still
+    opening (its backdrop in front) or a button not yet enabled is waited for, not failed on."""
+    from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
+    from selenium.webdriver.common.by import By
+
+    def clicked() -> bool:
+        for element in driver.find_elements(By.XPATH, xpath):
+            if element.is_displayed() and element.is_enabled():
+                try:
+                    element.click()
+                except (ElementClickInterceptedException, ElementNotInteractableException):
+                    return False
+                return True
+        return False
+
+    poll(clicked, timeout, lambda: f"nothing at {xpath} took a click in {timeout:.0f} s:\n{page_text(driver)}")
+
+
 def preview_tick(driver, cursor: str) -> str:
     """The sensor page's "Preview tick result": evaluate a tick from `cursor`, screenshot it;
     the page text with the result."""
     from selenium.webdriver.common.by import By
 
-    driver.find_element(By.XPATH, "//button[contains(., 'Preview tick result')]").click()
+    click(driver, "//button[contains(., 'Preview tick result')]")
     field = poll(lambda: next(iter(driver.find_elements(By.XPATH, "//input[@placeholder='Enter a cursor value']")), None),
                  30, lambda: f"no cursor field in the preview dialog:\n{page_text(driver)}")
     field.send_keys(cursor)
-    driver.find_element(By.XPATH, "//button[normalize-space()='Continue']").click()
+    click(driver, "//div[contains(@class, 'dialog')]//button[normalize-space()='Continue']")
 
     def result() -> str | None:
         text = page_text(driver)

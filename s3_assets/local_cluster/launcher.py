@@ -18,8 +18,9 @@ import threading
 from functools import cached_property
 
 from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._core.origin import get_python_environment_entry_point
 from dagster._grpc.types import ExecuteRunArgs
-from dagster._serdes import ConfigurableClassData
+from dagster._serdes import ConfigurableClassData, serialize_value
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.make_app import make_app
 
@@ -55,10 +56,13 @@ class ClusterRunLauncher(CeleryRunLauncher):
         assert run.job_code_origin is not None  # every launched run has one
         args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
                               instance_ref=self._instance.get_ref(), set_exit_code_on_failure=True)
+        # `python -m dagster` of the code's own Python (a bare `dagster` needs it on PATH)
+        command = [*get_python_environment_entry_point(run.job_code_origin.executable_path),
+                   "api", "execute_run", serialize_value(args)]
         logs = cluster_dir() / "runs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{run.run_id}.log", "ab") as log:
-            process = subprocess.Popen(args.get_command_args(), stdin=subprocess.DEVNULL, stdout=log,
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         threading.Thread(target=process.wait, daemon=True).start()  # reaped when it ends
         self._instance.add_run_tags(run.run_id, {RUN_PROCESS_TAG: str(process.pid)})
