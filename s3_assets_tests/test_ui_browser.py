@@ -79,6 +79,8 @@ def dagster_dev(s3_server, bucket, uci_dir, tmp_path) -> Iterator[tuple[str, Pat
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(ROOT / "config" / "dagster.yaml", home / "dagster.yaml")
+    with open(home / "dagster.yaml", "a") as config:  # no "Join the Dagster community" dialog over the pages
+        config.write("\nnux:\n  enabled: false\n")
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "S3_ASSETS_LOCAL_DIR": s3_server.local_dir,
            "S3_ASSETS_BUCKET": bucket, "S3_ASSETS_SOURCE": str(uci_dir), "S3_ASSETS_OFFLINE_SOURCE": "",
@@ -187,6 +189,7 @@ def click(driver, xpath: str, timeout: float = 30) -> None:
                 try:
                     element.click()
                 except (ElementClickInterceptedException, ElementNotInteractableException):
+                    dismiss_welcome_dialog(driver)  # what may lie over it
                     return False
                 return True
         return False
