@@ -43,11 +43,13 @@ class WatchedResult:
         now = time.monotonic()
         if now >= self.next_ping and self.result.state == "STARTED":
             self.next_ping = now + PING_EVERY_SECONDS
-            worker = (self.result.info or {}).get("hostname")
+            info = self.result.info  # a second read of the backend: the task may have ended since
+            started = info if isinstance(info, dict) else {}  # then `info` is its result, not STARTED's meta
+            worker = started.get("hostname")
             if worker and not self.app.control.ping(destination=[worker], timeout=1.0):
                 self.misses += 1
                 if self.misses >= LOST_AFTER_MISSES:
-                    self.lost = (worker, (self.result.info or {}).get("pid"))
+                    self.lost = (worker, started.get("pid"))
                     return True
             else:
                 self.misses = 0
