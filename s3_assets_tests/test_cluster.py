@@ -79,7 +79,9 @@ def test_launched_whole_graph_runs_do_not_hold_the_workers_their_steps_need(
     """Two `refresh_all_celery` runs launched at once (the UI's Launch, `dagster job launch`)
     on two workers: were each run a Celery task, both workers would hold a run whose steps wait
     for a free worker, for ever. The launcher runs them in processes of their own instead."""
-    from s3_assets.local_cluster.launcher import RUN_PROCESS_TAG
+    from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+
+    from s3_assets.local_cluster.launcher import RUN_PROCESS_TAG, run_process
 
     cluster = start_cluster(worker_env(s3_server, bucket, tmp_path, uci_dir))
     workers = set(cluster.status().workers.values())
@@ -96,7 +98,9 @@ def test_launched_whole_graph_runs_do_not_hold_the_workers_their_steps_need(
         time.sleep(1)  # polling the runs' status, not ordering a race
     assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * 2
     for run in runs:
-        assert int(run.tags[RUN_PROCESS_TAG]) not in workers  # the run held no worker
+        # Not a Celery task (it held no worker) but a process of its own, ended with the run.
+        assert DAGSTER_CELERY_TASK_ID_TAG not in run.tags and RUN_PROCESS_TAG in run.tags
+        assert run_process(run) is None
         assert {parent_pid(pid) for pid in step_pids(instance, run.run_id).values()} <= workers
 
 def _wait_for(path, process: subprocess.Popen, timeout: float = 900) -> str:

@@ -7,18 +7,20 @@ A run whose steps are themselves Celery tasks (`refresh_all_celery`, tagged
 `STEPS_ON_WORKERS_TAG`) is not sent to a worker: it would hold that worker while its steps wait
 for one, so as many such runs as there are workers would wait for each other for ever. It runs
 in a process of its own on this machine, as Dagster's default launcher runs it, and only its
-steps go to the workers."""
+steps go to the workers. That process is known by its pid and start time (a pid alone may name
+another process after a crash), for terminating the run and for Dagster's run monitoring."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
 from functools import cached_property
 
-from dagster._core.launcher import LaunchRunContext, RunLauncher
+import psutil
+from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._core.origin import get_python_environment_entry_point
+from dagster._core.storage.dagster_run import DagsterRun
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData, serialize_value
 from dagster_celery.launcher import CeleryRunLauncher
@@ -28,6 +30,7 @@ from s3_assets.defs.cluster.executor import STEPS_ON_WORKERS_TAG
 from s3_assets.local_cluster.settings import QUEUE, app_args, cluster_dir
 
 RUN_PROCESS_TAG = "s3_assets/run_process"  # pid of a run launched in a process of its own
+RUN_PROCESS_STARTED_TAG = "s3_assets/run_process_started"  # that process's start time (psutil's create_time)
 
 
 class ClusterRunLauncher(CeleryRunLauncher):
@@ -64,16 +67,56 @@ class ClusterRunLauncher(CeleryRunLauncher):
         with open(logs / f"{run.run_id}.log", "ab") as log:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
+        started = psutil.Process(process.pid).create_time()  # before the reaper can free the pid
         threading.Thread(target=process.wait, daemon=True).start()  # reaped when it ends
-        self._instance.add_run_tags(run.run_id, {RUN_PROCESS_TAG: str(process.pid)})
+        self._instance.add_run_tags(run.run_id, {RUN_PROCESS_TAG: str(process.pid),
+                                                 RUN_PROCESS_STARTED_TAG: repr(started)})
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
         if run is None or RUN_PROCESS_TAG not in run.tags:
             return super().terminate(run_id)
+        if run.is_finished:
+            return False
+        process = run_process(run)
+        if process is None:  # nothing runs it any more: say so rather than leave it CANCELING
+            self._instance.report_run_canceled(
+                run, message=f"Run process {run.tags[RUN_PROCESS_TAG]} had already ended; the run is marked canceled.")
+            return True
         self._instance.report_run_canceling(run)
         try:
-            os.kill(int(run.tags[RUN_PROCESS_TAG]), signal.SIGINT)  # Dagster's interrupt: the run ends CANCELED
-        except ProcessLookupError:
-            return False
+            process.send_signal(signal.SIGINT)  # Dagster's interrupt: the run ends CANCELED
+        except psutil.NoSuchProcess:  # it ended in between: its own end event says how
+            pass
         return True
+
+    # dagster-celery's versions of these read the Celery task id that a run in a process of its
+    # own does not have; resuming such a run as a Celery task would bring back the deadlock above.
+    @property
+    def supports_resume_run(self) -> bool:
+        return False
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        if RUN_PROCESS_TAG not in run.tags:
+            return super().check_run_worker_health(run)
+        if run_process(run) is not None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"Run process {run.tags[RUN_PROCESS_TAG]} is gone.")
+
+    def get_run_worker_debug_info(self, run: DagsterRun, include_container_logs: bool | None = True) -> str | None:
+        if RUN_PROCESS_TAG not in run.tags:
+            return super().get_run_worker_debug_info(run, include_container_logs)
+        return str({"run_id": run.run_id, "pid": run.tags[RUN_PROCESS_TAG], "running": run_process(run) is not None})
+
+
+def run_process(run: DagsterRun) -> psutil.Process | None:
+    """The live process this launcher started for `run`, or None: a pid that now names another
+    process (started at another time) is not it."""
+    try:
+        pid, started = int(run.tags[RUN_PROCESS_TAG]), float(run.tags.get(RUN_PROCESS_STARTED_TAG, "nan"))
+        process = psutil.Process(pid)
+        if abs(process.create_time() - started) > 0.01 or process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return process
+    except (ValueError, psutil.NoSuchProcess):
+        return None
