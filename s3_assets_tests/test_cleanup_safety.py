@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunConfig
@@ -25,6 +26,7 @@ from s3_assets.lib.cleanup import (
     failure_message,
 )
 from s3_assets.lib.prefix_lock import PrefixBusyError, PrefixLocks, locks_root
+from s3_assets.lib.text import printable
 from s3_assets_tests.fault_proxy import FaultProxy
 from s3_assets_tests.test_cleanup import keys_in, op_metadata
 from s3_assets_tests.test_cli_and_sensor import cli  # noqa: F401 - the fixture
@@ -146,6 +148,67 @@ def test_whole_batch_errors_after_retries_blame_no_key(s3_server, s3, bucket):
     message = str(raised.value)
     assert "2 batch(es) failed as a whole (no key at fault)" in message and "InternalError" in message
     assert "1500 of 1501" in message and "ins_dataset/many/0007" not in message
+
+
+def test_refusals_name_each_key_and_the_servers_words_escaped_once(s3_server, s3, bucket):
+    # Keys and the server's reasons are outside text: shown escaped, and escaped once (a reason
+    # escaped twice would show `\\\\` for one backslash and no longer match the server's words).
+    batched, single = "ins_dataset/bidi\u202eevil", "ins_dataset/ctl\x01end"  # (SeaweedFS keeps no '\\' in keys)
+    reason = "AccessDenied: denied\n\u202e back\\slash"
+    put_many(s3, bucket, [batched, single])
+
+    def refuse_in_batch(method: str, path: str, data: bytes) -> bytes:
+        if method != "POST" or "delete" not in path:
+            return data
+        return ('<?xml version="1.0" encoding="UTF-8"?><DeleteResult><Error><Key>' + batched + "</Key>"
+                "<Code>AccessDenied</Code><Message>denied&#10;\u202e back\\slash</Message></Error></DeleteResult>"
+                ).encode()
+
+    code = "AccessDenied\\\u202eMaybe"  # reaches the message through botocore and describe_client_error
+
+    def refuse_alone(method: str, path: str, headers: dict[str, str]):
+        return (403, code) if method == "DELETE" else None
+
+    with FaultProxy(s3_server.state.ports.s3, rewrite=refuse_in_batch, answer=refuse_alone) as proxy:
+        client = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket).connect()
+        with pytest.raises(CleanupError) as raised:
+            clean(client, bucket, ["ins_dataset/"], dry_run=False)
+    message = str(raised.value)
+    assert set(raised.value.report.failed) == {batched, single}
+    assert printable(batched) in message and printable(single) in message
+    for words in (reason, code):
+        assert printable(words) in message and printable(printable(words)) not in message
+    assert not {"\n", "\x01", "\u202e"} & set(message)
+
+
+def test_a_listing_that_fails_after_the_deletes_loses_no_result(s3_server, s3, bucket, make_location, run_graph,
+                                                                 uci_dir):
+    # The deletes went through, then the prefix cannot be listed (to confirm them, and for the
+    # sensor's fingerprint): the run fails saying so, and the checks still record what went.
+    location, instance = make_location(bucket), DagsterInstance.ephemeral()
+    run_graph(location, uci_dir, selection=["*s3_listing"], instance=instance)
+    deleting = threading.Event()
+
+    def rule(method: str, path: str) -> str:
+        if method == "POST" and "delete" in path:
+            deleting.set()
+        query = parse_qs(urlsplit(path).query)
+        listing_data = method == "GET" and "list-type" in query and query.get("prefix") == ["ins_dataset/"]
+        return "internal_error" if deleting.is_set() and listing_data else "pass"
+
+    with FaultProxy(s3_server.state.ports.s3, rule=rule) as proxy:
+        through_proxy = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket, prefix=location.prefix)
+        result = run_cleanup(through_proxy, instance=instance, raise_on_error=False, dry_run=False)
+    assert not result.success and deleting.is_set()
+    failure = failure_of(result)
+    assert "listing the prefix afterwards to confirm them failed" in failure and "InternalError" in failure
+    assert not {key for key in keys_in(s3, bucket) if key.startswith("ins_dataset/")}  # the deletes happened
+    failed = AssetCheckExecutionRecordStatus.FAILED
+    assert [latest_status(instance, asset, "object_exists") for asset in COPIES] == [failed] * len(COPIES)
+    assert latest_status(instance, "s3_listing", "listing_is_current") == failed
+    key = AssetCheckKey(AssetKey("s3_listing"), "listing_is_current")
+    evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key].event.dagster_event
+    assert "state_digest" not in evaluation.event_specific_data.metadata  # no fingerprint it could not take
 
 
 def test_a_204_that_deleted_nothing_is_not_reported_as_deleted(s3, bucket):

@@ -99,3 +99,22 @@ def test_error_messages_show_keys_as_text():
         for message in messages:
             assert printable(message) == message.replace("\\", "\\\\"), message
             assert printable(key) in message, message
+
+
+def test_stored_value_errors_show_their_keys_as_text(s3, bucket):
+    """A stored output whose folder is named by outside text (the prefix): a missing value, a
+    manifest that is not JSON and one that is not the project's, each named escaped."""
+    from s3_assets.lib.stored_values import MANIFEST, StoredValueError, read_manifest
+
+    base = "dagster-io/\x1b[2J\n\u202e\\/"
+    found = []
+    for body in (None, b"not json", b'{"format": "someone else"}'):
+        if body is not None:
+            s3.put_object(Bucket=bucket, Key=base + MANIFEST, Body=body)
+        try:
+            read_manifest(s3, bucket, base)
+        except StoredValueError as error:
+            found.append(str(error))
+    assert len(found) == 3
+    for message in found:
+        assert printable(base) in message and not UNSAFE.search(message), message

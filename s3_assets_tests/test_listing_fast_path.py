@@ -17,7 +17,9 @@ from botocore.config import Config
 from s3_assets.lib import listing as listing_module
 from s3_assets.lib.errors import S3OperationError
 from s3_assets.lib.listing import list_objects, parse_page_fast
+from s3_assets.lib.text import printable
 from s3_assets_tests.fault_proxy import FaultProxy
+from s3_assets_tests.test_hostile_keys import UNSAFE
 
 AWS_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 GCS_NS = "http://doc.s3.amazonaws.com/2006-03-01"
@@ -161,6 +163,24 @@ def test_truncated_without_a_token_is_an_error_not_a_short_listing(canned):
     server = canned([body])
     with pytest.raises(S3OperationError, match="truncated but gives no continuation token"):
         list_objects(server.client, "canned", "p/")
+
+
+@pytest.mark.parametrize("fault", ["truncated-without-token", "repeated-token"])
+def test_a_broken_listing_names_its_prefix_as_text(canned, fault):
+    # The prefix is outside text too: the error shows it escaped, never a raw control.
+    root = "p/\x1b[2J\n\u202e\\/"
+    first = page_xml(["p/a"], ns=AWS_NS, url=False, token="page1")
+    if fault == "truncated-without-token":
+        pages = [first.replace(b"<NextContinuationToken>page1</NextContinuationToken>", b"")]
+    else:
+        pages = [first, page_xml(["p/b"], ns=AWS_NS, url=False, token="page1")]
+    server = canned(pages)
+    with pytest.raises(S3OperationError) as raised:
+        list_objects(server.client, "canned", root)
+    message = str(raised.value)
+    assert printable(root) in message and not UNSAFE.search(message), message
+    assert ("no continuation token" if fault == "truncated-without-token" else "repeats a continuation token") \
+        in message
 
 
 def hook_registered(client) -> bool:

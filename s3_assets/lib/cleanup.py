@@ -75,9 +75,10 @@ class CleanupReport:
     targets: list[Target] = field(default_factory=list)
     versioning: str = ""  # '' (never enabled), 'Enabled', 'Suspended', or 'unknown: <why>'
     delete_versions: bool = False
-    failed: dict[str, str] = field(default_factory=dict)  # target label -> why
+    failed: dict[str, str] = field(default_factory=dict)  # target label -> why (escaped text)
     batch_errors: list[str] = field(default_factory=list)
     remaining: list[str] = field(default_factory=list)  # listed again after the deletes
+    unconfirmed: str = ""  # why the listing after the deletes failed (escaped text), if it did
 
     @property
     def keys(self) -> list[str]:
@@ -179,7 +180,7 @@ def _delete_batch(client: Any, bucket: str, batch: list[Target]) -> tuple[dict[s
     failed = {}
     for item in response.get("Errors", ()):
         label = Target(item.get("Key", "?"), 0, item.get("VersionId") or None).label()
-        failed[label] = f"{item.get('Code', '?')}: {item.get('Message', '')}"
+        failed[label] = printable(f"{item.get('Code', '?')}: {item.get('Message', '')}")  # the server's words
     return failed, [], None
 
 
@@ -221,9 +222,12 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
             if batch_error:
                 report.batch_errors.append(batch_error)
     # What is really gone: a server may answer 204 for a key it cannot name.
-    left = {t.label() for root in roots for t in list_targets(client, bucket, root, versions=versions)}
+    try:
+        left = {t.label() for root in roots for t in list_targets(client, bucket, root, versions=versions)}
+    except S3AssetsError as error:  # the deletes happened: report them, and that they are unconfirmed
+        left, report.unconfirmed = set(), str(error)
     report.remaining = sorted(({t.label() for t in report.targets} & left) - set(report.failed) - set(report.batch_failed))
-    if report.failed or report.batch_errors or report.remaining:
+    if report.failed or report.batch_errors or report.remaining or report.unconfirmed:
         raise CleanupError(failure_message(report), report)
     return report
 
@@ -232,10 +236,13 @@ def failure_message(report: CleanupReport, shown: int = 10) -> str:
     where = " and ".join(f"s3://{report.bucket}/{printable(root)}" for root in report.roots)
     parts = [(f"{len(report.not_deleted())} of {len(report.targets)} object(s) under {where} "
               "were not deleted")]
+    if report.unconfirmed:
+        parts.append("the server accepted the other deletes, but listing the prefix afterwards to confirm them "
+                     f"failed: {report.unconfirmed}")
     if report.failed:
         items = list(report.failed.items())
         parts.append(f"{len(items)} refused by key: " + "; ".join(
-            f"{printable(label)} ({printable(why)})" for label, why in items[:shown])
+            f"{printable(label)} ({why})" for label, why in items[:shown])  # `why` is escaped where it is made
             + (f" and {len(items) - shown} more" if len(items) > shown else ""))
     if report.batch_errors:
         parts.append(f"{len(report.batch_errors)} batch(es) failed as a whole (no key at fault): "

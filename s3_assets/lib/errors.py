@@ -75,7 +75,9 @@ def describe_client_error(
             hint = HINTS["NoSuchBucket"]
         if code == "403" and key is None:
             hint = HINTS["AccessDenied"]
-        return S3OperationError(f"{operation} on {where}{at} failed: {code}" + (f" ({hint})" if hint else ""), code)
+        # The code is the server's text: shown escaped, like a key.
+        return S3OperationError(f"{operation} on {where}{at} failed: {printable(code)}" + (f" ({hint})" if hint else ""),
+                                code)
     if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
         return S3OperationError(
             f"cannot connect to the S3 endpoint{at or ' '} for {where}: {type(error).__name__}. "

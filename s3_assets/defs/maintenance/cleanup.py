@@ -35,7 +35,7 @@ from s3_assets.defs.per_file.retention import remove_file_partitions
 from s3_assets.defs.resources import S3Prefix, normalise_prefix
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.cleanup import CleanupError, CleanupReport, clean
-from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.errors import ConfigError, S3AssetsError
 from s3_assets.lib.listing import list_objects
 from s3_assets.lib.prefix_lock import PrefixLocks, locks_root
 from s3_assets.lib.source import UCI_TABLES
@@ -99,12 +99,19 @@ def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, repo
             target_materialization_data=_target_of(context, LISTING_KEY),
             description=f"{where} deleted {len(data_deleted)} object(s) under {s3_prefix.uri(s3_prefix.root)}",
             metadata={"deleted_keys": len(data_deleted), "deleted_by_run": context.run_id,
-                      "state_digest": after_cleanup_digest(client, s3_prefix)})
+                      **after_cleanup_digest(context, client, s3_prefix)})
 
 
-def after_cleanup_digest(client: Any, s3_prefix: S3Prefix) -> str:
-    left = list_objects(client, s3_prefix.resolved_bucket(), s3_prefix.root)
-    return state_digest(state_of(left["key"], left["etag"], left["size"]))
+def after_cleanup_digest(context: OpExecutionContext, client: Any, s3_prefix: S3Prefix) -> dict[str, str]:
+    """`state_digest` of what the cleanup left, so the change sensor knows the deletions as the
+    project's own. Without it (the listing failed) the sensor starts one refresh; the deletions'
+    results are recorded either way."""
+    try:
+        left = list_objects(client, s3_prefix.resolved_bucket(), s3_prefix.root)
+    except S3AssetsError as error:
+        context.log.warning(f"no state_digest recorded (the change sensor may start one refresh): {error}")
+        return {}
+    return {"state_digest": state_digest(state_of(left["key"], left["etag"], left["size"]))}
 
 
 @op(out=Out(Nothing), description="Delete every object under the configured prefix (`S3_ASSETS_PREFIX`) and the "
