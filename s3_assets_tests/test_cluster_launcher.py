@@ -15,8 +15,11 @@ from dagster._core.test_utils import create_run_for_test
 
 from s3_assets.local_cluster.launcher import RUN_PROCESS_STARTED_TAG, RUN_PROCESS_TAG, ClusterRunLauncher
 
-# Stands for a run process: says it is ready, then waits; SIGINT (Dagster's interrupt) ends it.
-WAITER = "import sys, time\nprint('ready', flush=True)\ntime.sleep(120)"
+# Stands for a run process: handles SIGINT as `dagster api execute_run` does (its own handler,
+# whatever it inherited: a parent started in the background passes SIGINT on ignored), says it
+# is ready, then waits.
+WAITER = ("import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+          "print('ready', flush=True)\ntime.sleep(120)")
 
 
 @pytest.fixture
