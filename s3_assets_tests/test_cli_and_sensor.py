@@ -182,6 +182,91 @@ def test_sensor_does_not_fire_on_the_projects_own_cleanup(s3, bucket, make_locat
                 for r in arrived.run_requests] == [("1", "0")]
 
 
+def test_an_old_cleanup_does_not_hide_a_later_deletion_by_someone_else(s3, bucket, make_location):
+    # The cleanup left an empty prefix; later someone adds a file and deletes it again. The
+    # prefix is empty once more, as the cleanup left it, but that deletion is someone else's.
+    from dagster import RunConfig
+
+    from s3_assets.defs.maintenance.cleanup import cleanup_job
+
+    location = make_location(bucket)
+    s3.put_object(Bucket=bucket, Key="ins_dataset/raw/a.csv", Body=b"x\n1\n")
+    with DagsterInstance.ephemeral() as instance:
+        cleanup_job.execute_in_process(
+            run_config=RunConfig({"delete_objects_under_prefix": {"config": {"dry_run": False}}}),
+            resources={"s3_prefix": location}, instance=instance)
+        base = evaluate(instance, location)
+        s3.put_object(Bucket=bucket, Key="ins_dataset/raw/c.csv", Body=b"x\n2\n")
+        added = evaluate(instance, location, base.cursor)
+        assert [r.tags["s3_assets/new_objects"] for r in added.run_requests] == ["1"]
+        s3.delete_object(Bucket=bucket, Key="ins_dataset/raw/c.csv")
+        removed = evaluate(instance, location, added.cursor)
+        assert [r.tags["s3_assets/deleted_objects"] for r in removed.run_requests] == ["1"], removed.skip_reason
+
+
+def sensor_files(instance) -> Path:
+    [folder] = (Path(instance.storage_directory()) / "s3_change_sensor").iterdir()
+    return folder
+
+
+def test_a_lost_baseline_starts_a_refresh_rather_than_a_silent_new_baseline(s3, bucket, make_location):
+    location = make_location(bucket)
+    s3.put_object(Bucket=bucket, Key="ins_dataset/a.csv", Body=b"a\n1\n")
+    with DagsterInstance.ephemeral() as instance:
+        base = evaluate(instance, location)
+        [state] = sensor_files(instance).glob("state-*.parquet")
+        state.unlink()  # e.g. removed by a preview from an old cursor, or by hand
+        s3.put_object(Bucket=bucket, Key="ins_dataset/b.csv", Body=b"b\n1\n")
+        lost = evaluate(instance, location, base.cursor)
+        assert [r.tags.get("s3_assets/baseline_lost") for r in lost.run_requests] == ["true"], lost.skip_reason
+        assert not evaluate(instance, location, lost.cursor).run_requests  # a baseline again
+
+
+def test_a_sweep_is_read_whole_after_short_previews_and_lost_pages(s3, bucket, make_location):
+    """A preview from an older cursor may list fewer pages than the tick that kept that cursor
+    (it stops on time); and the files of a sweep may be lost. Neither drops a page: a dropped
+    page would report its objects as deleted by someone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s3_assets.defs.analysis.sensors import build_change_sensor
+
+    location = make_location(bucket)
+    keys = [f"ins_dataset/k-{i:04d}.csv" for i in range(1000)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b"x"), keys))
+    live = build_change_sensor("walk", pages_per_tick=3, page_size=100, seconds_per_tick=3600)
+    short = build_change_sensor("walk", pages_per_tick=1, page_size=100, seconds_per_tick=3600)  # same files
+    with DagsterInstance.ephemeral() as instance:
+
+        def sweep(cursor, disturb=None):
+            first = evaluate(instance, location, cursor, live)
+            if disturb:
+                disturb(first.cursor)
+            result = evaluate(instance, location, first.cursor, live)
+            while json.loads(result.cursor)["token"] is not None or "restarted" in str(result.skip_reason):
+                assert not result.run_requests
+                result = evaluate(instance, location, result.cursor, live)
+            return result
+
+        def short_preview(cursor):  # from the cursor after pages 0-2: lists only page 3
+            second = evaluate(instance, location, cursor, live)  # the real tick: pages 3-5
+            evaluate(instance, location, cursor, short)
+            return second
+
+        first = evaluate(instance, location, None, live)
+        second = short_preview(first.cursor)
+        result = evaluate(instance, location, second.cursor, live)
+        while json.loads(result.cursor)["token"] is not None:
+            result = evaluate(instance, location, result.cursor, live)
+        assert json.loads(result.cursor)["objects"] == 1000 and not result.run_requests  # the baseline
+
+        def lose_pages(cursor):
+            shutil.rmtree(sensor_files(instance) / f"sweep-{json.loads(cursor)['sweep']}")
+
+        again = sweep(result.cursor, disturb=lose_pages)
+        assert json.loads(again.cursor)["objects"] == 1000 and not again.run_requests, again.skip_reason
+
+
 def test_sensor_tick_is_bounded_and_a_large_prefix_is_walked_across_ticks(s3, bucket, make_location):
     from concurrent.futures import ThreadPoolExecutor
 

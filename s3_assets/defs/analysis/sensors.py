@@ -12,13 +12,18 @@ continuation token. The pages walked so far and the last complete state are Parq
 under the instance's storage directory, not in the cursor (cursors live in Dagster's database
 and stay a few hundred bytes). The cursor names the files it stands for, so an evaluation
 whose cursor Dagster does not keep (the UI's "Preview tick result", a failed tick) changes
-nothing that the next real tick sees.
+nothing that the next real tick sees: a page file is named by the pages it holds, and a sweep
+is read as the chain of files from its first page to its last. Files no cursor names are
+removed after a while; should a file the cursor names be gone all the same, the sensor never
+guesses: a lost part of a sweep is listed again, and a lost baseline starts one refresh.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import time
 import uuid
@@ -80,17 +85,19 @@ def _own_writes(context: SensorEvaluationContext, s3_prefix: S3Prefix) -> dict[s
     return own
 
 
-def _own_digests(context: SensorEvaluationContext) -> set[str]:
-    """Fingerprints of the prefix as the project's own runs left it: the latest `s3_listing`
-    materialization, and the latest cleanup (its `listing_is_current` result)."""
+def _own_digests(context: SensorEvaluationContext, since: float) -> set[str]:
+    """Fingerprints of the prefix as the project's own runs left it after `since` (when the
+    baseline's listing began): the latest `s3_listing` materialization, and the latest cleanup
+    (its `listing_is_current` result). An older one explains no change since the baseline: the
+    prefix emptied by someone else looks just like the cleanup's empty prefix of last week."""
     digests = set()
     event = context.instance.get_latest_materialization_event(LISTING_KEY)
-    if event is not None and event.asset_materialization is not None:
+    if event is not None and event.asset_materialization is not None and event.timestamp >= since:
         digests.add(event.asset_materialization.metadata.get("state_digest"))
     check = AssetCheckKey(LISTING_KEY, LISTING_IS_CURRENT)
     record = context.instance.event_log_storage.get_latest_asset_check_execution_by_key([check]).get(check)
     evaluation = record.event.dagster_event.event_specific_data if record and record.event and \
-        record.event.dagster_event else None
+        record.event.dagster_event and record.event.timestamp >= since else None
     if isinstance(evaluation, AssetCheckEvaluation):
         digests.add(evaluation.metadata.get("state_digest"))
     return {str(value.value) for value in digests if value is not None}
@@ -111,22 +118,58 @@ def _write_atomically(table: pa.Table, path: Path) -> None:
     partial.replace(path)
 
 
+_PART = re.compile(r"part-(\d{9})-(\d{9})\.parquet")
+
+
+def _part_name(first: int, end: int) -> str:
+    """The file of pages first..end-1 of a sweep. Evaluations from one cursor may list different
+    numbers of pages (a tick stops on time): each writes a file of its own."""
+    return f"part-{first:09d}-{end:09d}.parquet"
+
+
+def _chain(parts: Path, end: int) -> list[Path] | None:
+    """Page files that hold pages 0..end-1 of the sweep, in order, or None if some are gone."""
+    ends: dict[int, list[int]] = {}
+    for path in parts.glob("part-*.parquet"):
+        match = _PART.fullmatch(path.name)
+        if match and int(match[1]) < int(match[2]) <= end:
+            ends.setdefault(int(match[1]), []).append(int(match[2]))
+    came_from, frontier = {0: -1}, [0]
+    while frontier and end not in came_from:
+        first = frontier.pop()
+        for stop in ends.get(first, []):
+            if stop not in came_from:
+                came_from[stop] = first
+                frontier.append(stop)
+    if end not in came_from:
+        return None
+    chain, stop = [], end
+    while stop:
+        chain.append(parts / _part_name(came_from[stop], stop))
+        stop = came_from[stop]
+    return chain[::-1]
+
+
 def _forget_unreferenced(folder: Path, keep: set[str]) -> None:
-    """Remove states and sweeps that no cursor names any more.
+    """Remove states and sweeps that no cursor names any more; mark the kept ones as in use.
 
     The files are a function of the cursor: a tick writes new ones and names them in the cursor
     it returns, and an evaluation whose cursor Dagster does not keep (a preview, a tick that
-    failed) leaves files that nothing names. Those are removed once they are older than any
-    evaluation still under way can be (Dagster stops a sensor evaluation after 60 s).
+    failed) leaves files that nothing names. Those are removed once nothing has used them for
+    longer than any evaluation still under way can take (Dagster stops one after 60 s).
     """
     cutoff = time.time() - UNREFERENCED_TTL_SECONDS
     for entry in folder.iterdir():
-        if entry.name in keep or entry.stat().st_mtime > cutoff:
+        try:
+            if entry.name in keep:
+                os.utime(entry)  # in use: a running sensor's files never age
+            elif entry.stat().st_mtime < cutoff:
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        except FileNotFoundError:  # another evaluation renamed or removed it meanwhile
             continue
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
 
 
 def not_own(changes: Changes, current: dict[str, ObjectState], own: dict[str, ObjectState]) -> Changes:
@@ -149,13 +192,18 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
         folder = (Path(context.instance.storage_directory()) / "s3_change_sensor"
                   / hashlib.sha256(f"{name}\x00{bucket}\x00{root}".encode()).hexdigest()[:16])
         cursor = json.loads(context.cursor) if context.cursor else {}
-        baseline_id = cursor.get("state")
+        baseline_id, baseline_from = cursor.get("state"), float(cursor.get("listed_from", 0))
         sweep = cursor.get("sweep") or uuid.uuid4().hex
         token = cursor.get("token") if cursor.get("sweep") else None
         start = int(cursor.get("sweep_pages", 0)) if token else 0
+        sweep_from = float(cursor.get("sweep_from", time.time())) if token else time.time()
         parts = folder / f"sweep-{sweep}"
         parts.mkdir(parents=True, exist_ok=True)
         _forget_unreferenced(folder, keep={f"sweep-{sweep}", _state_name(baseline_id)})
+        if start and _chain(parts, start) is None:  # pages listed earlier are gone: list them again
+            restart = {"sweep": None, "token": None, "pages": 0, "state": baseline_id, "listed_from": baseline_from}
+            return SensorResult(skip_reason=SkipReason("listing restarted: the pages listed at earlier ticks "
+                                                       "are no longer stored"), cursor=json.dumps(restart))
         client, batches, pages, started = s3_prefix.connect(), [], 0, time.monotonic()
         with fast_path(client):
             while pages < pages_per_tick and (pages == 0 or time.monotonic() - started < seconds_per_tick):
@@ -168,14 +216,16 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
         # Named by the page it starts at: an evaluation whose cursor is never kept (the UI's
         # "Preview tick result") writes the very file the real tick from that cursor writes.
         _write_atomically(pa.Table.from_batches(batches, schema=RAW_SCHEMA).select(STATE_COLUMNS),
-                          parts / f"part-{start:09d}.parquet")
+                          parts / _part_name(start, start + pages))
+        chain = _chain(parts, start + pages) or []  # the pages just written, and the earlier ones checked above
         if token is not None:
-            listed = sum(pq.read_metadata(p).num_rows for p in parts.glob("part-*.parquet"))
+            listed = sum(pq.read_metadata(p).num_rows for p in chain)
             return SensorResult(skip_reason=SkipReason(f"listing in progress: {listed:,} objects so far"),
                                 cursor=json.dumps({"sweep": sweep, "token": token, "pages": pages,
-                                                   "sweep_pages": start + pages, "state": baseline_id}))
+                                                   "sweep_pages": start + pages, "sweep_from": sweep_from,
+                                                   "state": baseline_id, "listed_from": baseline_from}))
         current: dict[str, ObjectState] = {}
-        for part in sorted(parts.glob("part-*.parquet")):
+        for part in chain:
             current.update(_state_from_table(pq.read_table(part)))
         baseline = _read_state(folder, baseline_id)
         state_id = uuid.uuid4().hex
@@ -183,12 +233,17 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
                                     "size": pa.array([v[1] for v in current.values()], pa.int64())}),
                           folder / _state_name(state_id))
         done = json.dumps({"sweep": None, "token": None, "pages": pages, "objects": len(current),
-                           "state": state_id})
-        if baseline is None:
+                           "state": state_id, "listed_from": sweep_from})
+        if baseline is None and baseline_id is None:
             return SensorResult(skip_reason=SkipReason(f"baseline: {len(current):,} object(s) under the prefix"),
                                 cursor=done)
+        if baseline is None:  # named by the cursor but gone: what changed since is unknown, so refresh
+            context.log.warning(f"the sensor's saved state {baseline_id} is gone; starting a refresh, since "
+                                "changes since the last tick cannot be told")
+            return SensorResult(run_requests=[RunRequest(run_key=sweep, tags={"s3_assets/baseline_lost": "true"})],
+                                cursor=done)
         changes = diff_states(baseline, current)
-        if changes and state_digest(current) in _own_digests(context):
+        if changes and state_digest(current) in _own_digests(context, since=baseline_from):
             changes = Changes()  # the latest s3_listing, or a cleanup, left exactly this
         changes = not_own(changes, current, _own_writes(context, s3_prefix))
         if not changes:
