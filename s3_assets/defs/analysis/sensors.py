@@ -200,10 +200,12 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
         parts = folder / f"sweep-{sweep}"
         parts.mkdir(parents=True, exist_ok=True)
         _forget_unreferenced(folder, keep={f"sweep-{sweep}", _state_name(baseline_id)})
-        if start and _chain(parts, start) is None:  # pages listed earlier are gone: list them again
-            restart = {"sweep": None, "token": None, "pages": 0, "state": baseline_id, "listed_from": baseline_from}
-            return SensorResult(skip_reason=SkipReason("listing restarted: the pages listed at earlier ticks "
-                                                       "are no longer stored"), cursor=json.dumps(restart))
+        restart = SensorResult(  # pages listed earlier are gone: list them again, never guess
+            skip_reason=SkipReason("listing restarted: the pages listed at earlier ticks are no longer stored"),
+            cursor=json.dumps({"sweep": None, "token": None, "pages": 0, "state": baseline_id,
+                               "listed_from": baseline_from}))
+        if start and _chain(parts, start) is None:
+            return restart
         client, batches, pages, started = s3_prefix.connect(), [], 0, time.monotonic()
         with fast_path(client):
             while pages < pages_per_tick and (pages == 0 or time.monotonic() - started < seconds_per_tick):
@@ -217,7 +219,9 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
         # "Preview tick result") writes the very file the real tick from that cursor writes.
         _write_atomically(pa.Table.from_batches(batches, schema=RAW_SCHEMA).select(STATE_COLUMNS),
                           parts / _part_name(start, start + pages))
-        chain = _chain(parts, start + pages) or []  # the pages just written, and the earlier ones checked above
+        chain = _chain(parts, start + pages)
+        if chain is None:
+            return restart
         if token is not None:
             listed = sum(pq.read_metadata(p).num_rows for p in chain)
             return SensorResult(skip_reason=SkipReason(f"listing in progress: {listed:,} objects so far"),
