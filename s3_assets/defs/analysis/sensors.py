@@ -215,8 +215,8 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
                 pages, token = pages + 1, page.token
                 if token is None:
                     break
-        # Named by the page it starts at: an evaluation whose cursor is never kept (the UI's
-        # "Preview tick result") writes the very file the real tick from that cursor writes.
+        # Named by the pages it holds: an evaluation whose cursor is never kept (the UI's
+        # "Preview tick result") and stops at another page writes a file of its own.
         _write_atomically(pa.Table.from_batches(batches, schema=RAW_SCHEMA).select(STATE_COLUMNS),
                           parts / _part_name(start, start + pages))
         chain = _chain(parts, start + pages)
