@@ -53,7 +53,8 @@ def _unit_tests_start_no_server(request, monkeypatch) -> None:
 
 RESTRICTED_BUCKET = "restricted-bucket"
 RESTRICTED = Credentials("restrictedkey01", "restricted-secret-0123456789")
-# Least privilege: list the bucket; read and write only under the data and IO prefixes.
+# Least privilege: list the bucket; read and write only under the data and IO prefixes and the
+# bucket's lock notes (`.s3-assets-locks/`, see docs/RELIABILITY.md, "Lock notes").
 LEAST_BUCKET = "least-bucket"
 LEAST = Credentials("leastkey0001", "least-secret-0123456789abcdef")
 
@@ -88,7 +89,7 @@ def s3_server(tmp_path_factory) -> Iterator[TestServer]:
         "name": "least",
         "credentials": [{"accessKey": LEAST.access_key_id, "secretKey": LEAST.secret_access_key}],
         "actions": [f"List:{LEAST_BUCKET}"] + [f"{action}:{LEAST_BUCKET}/{prefix}/*" for action in ("Read", "Write")
-                                               for prefix in ("ins_dataset", "dagster-io")],
+                                               for prefix in ("ins_dataset", "dagster-io", ".s3-assets-locks")],
     }]
     server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), find_free_ports(), identities=identities)
     state = server.ensure_running()

@@ -6,7 +6,11 @@ connection, or stall; an `answer` hook may answer a request with an S3 error of 
 (as AWS answers a request whose ExpectedBucketOwner is not the bucket's owner). It records each
 request's method, path and headers, and can call a hook when a request arrives (e.g. to SIGKILL
 the server at the second multipart part), and can rewrite response bodies (e.g. to answer in
-another server's XML namespace). It serves both as the endpoint (`GET /bucket/key`) and as an
+another server's XML namespace). Two rules model S3 servers without conditional requests:
+`refuse_conditional` (an `answer`: 501 NotImplemented to a PUT or DELETE with If-None-Match or
+If-Match, as LocalStack 4.9.2 answers on general-purpose buckets) and `strip_headers` (forwards the
+request without them, as a server that ignores them; botocore signs them, so a stripped request
+would fail its signature: a client that sends none passes). It serves both as the endpoint (`GET /bucket/key`) and as an
 HTTP forward proxy (`GET http://host:port/bucket/key`, what HTTP_PROXY makes a client send).
 """
 
@@ -22,6 +26,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+CONDITIONAL_HEADERS = ("if-none-match", "if-match")
+
+
+def carries_condition(headers: dict[str, str]) -> bool:
+    return any(name.lower() in CONDITIONAL_HEADERS for name in headers)
+
+
+def refuse_conditional(method: str, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
+    """An `answer`: a server that implements no conditional write or delete."""
+    return (501, "NotImplemented") if method in ("PUT", "DELETE") and carries_condition(headers) else None
+
 
 ERROR_BODY = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
               "<Message>injected by the test proxy</Message></Error>")
@@ -56,11 +72,13 @@ class FaultProxy:
                  on_request: Callable[[str, str], None] | None = None, stall_seconds: float = 30,
                  rewrite: Callable[[str, str, bytes], bytes] | None = None,
                  answer: Callable[[str, str, dict[str, str]], tuple[int, str] | None] | None = None,
-                 rule: Callable[[str, str], str] | None = None):
+                 rule: Callable[[str, str], str] | None = None, strip_headers: tuple[str, ...] = ()):
         """rule(method, path) -> a fault name or 'pass': decides by request instead of by chance."""
         self.faults = faults or Faults()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.injected: list[str] = []
+        self.stripped = 0  # requests forwarded without a header of strip_headers
+        strip = {name.lower() for name in strip_headers}
         self.lock = threading.Lock()
         proxy = self
 
@@ -101,9 +119,15 @@ class FaultProxy:
                 upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
                 try:
                     upstream.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
+                    dropped = False
                     for name, value in self.headers.items():
-                        if name.lower() != "proxy-connection":
+                        if name.lower() in strip:
+                            dropped = True
+                        elif name.lower() != "proxy-connection":
                             upstream.putheader(name, value)
+                    if dropped:
+                        with proxy.lock:
+                            proxy.stripped += 1
                     upstream.endheaders(body)
                     response = upstream.getresponse()
                     data = response.read()

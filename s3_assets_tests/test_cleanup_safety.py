@@ -25,7 +25,7 @@ from s3_assets.lib.cleanup import (
     clean,
     failure_message,
 )
-from s3_assets.lib.prefix_lock import PrefixBusyError, PrefixLocks, locks_root
+from s3_assets.lib.prefix_lock import NOTES_ROOT, PrefixBusyError, PrefixLocks
 from s3_assets.lib.text import printable
 from s3_assets_tests.fault_proxy import FaultProxy
 from s3_assets_tests.test_cleanup import keys_in, op_metadata
@@ -231,7 +231,7 @@ def test_cleanup_stores_no_output_and_removes_the_stored_outputs(s3, bucket, mak
     s3.put_object(Bucket=bucket, Key=f"{outputs_root}train/data.parquet", Body=b"x")  # as the IO manager stores
     s3.put_object(Bucket=bucket, Key="dagster-io/other_prefix/train/data.parquet", Body=b"x")  # another prefix's
     before = keys_in(s3, bucket)
-    stored = {k for k in before if k.startswith(outputs_root) and "/.locks/" not in k}
+    stored = {k for k in before if k.startswith(outputs_root)}
     assert stored
 
     dry = run_cleanup(location, instance=instance)  # no config at all: a dry run
@@ -359,26 +359,27 @@ def test_a_finished_run_of_the_same_instance_does_not_block_and_its_note_goes(s3
     location = make_location(bucket)
     instance = DagsterInstance.ephemeral()
     done = run_graph(location, uci_dir, selection="*train_csv", instance=instance)
-    notes = locks_root(location.outputs_root())
-    assert any(k.startswith(f"{notes}writers/{done.run_id}/") for k in keys_in(s3, bucket))
+    assert not any(k.startswith(NOTES_ROOT) for k in keys_in(s3, bucket))  # the run took its note back
+    # A process of that run that died before it could: its note is still there, unexpired.
+    PrefixLocks(location.connect(), bucket).hold_for_run(done.run_id, location.written_roots(), what="t").stop()
     refused = run_cleanup(location, raise_on_error=False, dry_run=False)  # another instance: must wait
     assert not refused.success and done.run_id in failure_of(refused)
     run_cleanup(location, instance=instance, dry_run=False)  # this instance knows the run is finished
-    assert not any(k.startswith((notes, "ins_dataset/")) for k in keys_in(s3, bucket))
+    assert not any(k.startswith((NOTES_ROOT, "ins_dataset/")) for k in keys_in(s3, bucket))
 
 
 def test_an_expired_note_does_not_block_and_two_cleanups_exclude_each_other(s3, bucket, make_location):
     location = make_location(bucket)
     seed_copies(s3, bucket)
     client = location.connect()
-    crashed = PrefixLocks(client, bucket, locks_root(location.outputs_root()), what="test", ttl_seconds=0)
-    crashed.hold_for_run("crashed-run").stop()  # its process died: the note expires at once
-    holder = PrefixLocks(client, bucket, locks_root(location.outputs_root()), what="test")
-    with holder.cleanup("other-cleanup-run"):
+    crashed = PrefixLocks(client, bucket, ttl_seconds=0)
+    crashed.hold_for_run("crashed-run", location.written_roots(), what="test").stop()  # died: expires at once
+    holder = PrefixLocks(client, bucket)
+    with holder.cleanup("other-cleanup-run", location.written_roots(), what="test"):
         refused = run_cleanup(location, raise_on_error=False, dry_run=False)
         assert not refused.success and "other-cleanup-run" in failure_of(refused)
         with pytest.raises(PrefixBusyError, match="other-cleanup-run"):
-            holder.hold_for_run("late-run")
+            holder.hold_for_run("late-run", location.written_roots(), what="test")
     run_cleanup(location, dry_run=False)
     assert keys_in(s3, bucket) == set()
 
@@ -400,7 +401,7 @@ def test_run_and_cleanup_started_together_never_both_succeed_with_data_lost(s3_s
         go.set()
 
     def observe(method: str, path: str) -> None:
-        if stage == "first request" or (method == "PUT" and "/.locks/writers/" in path):
+        if stage == "first request" or (method == "PUT" and f"/{NOTES_ROOT}run." in path):
             go.set()
 
     with FaultProxy(s3_server.state.ports.s3, on_request=observe) as proxy:

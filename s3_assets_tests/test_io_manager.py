@@ -26,10 +26,9 @@ def all_objects(s3, bucket: str, prefix: str = "") -> dict[str, bytes]:
 def test_graph_outputs_are_parquet_and_json_that_pandas_reads(s3, bucket, make_location, run_graph, uci_dir):
     assert run_graph(make_location(bucket), uci_dir).success
     everything = all_objects(s3, bucket, "dagster-io/")
-    # Besides the outputs: the run's note that it uses the prefix (JSON, see lib/prefix_lock.py).
-    notes = {key for key in everything if key.startswith("dagster-io/ins_dataset/.locks/writers/")}
-    assert notes and all(json.loads(everything[key])["kind"] == "writing" for key in notes)
-    stored = {key: body for key, body in everything.items() if key not in notes}
+    # Only the outputs: the run's lock note lives in the bucket's `.s3-assets-locks/` and went at its end.
+    assert not all_objects(s3, bucket, ".s3-assets-locks/")
+    stored = everything
     assert stored, "the graph stored no outputs"
     assert all(key.startswith("dagster-io/ins_dataset/") for key in stored)
     for key, body in stored.items():

@@ -9,9 +9,13 @@ the assets use: one bucket and one prefix in it. Every key, URI and prefix rule 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
+import threading
+import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
@@ -32,8 +36,8 @@ from dagster import ConfigurableResource, EnvVar, InitResourceContext, MetadataV
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from s3_assets.lib.errors import ConfigError, describe_client_error
-from s3_assets.lib.prefix_lock import Heartbeat, PrefixLocks, locks_root
+from s3_assets.lib.errors import ConfigError, S3AssetsError, describe_client_error
+from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, PrefixLocks, roots_overlap
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
 
 if TYPE_CHECKING:
@@ -77,25 +81,39 @@ def normalise_prefix(prefix: str) -> str:
 
 
 def validate_prefix(prefix: str, field: str = "prefix") -> str:
-    """Refuse prefixes S3 (or an S3-compatible server) answers with a bare 400 or maps onto
-    another key: '.'/'..' or empty segments, control characters, over-long prefixes."""
+    """Refuse prefixes S3 (or an S3-compatible server) answers with a bare 400 or stores under
+    another name: '.'/'..' or empty segments, '\\' (SeaweedFS and others store it as '/'),
+    segments that begin or end with white space, names not in Unicode NFC (servers on some file
+    systems store them normalised), control characters, over-long prefixes. A prefix that passes
+    is stored as `normalise_prefix` spells it, so locks and overlaps are judged on what S3 holds."""
     root = normalise_prefix(prefix)
     segments = root.rstrip("/").split("/") if root else []
+    if "\\" in root:
+        raise ConfigError(f"prefix {prefix!r} holds a '\\', which some S3 servers store as '/': use '/'",
+                          fields=(field,))
     if any(segment in (".", "..") for segment in segments):
         raise ConfigError(f"prefix {prefix!r} has a '.' or '..' segment, which S3 refuses", fields=(field,))
     if any(segment == "" for segment in segments):
         raise ConfigError(f"prefix {prefix!r} has an empty segment ('//')", fields=(field,))
     if CONTROL.search(root):
         raise ConfigError(f"prefix {prefix!r} holds a control character", fields=(field,))
+    if any(segment != segment.strip() for segment in segments):
+        raise ConfigError(f"prefix {prefix!r} has a segment that begins or ends with white space", fields=(field,))
+    if unicodedata.normalize("NFC", root) != root:
+        raise ConfigError(f"prefix {prefix!r} is not in Unicode NFC, which some servers store it as: write it in "
+                          "NFC", fields=(field,))
     if len(root.encode()) > PREFIX_MAX_BYTES:
         raise ConfigError(f"prefix is longer than {PREFIX_MAX_BYTES} bytes", fields=(field,))
+    if root and roots_overlap(root, LOCKS_FOLDER):
+        raise ConfigError(f"prefix {prefix!r} overlaps {LOCKS_FOLDER!r}, where the project keeps the notes by "
+                          "which runs and cleanups exclude each other: choose another prefix", fields=(field,))
     return prefix
 
 
 def prefixes_overlap(a: str, b: str) -> bool:
-    """True if one normalised prefix contains the other (the bucket root contains every one)."""
-    root_a, root_b = normalise_prefix(a), normalise_prefix(b)
-    return root_a.startswith(root_b) or root_b.startswith(root_a)
+    """True if one normalised prefix contains the other (the bucket root contains every one),
+    compared as a server that folds case or Unicode forms would store them."""
+    return roots_overlap(normalise_prefix(a), normalise_prefix(b))
 
 
 def _positive_finite(value: float, field: str) -> float:
@@ -328,6 +346,32 @@ class S3Connection(S3Resource):
         )
 
 
+@dataclass
+class _Shared:
+    """One run's connection in this process: its client and its lock note, and how many
+    `S3Prefix` objects use them."""
+
+    client: Any
+    hold: Hold
+    users: int = 0
+
+
+_SHARED_GUARD = threading.Lock()
+_SHARED: dict[tuple, _Shared] = {}
+
+
+def _release_shared(key: tuple) -> None:
+    with _SHARED_GUARD:
+        shared = _SHARED.get(key)
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _SHARED[key]
+    shared.hold.release()
+
+
 _PORT_FIELDS = {"s3": "local_s3_port", "master": "local_master_port", "volume": "local_volume_port",
                 "filer": "local_filer_port", "admin": "local_admin_port"}
 
@@ -357,7 +401,7 @@ class S3Prefix(ConfigurableResource):
     _default_bucket_owner: str | None = PrivateAttr(default=None)
     _run_id: str | None = PrivateAttr(default=None)
     _holds_for_run: bool = PrivateAttr(default=True)
-    _heartbeat: Heartbeat | None = PrivateAttr(default=None)
+    _shared_key: tuple | None = PrivateAttr(default=None)
 
     @field_validator("bucket")
     @classmethod
@@ -403,11 +447,18 @@ class S3Prefix(ConfigurableResource):
         # unreachable STS endpoint fails the run here, once, instead of in every step.
         self.resolved_bucket()
         self._run_id = context.run.run_id if context.run else None
+        self._shared_key = None
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-            self._heartbeat = None
+        """The run's end in this process, failed or not: the last user of the process's
+        connection deletes the run's lock note."""
+        key, self._shared_key = self._shared_key, None
+        if key is not None:
+            try:
+                _release_shared(key)
+            except S3AssetsError as error:
+                if context.log is not None:
+                    context.log.warning(f"this run's lock note was not deleted (it expires by itself): {error}")
 
     # -- naming -------------------------------------------------------------------------
     @property
@@ -490,18 +541,45 @@ class S3Prefix(ConfigurableResource):
     # -- client and bucket ----------------------------------------------------------------
     def connect(self) -> S3Client:
         """The S3 client for this prefix, made on first call: connects (on local, starts the
-        embedded S3), checks the bucket and creates it where allowed. Later calls reuse it."""
+        embedded S3), checks the bucket and creates it where allowed. Later calls reuse it.
+
+        In a run, every `S3Prefix` of the process with the same target, bucket, prefixes and run
+        (the steps' and the IO manager's) shares one client, one bucket check and one lock note:
+        the note is put at the first connect and deleted when the last of them is torn down."""
         if self._client is None:
-            self.resolved_bucket()  # the SageMaker default's name (and owner) first
-            client = self.s3.get_client()
-            if self.bucket_owner():
-                client.meta.events.register("before-parameter-build.s3", self._add_expected_owner)
-            self._ensure_bucket(client)
             if self._run_id and self._holds_for_run:
-                # A run holds the prefix from its first request on: a cleanup refuses meanwhile.
-                self._heartbeat = self.prefix_locks(client).hold_for_run(self._run_id)
-            self._client = client
+                self._client = self._connect_shared()
+            else:
+                self._client = self._new_client()
         return self._client
+
+    def _new_client(self) -> S3Client:
+        self.resolved_bucket()  # the SageMaker default's name (and owner) first
+        client = self.s3.get_client()
+        if self.bucket_owner():
+            client.meta.events.register("before-parameter-build.s3", self._add_expected_owner)
+        self._ensure_bucket(client)
+        return client
+
+    def _connect_shared(self) -> S3Client:
+        assert self._run_id is not None
+        key = (hashlib.sha256(repr(self.s3).encode()).hexdigest(), self.resolved_bucket(), self.bucket_owner(),
+               self.root, self.outputs_root(), tuple(sorted(self.write_args().items())), self._run_id)
+        with _SHARED_GUARD:
+            shared = _SHARED.get(key)
+            if shared is None:
+                client = self._new_client()
+                # A run holds the prefix from its first request on: a cleanup refuses meanwhile.
+                hold = self.prefix_locks(client).hold_for_run(self._run_id, self.written_roots(),
+                                                               what=self.uri(self.root))
+                shared = _SHARED[key] = _Shared(client, hold)
+            shared.users += 1
+        self._shared_key = key
+        return shared.client
+
+    def written_roots(self) -> list[str]:
+        """Every root a run of this prefix writes: the data and the stored outputs."""
+        return [self.root, self.outputs_root()]
 
     def bucket_owner(self) -> str:
         """The account every request expects to own the bucket: S3_ASSETS_EXPECTED_BUCKET_OWNER,
@@ -515,9 +593,8 @@ class S3Prefix(ConfigurableResource):
         return self.connect()
 
     def prefix_locks(self, client: S3Client) -> PrefixLocks:
-        """The notes by which runs using this prefix and its cleanup exclude each other."""
-        return PrefixLocks(client, self.resolved_bucket(), locks_root(self.outputs_root()), what=self.uri(self.root),
-                           write_args=self.write_args())
+        """The bucket's notes by which runs and cleanups exclude each other."""
+        return PrefixLocks(client, self.resolved_bucket(), write_args=self.write_args())
 
     def _add_expected_owner(self, params: dict, model: Any, **kwargs: Any) -> None:
         """Every operation that takes ExpectedBucketOwner gets it: S3 then refuses a bucket

@@ -1,236 +1,368 @@
-"""Runs that use a prefix and the cleanup of that prefix exclude each other, across processes,
-machines and Dagster instances, with notes in the bucket itself.
+"""Runs that write a prefix and cleanups that delete it exclude each other, across processes,
+machines and Dagster instances, with notes in the bucket itself (protocol: docs/RELIABILITY.md,
+"Lock notes").
 
-Both sides first leave a note, then look for the other's (the order of Dekker's algorithm): a
-run puts `<locks>/writers/<run id>.json` before its first S3 request on the prefix, then reads
-`<locks>/cleanup.json`; the cleanup puts `cleanup.json` (a conditional PUT, `If-None-Match: *`,
-so two cleanups exclude each other too) and then lists `writers/`. S3 is strongly consistent
-(read-after-write, list-after-write), so at least one side sees the other and backs off, naming
-it: never both proceed. A run holds its note from its first request to its end (not only
-around its PUTs: a step that finds identical bytes already in S3 skips its PUT and still counts
-on them).
+Where: every note of a bucket lives in one folder, `.s3-assets-locks/v1/`, that depends on no
+setting (data and IO prefixes may not overlap it), so two configurations that reach the same
+data through different IO prefixes still see each other.
 
-A note names its owner (run id) and how long it holds (`ttl_seconds`); a live holder renews it
-every third of that. Expiry is judged on the server's clock only (the note's LastModified and the
-Date of the response that read it), so clock skew between machines does not matter. The
-cleanup also asks its Dagster instance (a callback) whether a run it finds is finished: its
-note then no longer counts; a run of another instance counts until its note expires.
+Names: each party writes a note of its own, never another's, named by everything a LIST must
+tell: `<kind>.<ttl seconds>.<owner run id>.<token>.<roots>`, roots being the base64url of the
+normalised prefixes the holder writes or deletes (`@` when too long for a key: then in the body).
+So one LIST answers who holds what without a GET; bodies (JSON: the same fields plus host and
+pid) are read only of notes that conflict, to name their process, and are validated like the keys.
+
+Steps (Dekker's order, no conditional request): PUT the own note, then LIST the folder. S3 lists
+what was written before (strong list-after-write consistency), so of a run and a cleanup that
+overlap at least one sees the other and backs off, deleting its note; two cleanups may both
+back off (safe). Runs never exclude runs.
+
+Expiry: a note counts while it is younger than its ttl on the server's clock (LastModified
+against the LIST response's Date); its holder renews it every third of that and deletes it at
+its end. A cleanup's Dagster instance may say that a run is finished: its note then stops
+counting at once. Notes expired for a whole ttl more are swept (deleted) by whoever lists them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
 import os
+import re
+import secrets
 import socket
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from s3_assets.lib.errors import S3_FAILURES, S3AssetsError, describe_client_error
+from s3_assets.lib.text import printable
 
-LOCKS_DIR = ".locks/"
-DEFAULT_TTL = 120.0
+LOCKS_FOLDER = ".s3-assets-locks/"
+NOTES_ROOT = LOCKS_FOLDER + "v1/"
+DEFAULT_TTL = 120
+MAX_TTL = 3600
+MAX_BODY_BYTES = 16 * 1024
+KEY_BUDGET = 1000  # S3 keys hold 1024 bytes
+KINDS = ("run", "cleanup")
+OWNER = re.compile(r"[A-Za-z0-9_-]{1,100}")
+TOKEN = re.compile(r"[0-9a-f]{16}")
+ROOTS_IN_BODY = "@"
 
 
 class PrefixBusyError(S3AssetsError, RuntimeError):
     """The prefix is held by the other side (a cleanup, or runs that use it); the message names it."""
 
 
+class NoteError(S3AssetsError):
+    """A note in the locks folder is not one this project writes; the message names its key."""
+
+
+def overlap_form(root: str) -> str:
+    """The form prefixes are compared in: NFKC and case-folded, so that a server which folds case
+    or Unicode forms cannot make two names of one folder look apart (only over-refuses)."""
+    return unicodedata.normalize("NFKC", root).casefold()
+
+
+def roots_overlap(a: str, b: str) -> bool:
+    """True if one normalised root ('' or ending in '/') contains the other."""
+    fa, fb = overlap_form(a), overlap_form(b)
+    return fa.startswith(fb) or fb.startswith(fa)
+
+
+def conflicts(kind_a: str, kind_b: str) -> bool:
+    """Runs exclude cleanups and cleanups exclude each other; runs never exclude runs."""
+    return "cleanup" in (kind_a, kind_b)
+
+
 @dataclass(frozen=True)
 class Note:
     key: str
-    owner: str
     kind: str
+    ttl: int
+    owner: str
+    roots: tuple[str, ...] | None  # None: in the body
     written: datetime  # the server's LastModified
-    expires: datetime
-    etag: str
 
-    def describe(self) -> str:
-        return f"{self.kind} run {self.owner} (note s3 key {self.key}, holds until {self.expires:%Y-%m-%d %H:%M:%S} UTC)"
-
-
-def locks_root(outputs_root: str) -> str:
-    """Where the notes of one data prefix live: inside its stored outputs' folder, under a name no
-    Dagster asset or op can have (they may not start with '.')."""
-    return outputs_root + LOCKS_DIR
+    @property
+    def expires(self) -> datetime:
+        return self.written + timedelta(seconds=self.ttl)
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", "")) or str(
-        error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _server_now(response: dict) -> datetime | None:
-    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    return parsedate_to_datetime(date) if date else None
+def _unb64(text: str) -> str:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+
+
+def note_key(kind: str, ttl: int, owner: str, token: str, roots: Sequence[str]) -> str:
+    key = f"{NOTES_ROOT}{kind}.{ttl}.{owner}.{token}.{_b64(chr(10).join(roots))}"
+    return key if len(key.encode()) <= KEY_BUDGET else f"{NOTES_ROOT}{kind}.{ttl}.{owner}.{token}.{ROOTS_IN_BODY}"
+
+
+def _valid_roots(value: Any) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not 1 <= len(value) <= 8:
+        return None
+    for root in value:
+        if not (isinstance(root, str) and root.endswith("/") and "\\" not in root and "//" not in root
+                and not re.search(r"[\x00-\x1f\x7f]", root) and len(root.encode()) <= 1024):
+            return None
+    return tuple(value)
 
 
 class PrefixLocks:
-    """The notes of one prefix in one bucket, written and read through one boto3 client."""
+    """The notes of one bucket, written and read through one boto3 client."""
 
-    def __init__(self, client: Any, bucket: str, root: str, *, what: str, ttl_seconds: float = DEFAULT_TTL,
+    def __init__(self, client: Any, bucket: str, *, ttl_seconds: int = DEFAULT_TTL,
                  write_args: dict[str, str] | None = None):
-        """root: the notes' folder (`locks_root(...)`); what: the prefix they guard, for messages;
-        write_args: extra PutObject arguments (server-side encryption), as on every write."""
-        self.client, self.bucket, self.root, self.what, self.ttl = client, bucket, root, what, float(ttl_seconds)
+        """write_args: extra PutObject arguments (server-side encryption), as on every write."""
+        if not (isinstance(ttl_seconds, int) and 0 <= ttl_seconds <= MAX_TTL):
+            raise ValueError(f"ttl_seconds={ttl_seconds!r}: use whole seconds from 0 to {MAX_TTL}")
+        self.client, self.bucket, self.ttl = client, bucket, ttl_seconds
         self.write_args = dict(write_args or {})
-        self.cleanup_key = root + "cleanup.json"
-        self.writers_root = root + "writers/"
 
-    # -- notes ---------------------------------------------------------------------------
-    def _body(self, owner: str, kind: str, ttl: float) -> bytes:
-        return json.dumps({"owner": owner, "kind": kind, "ttl_seconds": ttl, "host": socket.gethostname(),
-                           "pid": os.getpid(), "token": uuid.uuid4().hex}).encode()
+    def _where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{printable(key)}"
 
-    def _put(self, key: str, owner: str, kind: str, *, exclusive: bool = False, ttl: float | None = None) -> str:
-        extra = {**self.write_args, **({"IfNoneMatch": "*"} if exclusive else {})}
-        body = self._body(owner, kind, self.ttl if ttl is None else ttl)
-        try:
-            return self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
-                                          ContentType="application/json", **extra)["ETag"]
-        except ClientError as error:
-            if exclusive and _code(error) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise
-            if exclusive and _code(error) in ("NotImplemented", "501"):  # no conditional writes: plain PUT
-                return self._put(key, owner, kind, ttl=ttl)
-            raise describe_client_error(error, bucket=self.bucket, key=key,
-                                        endpoint=self.client.meta.endpoint_url) from None
-        except S3_FAILURES as error:
-            raise describe_client_error(error, bucket=self.bucket, key=key,
-                                        endpoint=self.client.meta.endpoint_url) from None
+    def _failed(self, error: Exception, key: str) -> S3AssetsError:
+        return describe_client_error(error, bucket=self.bucket, key=key,
+                                     endpoint=self.client.meta.endpoint_url)
 
-    def read(self, key: str) -> tuple[Note, datetime] | None:
-        """The note at key and the server's time of reading it, or None if there is none."""
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-            body = json.loads(response["Body"].read())
-        except ClientError as error:
-            if _code(error) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise describe_client_error(error, bucket=self.bucket, key=key,
-                                        endpoint=self.client.meta.endpoint_url) from None
-        except ValueError:
-            body = {}
-        written = response["LastModified"]
-        ttl = float(body.get("ttl_seconds", self.ttl))
-        return Note(key, str(body.get("owner", "?")), str(body.get("kind", "?")), written,
-                    written + timedelta(seconds=ttl), response["ETag"]), _server_now(response) or written
-
-    def _expired(self, note: Note, now: datetime) -> bool:
-        return now >= note.expires
-
-    def _delete(self, key: str, etag: str | None = None) -> None:
-        extra = {"IfMatch": etag} if etag else {}
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=key, **extra)
-        except ClientError as error:
-            if _code(error) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
-                raise describe_client_error(error, bucket=self.bucket, key=key,
-                                            endpoint=self.client.meta.endpoint_url) from None
-
-    # -- a run that uses the prefix ---------------------------------------------------------
-    def hold_for_run(self, run_id: str) -> Heartbeat:
-        """Put this process's note for the run, then refuse (taking the note back) if a live
-        cleanup holds the prefix. The returned heartbeat renews the note until stopped."""
-        key = f"{self.writers_root}{run_id}/{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
-        self._put(key, run_id, "writing")
-        found = self.read(self.cleanup_key)
-        if found is not None and not self._expired(*found):
-            self._delete(key)
-            raise PrefixBusyError(
-                f"{self.what} is being cleaned up by {found[0].describe()}: this run ({run_id}) does not touch it; "
-                "run it again after the cleanup")
-        return Heartbeat(lambda: self._put(key, run_id, "writing"), self.ttl / 3)
-
-    # -- the cleanup -------------------------------------------------------------------------
-    @contextmanager
-    def cleanup(self, run_id: str, is_finished: Callable[[str], bool | None] = lambda run_id: None) -> Iterator[None]:
-        """Hold the prefix for a cleanup: refuse (naming them) while other runs hold it.
-
-        `is_finished(run_id)`: True/False if the run is known to this Dagster instance, else None.
-        """
-        self._take_cleanup_note(run_id)
-        heartbeat = Heartbeat(lambda: self._put(self.cleanup_key, run_id, "cleanup"), self.ttl / 3)
-        try:
-            stale = self._check_writers(run_id, is_finished)
-            yield
-            for note in stale:  # notes of finished runs: the cleanup leaves no leftovers
-                self._delete(note.key, note.etag)
-        finally:
-            heartbeat.stop()
-            self._delete(self.cleanup_key)
-
-    def _take_cleanup_note(self, run_id: str) -> None:
-        for _attempt in range(2):
+    # -- reading notes (everything read is validated) ------------------------------------------
+    def parse_key(self, key: str, written: datetime) -> Note:
+        name = key.removeprefix(NOTES_ROOT)
+        parts = name.split(".")
+        if not key.startswith(NOTES_ROOT) or len(parts) != 5:
+            raise self._malformed(key, "its name is not <kind>.<ttl>.<owner>.<token>.<roots>")
+        kind, ttl, owner, token, encoded = parts
+        if kind not in KINDS:
+            raise self._malformed(key, "unknown kind")
+        if not (ttl.isascii() and ttl.isdigit() and len(ttl) <= 4 and int(ttl) <= MAX_TTL):
+            raise self._malformed(key, f"ttl is not a whole number of seconds up to {MAX_TTL}")
+        if not OWNER.fullmatch(owner) or not TOKEN.fullmatch(token):
+            raise self._malformed(key, "owner or token is not one this project writes")
+        roots: tuple[str, ...] | None = None
+        if encoded != ROOTS_IN_BODY:
             try:
-                self._put(self.cleanup_key, run_id, "cleanup", exclusive=True)
-                return
-            except ClientError:
-                found = self.read(self.cleanup_key)
-                if found is None:
-                    continue
-                note, now = found
-                if not self._expired(note, now):
-                    raise PrefixBusyError(f"another cleanup holds the prefix: {note.describe()}") from None
-                self._delete(note.key, note.etag)  # expired: a crashed cleanup; only that version goes
-        raise PrefixBusyError(f"could not take the cleanup note s3://{self.bucket}/{self.cleanup_key}")
+                roots = _valid_roots(_unb64(encoded).split("\n"))
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                roots = None
+            if roots is None:
+                raise self._malformed(key, "its roots are not base64url of prefixes")
+        return Note(key, kind, int(ttl), owner, roots, written)
 
-    def _check_writers(self, run_id: str, is_finished: Callable[[str], bool | None]) -> list[Note]:
-        live, stale = [], []
+    def read_body(self, note: Note) -> dict[str, Any]:
+        """The note's body, checked field by field against its name."""
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.writers_root)
-            keys = [item["Key"] for page in pages for item in page.get("Contents", ())]
+            response = self.client.get_object(Bucket=self.bucket, Key=note.key)
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
+                return {}  # released meanwhile
+            raise self._failed(error, note.key) from None
         except S3_FAILURES as error:
-            raise describe_client_error(error, bucket=self.bucket, key=self.writers_root,
-                                        endpoint=self.client.meta.endpoint_url) from None
-        for key in keys:
-            found = self.read(key)
-            if found is None:
+            raise self._failed(error, note.key) from None
+        with response["Body"] as stream:
+            if int(response.get("ContentLength") or 0) > MAX_BODY_BYTES:
+                raise self._malformed(note.key, f"its body is larger than {MAX_BODY_BYTES} bytes")
+            raw = stream.read(MAX_BODY_BYTES + 1)
+        if len(raw) > MAX_BODY_BYTES:
+            raise self._malformed(note.key, f"its body is larger than {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(raw, parse_constant=lambda name: math.nan)
+        except (ValueError, RecursionError):
+            raise self._malformed(note.key, "its body is not JSON") from None
+        if not isinstance(body, dict):
+            raise self._malformed(note.key, "its body is not a JSON object")
+        ttl = body.get("ttl_seconds")
+        checks = {
+            "kind": body.get("kind") == note.kind,
+            "owner": body.get("owner") == note.owner,
+            "ttl_seconds": (isinstance(ttl, int | float) and not isinstance(ttl, bool) and math.isfinite(ttl)
+                            and ttl == note.ttl),
+            "roots": _valid_roots(body.get("roots")) is not None
+                     and (note.roots is None or tuple(body["roots"]) == note.roots),
+            "host": isinstance(body.get("host"), str) and len(body["host"]) <= 255,
+            "pid": isinstance(body.get("pid"), int) and not isinstance(body.get("pid"), bool)
+                   and 0 <= body["pid"] < 2**32,
+        }
+        wrong = [field for field, ok in checks.items() if not ok]
+        if wrong:
+            raise self._malformed(note.key, "missing or invalid " + ", ".join(wrong))
+        return body
+
+    def _malformed(self, key: str, why: str) -> NoteError:
+        return NoteError(f"lock note {self._where(key)} is not one this project writes ({why}); nothing was "
+                         f"changed. If no s3-assets process wrote it, delete it and run again")
+
+    def list_notes(self) -> tuple[list[tuple[str, datetime]], datetime]:
+        """Every note's key and LastModified, and the server's time of the listing (its Date)."""
+        items: list[tuple[str, datetime]] = []
+        now: datetime | None = None
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": NOTES_ROOT}
+        try:
+            while True:
+                page = self.client.list_objects_v2(**kwargs)
+                date = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+                if now is None and date:
+                    try:
+                        now = parsedate_to_datetime(date)
+                    except (TypeError, ValueError):
+                        now = None
+                items += [(item["Key"], item["LastModified"]) for item in page.get("Contents", ())]
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    break
+                kwargs["ContinuationToken"] = token
+        except S3_FAILURES as error:
+            raise self._failed(error, NOTES_ROOT) from None
+        # A server without a Date header: this machine's clock (skew then matters).
+        return items, (now if now is not None and now.tzinfo else datetime.now(UTC))
+
+    # -- writing notes -----------------------------------------------------------------------
+    def _put(self, key: str, body: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json",
+                                   **self.write_args)
+        except S3_FAILURES as error:
+            raise self._failed(error, key) from None
+
+    def _delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) not in ("NoSuchKey", "404"):
+                raise self._failed(error, key) from None
+        except S3_FAILURES as error:
+            raise self._failed(error, key) from None
+
+    # -- holding -------------------------------------------------------------------------------
+    def hold(self, kind: str, owner: str, roots: Sequence[str], *, what: str,
+             is_finished: Callable[[str], bool | None] | None = None) -> Hold:
+        """Put this process's note, then list: refuse (taking the note back) while a live note
+        that conflicts with it covers an overlapping root. The hold renews the note until released.
+
+        `is_finished(run_id)`: True/False if the run is known to the caller's Dagster instance,
+        else None; a finished run's note no longer counts."""
+        if kind not in KINDS or not OWNER.fullmatch(owner) or _valid_roots(list(roots)) is None:
+            raise ValueError(f"cannot hold {kind!r} for {owner!r} on {list(roots)!r}")
+        token = secrets.token_hex(8)
+        key = note_key(kind, self.ttl, owner, token, roots)
+        body = json.dumps({"kind": kind, "ttl_seconds": self.ttl, "owner": owner, "roots": list(roots),
+                           "host": socket.gethostname()[:255], "pid": os.getpid()}).encode()
+        self._put(key, body)
+        try:
+            self._refuse_conflicts(key, kind, owner, tuple(roots), what, is_finished or (lambda run_id: None))
+        except BaseException:
+            try:
+                self._delete(key)
+            except S3AssetsError:  # noqa: S110 - the note then expires by itself after ttl
+                pass
+            raise
+        return Hold(self, key, body)
+
+    def _refuse_conflicts(self, own: str, kind: str, owner: str, roots: tuple[str, ...], what: str,
+                          is_finished: Callable[[str], bool | None]) -> None:
+        items, now = self.list_notes()
+        live: list[tuple[Note, bool | None]] = []
+        for key, written in items:
+            if key == own:
                 continue
-            note, now = found
-            if note.owner == run_id:
-                stale.append(note)
+            note = self.parse_key(key, written)
+            finished = is_finished(note.owner) if note.owner != owner else None
+            if finished or now >= note.expires + timedelta(seconds=note.ttl):
+                self._sweep(note)
                 continue
-            finished = is_finished(note.owner)
-            if finished or (finished is None and self._expired(note, now)):
-                stale.append(note)
-            else:
+            if now >= note.expires or not conflicts(kind, note.kind):
+                continue
+            note_roots = note.roots if note.roots is not None else tuple(self.read_body(note).get("roots", ()))
+            if any(roots_overlap(a, b) for a in roots for b in note_roots):
                 live.append((note, finished))
-        if live:
-            live = list({note.owner: (note, finished) for note, finished in live}.values())  # one per run
-            described = "; ".join(
-                note.describe() + (" (running in this Dagster instance)" if finished is False
-                                   else " (not known to this Dagster instance: waits for its note to expire)")
-                for note, finished in live)
-            raise PrefixBusyError(
-                f"{self.what} is in use by {len(live)} run(s): "
-                f"{described}. Nothing was deleted; run the cleanup again when they are done")
-        return stale
+        if not live:
+            return
+        described = "; ".join(self._describe(note, finished, now) for note, finished in live)
+        if kind == "run":
+            raise PrefixBusyError(f"{what} is being cleaned up by {described}: this run ({owner}) does not touch "
+                                  "it; run it again after the cleanup")
+        runs = [note for note, _ in live if note.kind == "run"]
+        raise PrefixBusyError(
+            f"{what} is in use by {len(live)} holder(s) ({len(runs)} run(s), {len(live) - len(runs)} other "
+            f"cleanup(s)): {described}. Nothing was deleted; run the cleanup again when they are done")
+
+    def _sweep(self, note: Note) -> None:
+        """A dead holder's note (expired a whole ttl ago, or of a finished run): deleted."""
+        try:
+            self._delete(note.key)
+        except S3AssetsError:  # noqa: S110 - the next party that lists tries again
+            pass
+
+    def _describe(self, note: Note, finished: bool | None, now: datetime) -> str:
+        body = self.read_body(note)
+        process = f"host {printable(str(body['host']))}, pid {body['pid']}" if body else "note just released"
+        roots = ", ".join(f"s3://{self.bucket}/{printable(root)}" for root in body.get("roots", note.roots or ()))
+        left = max(0, int((note.expires - now).total_seconds()))
+        text = (f"{note.kind} run {note.owner} ({process}) holding {roots} until {note.expires:%Y-%m-%d %H:%M:%S} "
+                f"UTC on the server's clock ({left} s from now) unless its process renews the note, every "
+                f"{note.ttl // 3} s while it lives (note {self._where(note.key)})")
+        if finished is False:
+            return (text + " (running in this Dagster instance: if its process is dead the hold ends by itself "
+                    "at that time; to end it now, terminate the run in the Dagster UI (Runs, then the run, then "
+                    "Terminate; 'Force termination' marks a run whose process is gone as canceled)")
+        return text + (" (not known to this Dagster instance: waits for its note to expire, or terminate the run "
+                       "in the Dagster instance that launched it)")
+
+    def hold_for_run(self, run_id: str, roots: Sequence[str], *, what: str) -> Hold:
+        """A run's hold on the roots it writes (data and stored outputs)."""
+        return self.hold("run", run_id, roots, what=what)
+
+    @contextmanager
+    def cleanup(self, run_id: str, roots: Sequence[str], *, what: str,
+                is_finished: Callable[[str], bool | None] = lambda run_id: None) -> Iterator[Hold]:
+        """Hold the roots a cleanup deletes: refuse (naming them) while runs or cleanups hold any
+        overlapping root; the note goes when the block ends, failed or not."""
+        hold = self.hold("cleanup", run_id, roots, what=what, is_finished=is_finished)
+        try:
+            yield hold
+        finally:
+            hold.release()
 
 
-class Heartbeat:
-    """Calls `renew` every `interval` seconds on a daemon thread until stopped."""
+class Hold:
+    """One note of this process, renewed every third of its ttl on a daemon thread until released."""
 
-    def __init__(self, renew: Callable[[], object], interval: float):
+    def __init__(self, locks: PrefixLocks, key: str, body: bytes):
+        self.locks, self.key, self._body = locks, key, body
         self._stop = threading.Event()
-        self._renew = renew
-        self.interval = interval
-        self._thread = threading.Thread(target=self._run, name="s3-assets-lock-heartbeat", daemon=True)
-        self._thread.start()
+        self.interval = max(locks.ttl / 3, 0.001)
+        self._thread = threading.Thread(target=self._renew, name="s3-assets-lock-heartbeat", daemon=True)
+        if locks.ttl:
+            self._thread.start()
 
-    def _run(self) -> None:
+    def _renew(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self._renew()
+                self.locks._put(self.key, self._body)  # noqa: SLF001 - the note's own writer
             except S3AssetsError:  # noqa: S110 - a missed renewal only shortens the hold; the next one retries
                 pass
 
     def stop(self) -> None:
+        """Stop renewing (the note then expires by itself); `release` also deletes it."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.locks.client.meta.config.read_timeout or 60)
+
+    def release(self) -> None:
+        """Stop renewing and delete the note; raises S3AssetsError if the delete failed (the
+        note then expires by itself after its ttl)."""
+        self.stop()
+        self.locks._delete(self.key)  # noqa: SLF001

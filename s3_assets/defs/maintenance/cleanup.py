@@ -19,11 +19,9 @@ from dagster import (
     job,
     op,
 )
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,  # not exported at the top level in 1.13
-)
 from pydantic import Field
 
+from s3_assets.defs.dagster_internals import AssetCheckEvaluationTargetMaterializationData
 from s3_assets.defs.maintenance.checks import (
     LISTING_IS_CURRENT,
     LISTING_KEY,
@@ -32,12 +30,11 @@ from s3_assets.defs.maintenance.checks import (
 )
 from s3_assets.defs.metadata import code_block
 from s3_assets.defs.per_file.retention import remove_file_partitions
-from s3_assets.defs.resources import S3Prefix, normalise_prefix
+from s3_assets.defs.resources import S3Prefix, normalise_prefix, prefixes_overlap
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.cleanup import CleanupError, CleanupReport, clean
 from s3_assets.lib.errors import ConfigError, S3AssetsError
 from s3_assets.lib.listing import list_objects
-from s3_assets.lib.prefix_lock import PrefixLocks, locks_root
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
 
@@ -55,7 +52,7 @@ def refuse_overlap(s3_prefix: S3Prefix) -> None:
     """The data prefix and the IO prefix must not contain each other: deleting one would delete
     the other's objects (for every data prefix, not only this one)."""
     data_root, io_root = s3_prefix.destructive_root(), normalise_prefix(s3_prefix.io_prefix)
-    if not io_root or io_root.startswith(data_root) or data_root.startswith(io_root):
+    if not io_root or prefixes_overlap(data_root, io_root):
         raise ConfigError(
             f"refusing to clean up: S3_ASSETS_PREFIX {s3_prefix.prefix!r} and S3_ASSETS_IO_PREFIX "
             f"{s3_prefix.io_prefix!r} overlap, so the cleanup would delete stored outputs (or data) it was not "
@@ -122,7 +119,7 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
     data_root, outputs_root = s3_prefix.destructive_root(), s3_prefix.outputs_root()
     roots = [data_root] + ([] if config.keep_outputs else [outputs_root])
     client, bucket = s3_prefix.cleanup_client(), s3_prefix.resolved_bucket()
-    locks = PrefixLocks(client, bucket, locks_root(outputs_root), what=s3_prefix.uri(data_root))
+    locks = s3_prefix.prefix_locks(client)
     run_status = context.instance.get_run_by_id
 
     def is_finished(run_id: str) -> bool | None:
@@ -131,15 +128,16 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
 
     def run_clean() -> tuple[CleanupReport, CleanupError | None]:
         try:
-            return clean(client, bucket, roots, dry_run=config.dry_run, delete_versions=config.delete_versions,
-                         exclude=(locks.root,)), None
+            return clean(client, bucket, roots, dry_run=config.dry_run, delete_versions=config.delete_versions), None
         except CleanupError as error:
             return error.report, error
 
     if config.dry_run:
         report, failure = run_clean()
     else:
-        with locks.cleanup(context.run_id, is_finished):
+        # Held on every root it deletes: a run that writes any overlapping root (data or stored
+        # outputs, of any configuration) excludes it, and it them.
+        with locks.cleanup(context.run_id, roots, what=s3_prefix.uri(data_root), is_finished=is_finished):
             report, failure = run_clean()
             deleted = set(report.keys) - {label.split(" (version ", 1)[0] for label in report.not_deleted()}
             # Recorded while the prefix is still held: no run can write it again before these land.

@@ -1,0 +1,294 @@
+"""The lock notes by which runs and cleanups exclude each other (docs/RELIABILITY.md, "Lock notes"):
+keyed on the bucket and the roots as the server stores them, in one folder no setting moves;
+overlaps (parent, child, another configuration's IO prefix, a run's stored outputs) refused; a
+dead run's note stops counting when it is no longer renewed; malformed notes fail by name; no
+conditional request, so servers that refuse or ignore them work; one note per run and process,
+one PUT + one LIST at the start and one DELETE at the end; nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import unicodedata
+import uuid
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+from s3_assets.defs.resources import S3Connection, S3Prefix, prefixes_overlap, validate_prefix
+from s3_assets.lib.errors import ConfigError, S3AssetsError
+from s3_assets.lib.prefix_lock import NOTES_ROOT, NoteError, PrefixBusyError, PrefixLocks, note_key
+from s3_assets.lib.text import printable
+from s3_assets_tests.fault_proxy import FaultProxy, carries_condition, refuse_conditional
+from s3_assets_tests.test_aws_account import SECRET, moto_url  # noqa: F401 - the fixture
+from s3_assets_tests.test_cleanup import keys_in
+from s3_assets_tests.test_cleanup_safety import (
+    Gate,
+    custom,
+    failure_of,
+    in_thread,
+    run_cleanup,
+    seed_copies,
+)
+from s3_assets_tests.test_listing import put_many
+
+
+def notes_in(s3, bucket: str) -> set[str]:
+    return {key for key in keys_in(s3, bucket) if key.startswith(NOTES_ROOT)}
+
+
+# -- 1. keyed on the stored data prefix, overlaps refused ----------------------------------------
+
+def _outputs_of_e30(connection) -> str:
+    return S3Prefix(s3=connection, bucket="any-bucket", prefix="e30").outputs_root()
+
+
+@pytest.mark.parametrize("case", ["parent", "child", "other io prefix", "the run's stored outputs"])
+def test_a_cleanup_refuses_while_an_overlapping_prefix_is_held(s3_server, s3, bucket, connection, run_graph,
+                                                               uci_dir, case):
+    run_prefix, run_io, cleanup_io = {"parent": ("nest/child", "dagster-io", "dagster-io"),
+                                      "child": ("nest", "dagster-io", "dagster-io"),
+                                      "other io prefix": ("e11", "dagster-io", "io2"),
+                                      "the run's stored outputs": ("e30", "dagster-io", "io2")}[case]
+    cleanup_prefix = {"parent": "nest", "child": "nest/child", "other io prefix": "e11",
+                      "the run's stored outputs": _outputs_of_e30(connection)}[case]
+    put_many(s3, bucket, [f"{run_prefix}/raw/train.csv"])
+    gate = Gate(lambda method, path: method == "HEAD" and path.endswith(f"/{run_prefix}/raw/train.csv"))
+    with FaultProxy(s3_server.state.ports.s3, on_request=gate) as proxy:
+        run_location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket, prefix=run_prefix, io_prefix=run_io)
+        thread, box = in_thread(lambda: run_graph(run_location, uci_dir, selection="*train_csv"))
+        assert gate.reached.wait(120)
+        try:
+            cleanup_location = S3Prefix(s3=connection, bucket=bucket, prefix=cleanup_prefix, io_prefix=cleanup_io)
+            refused = run_cleanup(cleanup_location, raise_on_error=False, dry_run=False)  # another instance
+            held = keys_in(s3, bucket)
+        finally:
+            gate.release.set()
+        thread.join(120)
+    assert not refused.success
+    message = failure_of(refused)
+    assert box["result"].run_id in message and "Nothing was deleted" in message
+    assert f"{run_prefix}/raw/train.csv" in held  # nothing deleted while the run held it
+    assert box["result"].success
+    assert f"{run_prefix}/raw/train.csv" in keys_in(s3, bucket)
+    assert not notes_in(s3, bucket)  # the run took its note back at its end
+
+
+@pytest.mark.parametrize("prefix", ["bsdata\\io", "bs2\\ins", "a//b", "a/ b/c", "a /b", "\\lead",
+                                    unicodedata.normalize("NFD", "caf\u00e9"), ".s3-assets-locks",
+                                    ".s3-assets-locks/v1/x", "/.S3-Assets-Locks/"])
+@pytest.mark.parametrize("field", ["prefix", "io_prefix"])
+def test_prefixes_a_server_rewrites_or_the_notes_folder_are_refused(connection, prefix, field):
+    with pytest.raises(ConfigError):
+        validate_prefix(prefix, field)
+    others = {"prefix": "data", "io_prefix": "io"}
+    with pytest.raises(ValueError, match="prefix"):  # S3_ASSETS_PREFIX and S3_ASSETS_IO_PREFIX alike
+        S3Prefix(s3=connection, bucket="b-ok", **{**others, field: prefix})
+
+
+def test_overlap_is_judged_on_the_stored_form():
+    assert prefixes_overlap("Data", "data/x") and prefixes_overlap("/nest/", "nest/child")
+    assert prefixes_overlap("caf\u00e9", unicodedata.normalize("NFD", "caf\u00e9") + "/x")
+    assert not prefixes_overlap("data", "data2") and not prefixes_overlap("a/b", "a/bc")
+
+
+def test_notes_do_not_depend_on_the_io_prefix(s3, bucket, make_location):
+    # Two configurations of one data prefix (different IO prefixes) meet in the same folder.
+    first, second = make_location(bucket, io_prefix="io1"), make_location(bucket, io_prefix="io2")
+    hold = first.prefix_locks(first.connect()).hold_for_run("run-a", first.written_roots(), what="a")
+    try:
+        with pytest.raises(PrefixBusyError, match="run-a"):
+            with second.prefix_locks(second.connect()).cleanup("cleanup-b", second.written_roots(), what="b"):
+                pass
+    finally:
+        hold.release()
+    assert not notes_in(s3, bucket)
+
+
+# -- 2. a dead run does not block for ever ---------------------------------------------------------
+
+def _started_run(instance: DagsterInstance) -> DagsterRun:
+    run = DagsterRun(job_name="refresh_all", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED)
+    return instance.add_run(run)
+
+
+def test_a_killed_run_blocks_only_until_its_note_expires_or_the_run_is_terminated(s3, bucket, make_location):
+    location, instance = make_location(bucket), DagsterInstance.ephemeral()
+    seed_copies(s3, bucket)
+    # A run SIGKILLed a whole ttl ago: its instance still says STARTED, its note is no longer renewed.
+    dead = _started_run(instance)
+    PrefixLocks(location.connect(), bucket, ttl_seconds=0).hold_for_run(
+        dead.run_id, location.written_roots(), what="t").stop()
+    # A run killed just now: its note still counts, and the refusal says until when and how to end it.
+    killed = _started_run(instance)
+    PrefixLocks(location.connect(), bucket).hold_for_run(killed.run_id, location.written_roots(), what="t").stop()
+    refused = run_cleanup(location, instance=instance, raise_on_error=False, dry_run=False)
+    message = failure_of(refused)
+    assert not refused.success and killed.run_id in message and dead.run_id not in message
+    assert "running in this Dagster instance" in message and "Terminate" in message
+    assert "until" in message and "UTC on the server's clock" in message and "ends by itself" in message
+    instance.report_run_canceled(killed)  # what Terminate (forced) in the UI records
+    run_cleanup(location, instance=instance, dry_run=False)
+    assert not keys_in(s3, bucket)  # data deleted, both dead notes swept
+
+
+# -- 3. malformed notes fail by name ---------------------------------------------------------------
+
+def _valid_body(owner: str, roots: list[str], kind: str = "run", ttl: int = 120) -> dict:
+    return {"kind": kind, "ttl_seconds": ttl, "owner": owner, "roots": roots, "host": "h", "pid": 1}
+
+
+BAD_BODIES = {
+    "a list": b"[]",
+    "ttl nan string": json.dumps({**_valid_body("r", ["ins_dataset/"]), "ttl_seconds": "nan"}).encode(),
+    "ttl NaN literal": json.dumps(_valid_body("r", ["ins_dataset/"])).replace("120", "NaN").encode(),
+    "ttl 1e12": json.dumps({**_valid_body("r", ["ins_dataset/"]), "ttl_seconds": 1e12}).encode(),
+    "ttl bool": json.dumps({**_valid_body("r", ["ins_dataset/"]), "ttl_seconds": True}).encode(),
+    "missing fields": b'{"kind": "run"}',
+    "not json": b"\x00\xff{{",
+    "deep": b"[" * 10000,
+    "huge": json.dumps({**_valid_body("r", ["ins_dataset/"]), "pad": "x" * 100000}).encode(),
+    "roots not a list": json.dumps({**_valid_body("r", ["ins_dataset/"]), "roots": "ins_dataset/"}).encode(),
+    "pid text": json.dumps({**_valid_body("r", ["ins_dataset/"]), "pid": "1"}).encode(),
+}
+
+
+@pytest.mark.parametrize("why", list(BAD_BODIES))
+def test_a_note_with_a_malformed_body_fails_by_name(s3, bucket, make_location, why):
+    location = make_location(bucket)
+    key = note_key("run", 120, "r", "0123456789abcdef", ["ins_dataset/"])
+    s3.put_object(Bucket=bucket, Key=key, Body=BAD_BODIES[why])
+    locks = location.prefix_locks(location.connect())
+    with pytest.raises(NoteError) as raised:
+        with locks.cleanup("cleanup-run", location.written_roots(), what="t"):
+            pytest.fail("the cleanup went ahead")
+    assert isinstance(raised.value, S3AssetsError) and printable(key) in str(raised.value)
+    assert notes_in(s3, bucket) == {key}  # the cleanup took its own note back
+
+
+@pytest.mark.parametrize("name", ["junk", "run.nan.r.0123456789abcdef.aW5zX2RhdGFzZXQv",
+                                  "run.1000000000000.r.0123456789abcdef.aW5zX2RhdGFzZXQv",
+                                  "run.-1.r.0123456789abcdef.aW5zX2RhdGFzZXQv", "other.120.r.0123456789abcdef.x",
+                                  "cleanup.120.r.0123456789abcdef.%%%", "run.120.r.0123456789abcdef.aW5zX2Rh\x1b",
+                                  "run.120.r\u202e.0123456789abcdef.aW5zX2RhdGFzZXQv"])
+def test_a_note_with_a_malformed_name_fails_runs_and_cleanups_by_name(s3, bucket, make_location, name):
+    location = make_location(bucket)
+    s3.put_object(Bucket=bucket, Key=NOTES_ROOT + name, Body=b"{}")
+    locks = location.prefix_locks(location.connect())
+    for take in (lambda: locks.hold_for_run("a-run", location.written_roots(), what="t"),
+                 lambda: locks.hold("cleanup", "a-cleanup", location.written_roots(), what="t")):
+        with pytest.raises(NoteError) as raised:
+            take()
+        text = str(raised.value)
+        assert printable(NOTES_ROOT + name) in text and not {"\x1b", "\u202e"} & set(text)
+    assert notes_in(s3, bucket) == {NOTES_ROOT + name}
+
+
+def test_a_run_refuses_by_name_on_a_malformed_cleanup_note(s3, bucket, make_location, run_graph, uci_dir):
+    location = make_location(bucket)
+    key = note_key("cleanup", 120, "c", "0123456789abcdef", location.written_roots())
+    s3.put_object(Bucket=bucket, Key=key, Body=b'{"ttl_seconds": "nan"}')
+    run = run_graph(location, uci_dir, selection="*train_csv", raise_on_error=False)
+    assert not run.success and printable(key) in failure_of(run) and "NoteError" in failure_of(run)
+    assert "AttributeError" not in failure_of(run) and "OverflowError" not in failure_of(run)
+
+
+# -- 4. servers without conditional requests; nothing left behind ------------------------------------
+
+@pytest.mark.parametrize("server", ["refuses conditional requests", "ignores them"])
+def test_runs_and_cleanups_need_no_conditional_request(s3_server, s3, bucket, run_graph, uci_dir, server):
+    put_many(s3, bucket, ["ins_dataset_old/keep.csv", "ins_dataset/extra.csv"])
+    kwargs = {"answer": refuse_conditional} if server.startswith("refuses") else \
+        {"strip_headers": ("If-None-Match", "If-Match")}
+    failing = threading.Event()
+    failing.set()
+
+    def rule(method: str, path: str) -> str:  # fails the first run after it took its note
+        return "internal_error" if failing.is_set() and method == "PUT" and "/ins_dataset/raw/" in path else "pass"
+
+    with FaultProxy(s3_server.state.ports.s3, rule=rule, **kwargs) as proxy:
+        location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket)
+        instance = DagsterInstance.ephemeral()
+        failed = run_graph(location, uci_dir, selection="*train_csv", instance=instance, raise_on_error=False)
+        assert not failed.success and "InternalError" in failure_of(failed)
+        assert not notes_in(s3, bucket)  # a failed run takes its note back too
+        failing.clear()
+        assert run_graph(location, uci_dir, selection="*train_csv", instance=instance).success
+        assert not notes_in(s3, bucket)
+        run_cleanup(location, dry_run=False)  # another instance: no note of the runs is left to wait for
+        # A cleanup that refuses takes its note back as well.
+        hold = PrefixLocks(s3, bucket).hold_for_run("live-run", location.written_roots(), what="t")
+        assert not run_cleanup(location, raise_on_error=False, dry_run=False).success
+        hold.release()
+        requests = list(proxy.requests)
+    assert keys_in(s3, bucket) == {"ins_dataset_old/keep.csv"}
+    assert not any(carries_condition(headers) for _, _, headers in requests)
+    assert proxy.stripped == 0
+
+
+def test_runs_and_cleanups_on_motos_server(moto_url):  # noqa: F811 - the imported fixture
+    import boto3
+
+    moto = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="AKIAMOTOTEST0001",
+                        aws_secret_access_key=SECRET)
+    bucket = f"moto-{uuid.uuid4().hex[:10]}"
+    moto.create_bucket(Bucket=bucket)
+    moto.put_object(Bucket=bucket, Key="ins_dataset_old/keep.csv", Body=b"1")
+    connection = S3Connection(target="custom", endpoint_url=moto_url, region_name="us-east-1", max_attempts=2,
+                              aws_access_key_id="AKIAMOTOTEST0001", aws_secret_access_key=SECRET)
+    location = S3Prefix(s3=connection, bucket=bucket)
+    locks = PrefixLocks(moto, bucket)
+    hold = locks.hold_for_run("moto-run", location.written_roots(), what="t")
+    refused = run_cleanup(location, raise_on_error=False, dry_run=False)
+    assert not refused.success and "moto-run" in failure_of(refused)  # moto's Date and LastModified agree
+    hold.release()
+    moto.put_object(Bucket=bucket, Key="ins_dataset/raw/train.csv", Body=b"x")
+    run_cleanup(location, dry_run=False)
+    left = {item["Key"] for item in moto.list_objects_v2(Bucket=bucket).get("Contents", ())}
+    assert left == {"ins_dataset_old/keep.csv"}
+
+
+# -- 5. one connection, one bucket check, one note per run and process --------------------------------
+
+def test_a_run_costs_one_bucket_check_and_one_note_put_listed_and_deleted(s3_server, s3, bucket, run_graph,
+                                                                         uci_dir):
+    with FaultProxy(s3_server.state.ports.s3) as proxy:
+        location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket)
+        assert run_graph(location, uci_dir, selection="*train_csv").success
+        requests = list(proxy.requests)
+
+    def query(path: str) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(path).query)
+
+    note_paths = [(method, unquote(urlsplit(path).path)) for method, path, _ in requests
+                  if unquote(urlsplit(path).path).startswith(f"/{bucket}/{NOTES_ROOT}")]
+    note_lists = [path for method, path, _ in requests if query(path).get("prefix") == [NOTES_ROOT]]
+    bucket_checks = [path for method, path, _ in requests
+                     if query(path).get("prefix") == ["ins_dataset/"] and query(path).get("max-keys") == ["1"]]
+    assert len({path for method, path in note_paths if method == "PUT"}) == 1  # one note (renewals rewrite it)
+    assert [method for method, _ in note_paths if method == "DELETE"] == ["DELETE"]
+    assert not [method for method, _ in note_paths if method not in ("PUT", "DELETE")]  # no GET of a body
+    assert len(note_lists) == 1 and len(bucket_checks) == 1
+    assert not notes_in(s3, bucket)
+
+
+# -- 6. the one private Dagster name ---------------------------------------------------------------
+
+def test_the_private_dagster_name_is_found_or_named_with_the_dagster_version(monkeypatch):
+    import importlib
+
+    import dagster
+
+    import s3_assets.defs.dagster_internals as internals
+
+    assert internals.AssetCheckEvaluationTargetMaterializationData.__name__ == \
+        "AssetCheckEvaluationTargetMaterializationData"
+    monkeypatch.setitem(sys.modules, "dagster._core.definitions.asset_checks.asset_check_evaluation", None)
+    try:
+        with pytest.raises(ImportError, match=f"dagster {dagster.__version__}"):
+            importlib.reload(internals)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(internals)
