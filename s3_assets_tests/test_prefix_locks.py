@@ -172,7 +172,8 @@ def test_a_note_with_a_malformed_body_fails_by_name(s3, bucket, make_location, w
                                   "run.1000000000000.r.0123456789abcdef.aW5zX2RhdGFzZXQv",
                                   "run.-1.r.0123456789abcdef.aW5zX2RhdGFzZXQv", "other.120.r.0123456789abcdef.x",
                                   "cleanup.120.r.0123456789abcdef.%%%", "run.120.r.0123456789abcdef.aW5zX2Rh\x1b",
-                                  "run.120.r\u202e.0123456789abcdef.aW5zX2RhdGFzZXQv"])
+                                  "run.120.r\u202e.0123456789abcdef.aW5zX2RhdGFzZXQv",
+                                  "run.120.r.0123456789abcdef.aW5zX2RhdGFzZXQv%25"])
 def test_a_note_with_a_malformed_name_fails_runs_and_cleanups_by_name(s3, bucket, make_location, name):
     location = make_location(bucket)
     s3.put_object(Bucket=bucket, Key=NOTES_ROOT + name, Body=b"{}")

@@ -56,6 +56,7 @@ KEY_BUDGET = 1000  # S3 keys hold 1024 bytes
 KINDS = ("run", "cleanup")
 OWNER = re.compile(r"[A-Za-z0-9_-]{1,100}")
 TOKEN = re.compile(r"[0-9a-f]{16}")
+B64URL = re.compile(r"[A-Za-z0-9_-]+")
 ROOTS_IN_BODY = "@"
 
 
@@ -154,8 +155,8 @@ class PrefixLocks:
             raise self._malformed(key, "owner or token is not one this project writes")
         roots: tuple[str, ...] | None = None
         if encoded != ROOTS_IN_BODY:
-            try:
-                roots = _valid_roots(_unb64(encoded).split("\n"))
+            try:  # base64's decoder skips characters outside its alphabet: refuse them first
+                roots = _valid_roots(_unb64(encoded).split("\n")) if B64URL.fullmatch(encoded) else None
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 roots = None
             if roots is None:
