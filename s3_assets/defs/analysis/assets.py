@@ -29,7 +29,7 @@ from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
 from s3_assets.lib.errors import ConfigError
-from s3_assets.lib.file_map import FileMapRules, select_data_files
+from s3_assets.lib.file_map import FileMapRules, keys_under_prefix, select_data_files
 from s3_assets.lib.listing import list_objects, ls_lines, ls_recursive_lines, subfolders
 from s3_assets.lib.loading import load_frames
 from s3_assets.lib.source import UCI_TABLES
@@ -135,7 +135,8 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
                s3_prefix: S3Prefix) -> MaterializeResult:
     """name -> DataFrame for every file in the file map (train, test, gt), parsed as CSV with
     compact integer types and the dictionary's column names."""
-    keys = {name: s3_prefix.key_from_uri(uri) for name, uri in file_map.items()}
+    # Only objects under the data prefix, whatever produced the map (a planted stored value too).
+    keys = keys_under_prefix(file_map, s3_prefix.resolved_bucket(), s3_prefix.root)
     sizes = dict(zip(s3_listing["key"], s3_listing["size"], strict=True))
     frames = load_frames(s3_prefix.connect(), s3_prefix.resolved_bucket(), keys, sizes,
                          max_workers=config.max_workers, max_bytes=config.max_bytes,
