@@ -106,3 +106,91 @@ def test_definition_metadata_is_there_before_any_run():
     assert metadata[AssetKey("modelling_table")]["expected_rows"] == 9822
     assert metadata[AssetKey("dataframes")]["expected_frames"].value["test"] == [4000, 85]
     assert metadata[AssetKey("train")]["expected_columns"] == 86
+
+
+# -- issue 22 §5: what a data scientist looks for -------------------------------------------------
+
+def test_the_local_endpoint_is_shown_and_no_credential(graph_run, s3_server):
+    from s3_assets.defs.resources import S3Connection
+
+    result, _ = graph_run
+    endpoint = S3Connection(target="local", local_dir=s3_server.local_dir).get_client().meta.endpoint_url
+    secret = S3Connection(target="local", local_dir=s3_server.local_dir).storage_options()["secret"]
+    for asset in ("train_csv", "gt_csv", "s3_listing"):
+        assert materialization_metadata(result, asset)["s3_endpoint"] == endpoint.rstrip("/"), asset
+    shown = " ".join(str(v.value) for e in result.get_asset_materialization_events()
+                     for v in e.materialization.metadata.values())
+    assert secret not in shown
+
+
+def test_public_endpoint_drops_what_a_url_may_hide():
+    from s3_assets.defs.metadata import public_endpoint
+
+    assert public_endpoint("https://user:pw@s3.example.com:9000/base?X-Amz-Signature=s#f") == \
+        "https://s3.example.com:9000/base"
+    assert public_endpoint("http://127.0.0.1:8333") == "http://127.0.0.1:8333"
+
+
+def test_the_labelled_preview_names_the_codes(graph_run):
+    result, _ = graph_run
+    meta = materialization_metadata(result, "modelling_table")
+    coded, labelled = meta["preview"].records, meta["preview_labelled"].records
+    assert [c.name for c in meta["preview_labelled"].schema.columns] == [c.name for c in meta["preview"].schema.columns]
+    for code_row, label_row in zip(coded, labelled, strict=True):
+        assert label_row.data["MOSTYPE"] == f"Subtype {code_row.data['MOSTYPE']}, with comma"
+        assert label_row.data["MOSHOOFD"] == f"Main type {code_row.data['MOSHOOFD']}"
+        assert label_row.data["CARAVAN"] == code_row.data["CARAVAN"]  # no value table: the number
+
+
+def test_the_caravan_rate_chart_counts_every_row_once(graph_run):
+    import re
+
+    result, _ = graph_run
+    table = result.output_for_node("modelling_table")
+    chart = materialization_metadata(result, "modelling_table")["caravan_rate_by_main_type"]
+    rows = [line for line in chart.splitlines() if re.match(r"\| \d+ \|", line)]
+    counted = {int(cells[1]): (int(cells[3]), int(cells[4])) for cells in (r.split("|") for r in rows)}
+    expected = table.groupby("MOSHOOFD", observed=True)["CARAVAN"].agg(["size", lambda s: int((s == 1).sum())])
+    assert counted == {int(k): (int(v.iloc[0]), int(v.iloc[1])) for k, v in expected.iterrows()}
+    assert all(f"Main type {code} " in line for code, line in zip(counted, rows, strict=True))
+    assert "█" in chart  # the longest bar is the highest rate
+
+
+def test_text_from_the_dictionary_is_literal_in_the_chart():
+    import re
+
+    import pandas as pd
+
+    from s3_assets.defs.metadata import md_text, rate_chart
+
+    frame = pd.DataFrame({"K": [1, 1, 2], "CARAVAN": [1, 0, 0]})
+    chart = str(rate_chart(frame, "K", "CARAVAN", {1: "a | b <img src=x>\n[l](javascript:x)", 2: "*x*"}, "t").value)
+    assert "a \\| b" in chart and "\n[l]" not in chart and "\\[l\\]" in chart  # no cell ends, no line or link starts
+    assert not re.search(r"(?<!\\)<", chart) and "\\*x\\*" in chart  # no HTML, no emphasis
+    assert md_text("a|b") == "a\\|b"
+
+
+def test_the_notebook_snippets_run_as_shown(graph_run, s3_server, tmp_path):
+    """Each "read_in_a_notebook" snippet, run as a notebook would (a fresh Python with the
+    project's settings), reads the data the asset holds."""
+    import os
+    import subprocess
+    import sys
+
+    result, bucket = graph_run
+    snippets = {asset: materialization_metadata(result, asset)["read_in_a_notebook"]
+                for asset in ("train_csv", "gt_csv", "dataframes", "modelling_table")}
+    code = []
+    for asset, markdown in snippets.items():
+        lines = markdown.splitlines()
+        assert lines[0] == "```python" and lines[-1] == "```", markdown
+        code += lines[1:-1]
+        variable = {"train_csv": "frame", "gt_csv": "frame"}.get(asset, asset)
+        code.append(f"print({asset!r}, repr(getattr({variable}, 'shape', None) or sorted({variable})))")
+    env = {**os.environ, "S3_ASSETS_LOCAL_DIR": s3_server.local_dir, "S3_ASSETS_BUCKET": bucket,
+           "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", "\n".join(code)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["train_csv (40, 86)", "gt_csv (20, 1)",
+                                        "dataframes ['gt', 'test', 'train']", "modelling_table (60, 87)"]

@@ -21,7 +21,10 @@ from s3_assets.defs.metadata import (
     code_block,
     column_schema,
     frames_table,
+    load_value_snippet,
+    location_metadata,
     preview,
+    rate_chart,
     table_metadata,
 )
 from s3_assets.defs.resources import S3Prefix
@@ -69,6 +72,7 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
         "aws s3 ls --recursive": code_block(ls_recursive_lines(listing)),
         # what the change sensor compares with, so that it does not count the project's own writes
         "state_digest": state_digest(state_of(listing["key"], listing["etag"], listing["size"])),
+        **location_metadata(s3_prefix),
     }
     if config.export_csv:
         metadata["exported_to"] = export_listing(listing, config.export_csv, s3_prefix)
@@ -145,7 +149,8 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
               for name, frame in frames.items()}
     # One row per frame: a row count or schema of the dict as a whole would add up or pick
     # frames that do not belong together.
-    metadata: dict[str, Any] = {"frames": frames_table(frames)}
+    metadata: dict[str, Any] = {"frames": frames_table(frames), "read_in_a_notebook": load_value_snippet(
+        "dataframes", "dict: name -> DataFrame (" + ", ".join(frames) + ")")}
     descriptions = data_dictionary.descriptions()
     for name, frame in frames.items():
         metadata[f"{name} schema"] = MetadataValue.table_schema(column_schema(frame, descriptions))
@@ -176,15 +181,24 @@ def modelling_table(config: ModellingConfig, dataframes: dict[str, pd.DataFrame]
     table = pd.concat([train.assign(split="train"), joined.assign(split="test")], ignore_index=True)
     table["split"] = table["split"].astype("category")
     table = type_by_domain(table, data_dictionary)
-    if config.labelled:
-        table = labelled(table, data_dictionary)
     descriptions = {**data_dictionary.descriptions(), "split": "train (5822 rows) or test (4000 rows, with gt's CARAVAN)"}
     shown = [c for c in MODELLING_PREVIEW_COLUMNS if c in table.columns]
     # Rows of both splits, so the preview shows what the join put together.
     sample = pd.concat([table[table["split"] == split].head(3) for split in ("train", "test")])
+    # What people would rather look at than read: who buys caravan insurance, by customer main type.
+    chart = rate_chart(table, "MOSHOOFD", "CARAVAN", data_dictionary.labels("MOSHOOFD"),
+                       "CARAVAN (caravan policy) rate by customer main type, MOSHOOFD")
+    labelled_sample = labelled(sample, data_dictionary)
+    if config.labelled:
+        table = labelled(table, data_dictionary)
     return MaterializeResult(value=table, metadata={
         **table_metadata(table, descriptions),
         "preview": preview(sample, rows=len(sample), columns=shown),
+        # The codes as the dictionary names them (MOSTYPE 33 -> "Lower class large families").
+        "preview_labelled": preview(labelled_sample, rows=len(labelled_sample), columns=shown),
+        "caravan_rate_by_main_type": chart,
+        "read_in_a_notebook": load_value_snippet(
+            "modelling_table", "DataFrame, 9822 x 87 (train above test with gt's CARAVAN, and `split`)"),
         "rows_by_split": MetadataValue.json({str(k): int(v) for k, v in table["split"].value_counts().sort_index().items()}),
     })
 
