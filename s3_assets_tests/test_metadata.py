@@ -148,12 +148,26 @@ def test_the_caravan_rate_chart_counts_every_row_once(graph_run):
     result, _ = graph_run
     table = result.output_for_node("modelling_table")
     chart = materialization_metadata(result, "modelling_table")["caravan_rate_by_main_type"]
-    rows = [line for line in chart.splitlines() if re.match(r"\| \d+ \|", line)]
-    counted = {int(cells[1]): (int(cells[3]), int(cells[4])) for cells in (r.split("|") for r in rows)}
+    rows = re.findall(r"^\| (\d+) Main type (\d+) \| (\d+) / (\d+) \| [\d.]+% [█·]+ \|$", chart, re.MULTILINE)
+    counted = {int(code): (int(rows_), int(positives)) for code, label, positives, rows_ in rows if code == label}
     expected = table.groupby("MOSHOOFD", observed=True)["CARAVAN"].agg(["size", lambda s: int((s == 1).sum())])
     assert counted == {int(k): (int(v.iloc[0]), int(v.iloc[1])) for k, v in expected.iterrows()}
-    assert all(f"Main type {code} " in line for code, line in zip(counted, rows, strict=True))
-    assert "█" in chart  # the longest bar is the highest rate
+    assert len(rows) == len(counted) and "█" * 10 in chart  # the highest rate has the longest bar
+
+
+def test_the_chart_of_the_real_labels_is_drawn_on_the_page():
+    """Ten main types with labels as long as the real ones stay under the size the UI draws
+    inline (longer markdown becomes a "[Show Markdown]" button)."""
+    import pandas as pd
+
+    from s3_assets.defs.metadata import INLINE_MARKDOWN_CHARS, rate_chart
+
+    labels = {code: "Retired and Religeous " + "x" * 3 for code in range(1, 11)}
+    frame = pd.DataFrame({"MOSHOOFD": [c for c in range(1, 11) for _ in range(600)],
+                          "CARAVAN": [i % 17 == 0 for i in range(6000)]}).astype("uint8")
+    chart = str(rate_chart(frame, "MOSHOOFD", "CARAVAN", labels,
+                           "CARAVAN (caravan policy) rate by customer main type, MOSHOOFD").value)
+    assert chart.count("Religeous") == 10 and len(chart) < INLINE_MARKDOWN_CHARS
 
 
 def test_text_from_the_dictionary_is_literal_in_the_chart():
@@ -194,3 +208,18 @@ def test_the_notebook_snippets_run_as_shown(graph_run, s3_server, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["train_csv (40, 86)", "gt_csv (20, 1)",
                                         "dataframes ['gt', 'test', 'train']", "modelling_table (60, 87)"]
+
+
+def test_no_s3_uri_is_drawn_as_a_link(graph_run):
+    """The UI draws a `path` as a link that only copies and a `url` as a link a browser cannot
+    open for s3://; an S3 URI is text (the Storage section adds a copy button to `dagster/uri`)."""
+    from dagster import PathMetadataValue, UrlMetadataValue
+
+    result, _ = graph_run
+    links = [(e.asset_key.to_user_string(), key) for e in result.get_asset_materialization_events()
+             for key, value in e.materialization.metadata.items()
+             if isinstance(value, (PathMetadataValue, UrlMetadataValue)) and str(value.value).startswith("s3://")]
+    links += [(e.asset_key.to_user_string(), key) for e in result.get_asset_check_evaluations()
+              for key, value in e.metadata.items()
+              if isinstance(value, (PathMetadataValue, UrlMetadataValue)) and str(value.value).startswith("s3://")]
+    assert not links

@@ -59,7 +59,7 @@ def location_metadata(s3_prefix: Any) -> dict[str, Any]:
 def _local_start(s3_prefix: Any) -> list[str]:
     if s3_prefix.s3.target != "local":
         return []
-    return ["s3_prefix.s3.start_local_server()           # target=local: start (or reuse) the embedded S3"]
+    return ["s3_prefix.s3.start_local_server()  # the embedded S3"]
 
 
 def read_copy_snippet(s3_prefix: Any, key: str) -> MetadataValue:
@@ -69,45 +69,51 @@ def read_copy_snippet(s3_prefix: Any, key: str) -> MetadataValue:
         "import pandas as pd",
         "from s3_assets.settings import build_resources",
         "",
-        "s3_prefix = build_resources()[\"s3_prefix\"]  # the S3_ASSETS_* settings of this project",
+        "s3_prefix = build_resources()[\"s3_prefix\"]  # S3_ASSETS_*",
         *_local_start(s3_prefix),
-        f"frame = pd.read_csv({s3_prefix.uri(key)!r}, storage_options=s3_prefix.s3.storage_options())",
+        f"uri = {s3_prefix.uri(key)!r}",
+        "frame = pd.read_csv(uri, storage_options=s3_prefix.s3.storage_options())",
     ], "python"))
 
 
 def load_value_snippet(asset_name: str, what: str) -> MetadataValue:
     """The notebook code that loads the stored value of `asset_name` through the IO manager."""
     return MetadataValue.md(fenced([
-        "from s3_assets.definitions import defs  # the S3_ASSETS_* settings of this project",
+        "from s3_assets.definitions import defs  # S3_ASSETS_*",
         "",
-        f"{asset_name} = defs.load_asset_value({asset_name!r})  # {what}",
+        f"# {what}",
+        f"{asset_name} = defs.load_asset_value({asset_name!r})",
     ], "python"))
 
 
 # -- a plot the UI renders: a markdown table with bars ---------------------------------------------
 
-BAR_WIDTH = 24
+BAR_WIDTH = 10
+# The UI draws a markdown value on the asset's page only while it is shorter than this; a longer
+# one becomes a "[Show Markdown]" button (Dagster 1.13's MetadataEntry). A `data:` image does
+# render, but its base64 is far over this for a labelled chart: hence text bars.
+INLINE_MARKDOWN_CHARS = 1000
 
 
 def rate_chart(frame: pd.DataFrame, by: str, target: str, labels: dict[int, str] | None, title: str) -> MetadataValue:
-    """`target`'s positive rate (share of rows equal to 1) for each value of `by`, as a markdown
-    table with a bar of block characters: the UI renders markdown tables (no images: its
-    markdown drops `data:` image sources), and a bar is read at a glance."""
+    """`target`'s positive rate (share of rows equal to 1) for each value of `by`, as a narrow
+    markdown table with a bar of block characters, short enough to be drawn on the asset's page
+    (`INLINE_MARKDOWN_CHARS`) and narrow enough for its metadata column. Labels are escaped."""
     known = frame[[by, target]].dropna()
     grouped = known.groupby(by, observed=True)[target].agg(rows="size", positives=lambda s: int((s == 1).sum()))
     grouped["rate"] = grouped["positives"] / grouped["rows"].clip(lower=1)
     top = float(grouped["rate"].max()) if len(grouped) else 0.0
     overall = int((known[target] == 1).sum()) / max(len(known), 1)
-    lines = [f"**{md_text(title)}** (all rows: {overall:.1%})", "",
-             f"| {md_text(by)} | label | rows | {md_text(target)} = 1 | rate | |", "|---:|---|---:|---:|---:|---|"]
+    lines = [f"**{md_text(title)}**, all rows {overall:.1%}", "",
+             f"| {md_text(by)} | {md_text(target)} = 1 / rows | rate |", "|---|---:|---|"]
     for code, row in grouped.iterrows():
         try:
             label = (labels or {}).get(int(code), "")
         except (TypeError, ValueError):  # already a label (a labelled table)
             label = ""
-        bar = "█" * round(BAR_WIDTH * row["rate"] / top) if top > 0 else ""
-        lines.append(f"| {md_text(str(code))} | {md_text(str(label))} | {int(row['rows']):,} | "
-                     f"{int(row['positives']):,} | {row['rate']:.1%} | {bar or '·'} |")
+        bar = "█" * max(1, round(BAR_WIDTH * row["rate"] / top)) if top > 0 and row["rate"] > 0 else "·"
+        lines.append(f"| {md_text(str(code))} {md_text(str(label))[:40]} | {int(row['positives']):,} / "
+                     f"{int(row['rows']):,} | {row['rate']:.1%} {bar} |")
     return MetadataValue.md("\n".join(lines))
 
 

@@ -187,7 +187,7 @@ def modelling_table(config: ModellingConfig, dataframes: dict[str, pd.DataFrame]
     sample = pd.concat([table[table["split"] == split].head(3) for split in ("train", "test")])
     # What people would rather look at than read: who buys caravan insurance, by customer main type.
     chart = rate_chart(table, "MOSHOOFD", "CARAVAN", data_dictionary.labels("MOSHOOFD"),
-                       "CARAVAN (caravan policy) rate by customer main type, MOSHOOFD")
+                       "CARAVAN rate by customer main type")
     labelled_sample = labelled(sample, data_dictionary)
     if config.labelled:
         table = labelled(table, data_dictionary)
@@ -198,7 +198,7 @@ def modelling_table(config: ModellingConfig, dataframes: dict[str, pd.DataFrame]
         "preview_labelled": preview(labelled_sample, rows=len(labelled_sample), columns=shown),
         "caravan_rate_by_main_type": chart,
         "read_in_a_notebook": load_value_snippet(
-            "modelling_table", "DataFrame, 9822 x 87 (train above test with gt's CARAVAN, and `split`)"),
+            "modelling_table", f"DataFrame, {len(table):,} x {table.shape[1]}: train above test, with `split`"),
         "rows_by_split": MetadataValue.json({str(k): int(v) for k, v in table["split"].value_counts().sort_index().items()}),
     })
 

@@ -89,7 +89,7 @@ def stored_value_check(asset_key: AssetKey) -> AssetChecksDefinition:
     def check(s3_prefix: S3Prefix) -> AssetCheckResult:
         folder = stored_value_folder(s3_prefix, asset_key)
         found = stored_values.exists(s3_prefix.connect(), s3_prefix.resolved_bucket(), folder)
-        return AssetCheckResult(passed=found, metadata={"stored_value": MetadataValue.path(
+        return AssetCheckResult(passed=found, metadata={"stored_value": MetadataValue.text(
             f"s3://{s3_prefix.resolved_bucket()}/{folder}{stored_values.MANIFEST}"), "found": found})
 
     return check

@@ -117,7 +117,7 @@ def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, repo
             for check_name in COPY_CHECKS_OF_S3:
                 yield failed(copy_asset_key(table), check_name,
                              f"{where} {verb} {uri}; materialize the asset to write it again",
-                             **{"dagster/uri": MetadataValue.path(s3_prefix.uri(key)), "found": False})
+                             **{"dagster/uri": MetadataValue.text(s3_prefix.uri(key)), "found": False})
     data_deleted = [key for key in deleted if key.startswith(s3_prefix.root)]
     digest = None if left is None else state_digest(state_of(left["key"], left["etag"], left["size"]))
     if data_deleted or left is None or digest != _latest_listing_digest(context):
@@ -136,7 +136,7 @@ def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, repo
             yield failed(asset_key, STORED_VALUE_EXISTS,
                          f"after {where} there is no stored value for this asset; materialize it again "
                          "(`load_asset_value` and downstream steps cannot load it meanwhile)",
-                         stored_value=MetadataValue.path(f"s3://{bucket}/{folder}{stored_values.MANIFEST}"),
+                         stored_value=MetadataValue.text(f"s3://{bucket}/{folder}{stored_values.MANIFEST}"),
                          found=False)
 
 

@@ -59,7 +59,7 @@ def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsD
                                 extra_args=s3_prefix.write_args())
         context.log.info(f"{'wrote' if uploaded.changed else 'unchanged'}: {s3_prefix.uri(key)} ({uploaded.size:,} bytes)")
         return MaterializeResult(metadata={
-            "dagster/uri": MetadataValue.path(s3_prefix.uri(key)),
+            "dagster/uri": MetadataValue.text(s3_prefix.uri(key)),  # copyable text: an s3:// link opens nothing
             "size_bytes": uploaded.size,
             "etag": uploaded.etag,
             "md5": uploaded.md5,
