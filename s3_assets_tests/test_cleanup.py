@@ -64,11 +64,13 @@ def test_real_run_deletes_exactly_the_prefix(s3, bucket, make_location):
     meta = op_metadata(result)
     assert meta["objects"] == len(INSIDE) and meta["bytes"] == sum(0 if k.endswith("/") else 1 for k in INSIDE)
     checks = check_evaluations(result)
-    # train.csv was deleted: its copy asset's object check fails; the listing is out of date (a warning).
-    assert not checks[("train_csv", "object_exists")].passed
-    assert ("test_csv", "object_exists") not in checks  # not there before, so not deleted now
+    # train.csv was deleted: its copy asset's checks fail; test.csv was never there, and is missing
+    # all the same (issue 19 §6: what is missing counts, not what this run deleted); the listing is
+    # out of date. ERROR, so that the catalog and the lineage show it (a WARN shows green there).
+    assert not checks[("train_csv", "object_exists")].passed and not checks[("train_csv", "matches_raw_table")].passed
+    assert not checks[("test_csv", "object_exists")].passed
     listing = checks[("s3_listing", "listing_is_current")]
-    assert not listing.passed and listing.severity.value == "WARN"
+    assert not listing.passed and listing.severity.value == "ERROR"
 
 
 def test_prefix_given_with_slashes_is_the_same_prefix(s3, bucket, make_location):

@@ -439,24 +439,60 @@ def latest_status(instance: DagsterInstance, asset: str, check: str):
     return record.status if record else None
 
 
+def latest_evaluation(instance: DagsterInstance, asset: str, check: str):
+    key = AssetCheckKey(AssetKey(asset), check)
+    return instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key].event.dagster_event \
+        .event_specific_data
+
+
 def test_cleanup_turns_checks_red_until_the_next_materialization(s3, bucket, make_location, run_graph, uci_dir):
+    """Everything whose S3 object or stored value a cleanup removed shows failed ERROR checks
+    (asset health "Degraded" in the catalog and lineage) until it is materialized again; and
+    what is missing counts, not only what this run deleted (a re-run after a killed cleanup)."""
+    from s3_assets.defs.maintenance.checks import STORED_VALUE_ASSETS
+
     location = make_location(bucket)
     instance = DagsterInstance.ephemeral()
-    selection = ["*s3_listing"]
-    run_graph(location, uci_dir, selection=selection, instance=instance)
+    run_graph(location, uci_dir, instance=instance)  # the whole graph
     passed, failed = AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED
-    checks = [(asset, "object_exists") for asset in COPIES] + [("s3_listing", "listing_is_current")]
+    checks = ([(asset, name) for asset in COPIES for name in ("object_exists", "matches_raw_table")]
+              + [("s3_listing", "listing_is_current")]
+              + [(key.to_user_string(), "stored_value_exists") for key in STORED_VALUE_ASSETS])
+    assert {"file_map", "dataframes", "modelling_table", "data_dictionary", "train"} <= {a for a, _ in checks}
     assert {check: latest_status(instance, *check) for check in checks} == dict.fromkeys(checks, passed)
 
     run_cleanup(location, instance=instance, dry_run=False)
     assert {check: latest_status(instance, *check) for check in checks} == dict.fromkeys(checks, failed)
-    listing_record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [AssetCheckKey(AssetKey("s3_listing"), "listing_is_current")])[AssetCheckKey(AssetKey("s3_listing"),
-                                                                                    "listing_is_current")]
-    assert listing_record.event.dagster_event.event_specific_data.severity.value == "WARN"
+    assert {latest_evaluation(instance, *check).severity.value for check in checks} == {"ERROR"}
+    assert "state_digest" in latest_evaluation(instance, "s3_listing", "listing_is_current").metadata
 
-    run_graph(location, uci_dir, selection=selection, instance=instance)
+    run_graph(location, uci_dir, instance=instance)
     assert {check: latest_status(instance, *check) for check in checks} == dict.fromkeys(checks, passed)
+
+    # A cleanup killed after its deletes, re-run (its note expired): this run deletes no data
+    # object, yet every copy is gone and shows so.
+    for relative in COPIES.values():
+        s3.delete_object(Bucket=bucket, Key=f"ins_dataset/{relative}")
+    rerun = run_cleanup(location, instance=instance, dry_run=False)
+    assert op_metadata(rerun)["objects"] == 0
+    assert {check: latest_status(instance, *check) for check in checks} == dict.fromkeys(checks, failed)
+
+
+def test_stored_value_checks_cover_every_stored_output(s3, bucket, make_location, run_graph, uci_dir):
+    """`stored_value_exists` is on exactly the assets whose value the IO manager stores, at the
+    folder where it stores it (the `stored_output` metadata of a whole-graph run)."""
+    from s3_assets.defs.maintenance.checks import STORED_VALUE_ASSETS, stored_value_folder
+
+    location = make_location(bucket)
+    result = run_graph(location, uci_dir)
+    stored = {}
+    for event in result.get_asset_materialization_events():
+        value = event.materialization.metadata.get("stored_output")
+        if value is not None:
+            stored[event.asset_key] = str(value.value)
+    assert set(stored) == set(STORED_VALUE_ASSETS)
+    for key, uri in stored.items():
+        assert uri == f"s3://{bucket}/{stored_value_folder(location, key)}manifest.json"
 
 
 # -- B. a cleanup without config deletes nothing --------------------------------------------------

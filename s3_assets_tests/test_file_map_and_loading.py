@@ -231,3 +231,44 @@ def test_no_proxy_and_tls_settings_map_onto_arrow(monkeypatch, tmp_path):
     # settings arrow cannot carry send the load through botocore instead
     assert arrow_options(client("https://minio.example.com", verify=False)) is None
     assert arrow_options(client(None, config=Config(use_fips_endpoint=True))) is None
+
+
+@pytest.mark.parametrize("uri", [
+    "s3://b/elsewhere/train.csv",          # another folder of the bucket
+    "s3://b/ins_dataset_old/train.csv",    # a sibling whose name starts like the prefix
+    "s3://other/ins_dataset/train.csv",    # another bucket
+    "s3://b/ins_dataset/../elsewhere/x.csv",
+    "s3://b/ins_dataset//raw/train.csv",   # the server stores it under another key
+    "s3://b/ins_dataset/raw\\train.csv",
+    "s3://b/ins_dataset/",                 # the prefix itself
+    "/etc/passwd",
+    "s3://b/elsewhere/\nnew line\x1b[31m",  # outside text: escaped in the message
+])
+def test_a_map_pointing_outside_the_prefix_is_refused_by_name(uri):
+    from s3_assets.lib.file_map import OutsidePrefixError, keys_under_prefix
+
+    good = {"test": "s3://b/ins_dataset/raw/test.csv"}
+    with pytest.raises(OutsidePrefixError) as refused:
+        keys_under_prefix({**good, "train": uri}, "b", "ins_dataset/")
+    message = str(refused.value)
+    assert "train: " in message and "test.csv" not in message and "\n" not in message and "\x1b" not in message
+    assert keys_under_prefix(good, "b", "ins_dataset/") == {"test": "ins_dataset/raw/test.csv"}
+
+
+def test_dataframes_refuses_a_planted_map_before_reading_anything(s3, bucket, make_location):
+    """A file map value from anywhere (a planted stored value) is checked by `dataframes` itself."""
+    from dagster import build_asset_context
+
+    from s3_assets.defs.analysis.assets import LoadConfig, dataframes
+    from s3_assets.lib.dictionary import parse_dictionary
+    from s3_assets.lib.file_map import OutsidePrefixError
+    from s3_assets_tests.uci_fixtures import dictionary_text
+
+    location = make_location(bucket)
+    s3.put_object(Bucket=bucket, Key="elsewhere/train.csv", Body=b"1,2\n")
+    planted = {"train": f"s3://{bucket}/elsewhere/train.csv"}
+    with build_asset_context(resources={"s3_prefix": location}) as context, \
+            pytest.raises(OutsidePrefixError, match=f"train: s3://{bucket}/elsewhere/train.csv"):
+        dataframes(context, config=LoadConfig(), file_map=planted,
+                   s3_listing=listing_of(["ins_dataset/raw/train.csv"]),
+                   data_dictionary=parse_dictionary(dictionary_text()))

@@ -106,3 +106,120 @@ def test_definition_metadata_is_there_before_any_run():
     assert metadata[AssetKey("modelling_table")]["expected_rows"] == 9822
     assert metadata[AssetKey("dataframes")]["expected_frames"].value["test"] == [4000, 85]
     assert metadata[AssetKey("train")]["expected_columns"] == 86
+
+
+# -- issue 22 §5: what a data scientist looks for -------------------------------------------------
+
+def test_the_local_endpoint_is_shown_and_no_credential(graph_run, s3_server):
+    from s3_assets.defs.resources import S3Connection
+
+    result, _ = graph_run
+    endpoint = S3Connection(target="local", local_dir=s3_server.local_dir).get_client().meta.endpoint_url
+    secret = S3Connection(target="local", local_dir=s3_server.local_dir).storage_options()["secret"]
+    for asset in ("train_csv", "gt_csv", "s3_listing"):
+        assert materialization_metadata(result, asset)["s3_endpoint"] == endpoint.rstrip("/"), asset
+    shown = " ".join(str(v.value) for e in result.get_asset_materialization_events()
+                     for v in e.materialization.metadata.values())
+    assert secret not in shown
+
+
+def test_public_endpoint_drops_what_a_url_may_hide():
+    from s3_assets.defs.metadata import public_endpoint
+
+    assert public_endpoint("https://user:pw@s3.example.com:9000/base?X-Amz-Signature=s#f") == \
+        "https://s3.example.com:9000/base"
+    assert public_endpoint("http://127.0.0.1:8333") == "http://127.0.0.1:8333"
+
+
+def test_the_labelled_preview_names_the_codes(graph_run):
+    result, _ = graph_run
+    meta = materialization_metadata(result, "modelling_table")
+    coded, labelled = meta["preview"].records, meta["preview_labelled"].records
+    assert [c.name for c in meta["preview_labelled"].schema.columns] == [c.name for c in meta["preview"].schema.columns]
+    for code_row, label_row in zip(coded, labelled, strict=True):
+        assert label_row.data["MOSTYPE"] == f"Subtype {code_row.data['MOSTYPE']}, with comma"
+        assert label_row.data["MOSHOOFD"] == f"Main type {code_row.data['MOSHOOFD']}"
+        assert label_row.data["CARAVAN"] == code_row.data["CARAVAN"]  # no value table: the number
+
+
+def test_the_caravan_rate_chart_counts_every_row_once(graph_run):
+    import re
+
+    result, _ = graph_run
+    table = result.output_for_node("modelling_table")
+    chart = materialization_metadata(result, "modelling_table")["caravan_rate_by_main_type"]
+    rows = re.findall(r"^\| (\d+) Main type (\d+) \| (\d+) / (\d+) \| [\d.]+% [█·]+ \|$", chart, re.MULTILINE)
+    counted = {int(code): (int(rows_), int(positives)) for code, label, positives, rows_ in rows if code == label}
+    expected = table.groupby("MOSHOOFD", observed=True)["CARAVAN"].agg(["size", lambda s: int((s == 1).sum())])
+    assert counted == {int(k): (int(v.iloc[0]), int(v.iloc[1])) for k, v in expected.iterrows()}
+    assert len(rows) == len(counted) and "█" * 10 in chart  # the highest rate has the longest bar
+
+
+def test_the_chart_of_the_real_labels_is_drawn_on_the_page():
+    """Ten main types with labels as long as the real ones stay under the size the UI draws
+    inline (longer markdown becomes a "[Show Markdown]" button)."""
+    import pandas as pd
+
+    from s3_assets.defs.metadata import INLINE_MARKDOWN_CHARS, rate_chart
+
+    labels = {code: "Retired and Religeous " + "x" * 3 for code in range(1, 11)}
+    frame = pd.DataFrame({"MOSHOOFD": [c for c in range(1, 11) for _ in range(600)],
+                          "CARAVAN": [i % 17 == 0 for i in range(6000)]}).astype("uint8")
+    chart = str(rate_chart(frame, "MOSHOOFD", "CARAVAN", labels,
+                           "CARAVAN (caravan policy) rate by customer main type, MOSHOOFD").value)
+    assert chart.count("Religeous") == 10 and len(chart) < INLINE_MARKDOWN_CHARS
+
+
+def test_text_from_the_dictionary_is_literal_in_the_chart():
+    import re
+
+    import pandas as pd
+
+    from s3_assets.defs.metadata import md_text, rate_chart
+
+    frame = pd.DataFrame({"K": [1, 1, 2], "CARAVAN": [1, 0, 0]})
+    chart = str(rate_chart(frame, "K", "CARAVAN", {1: "a | b <img src=x>\n[l](javascript:x)", 2: "*x*"}, "t").value)
+    assert "a \\| b" in chart and "\n[l]" not in chart and "\\[l\\]" in chart  # no cell ends, no line or link starts
+    assert not re.search(r"(?<!\\)<", chart) and "\\*x\\*" in chart  # no HTML, no emphasis
+    assert md_text("a|b") == "a\\|b"
+
+
+def test_the_notebook_snippets_run_as_shown(graph_run, s3_server, tmp_path):
+    """Each "read_in_a_notebook" snippet, run as a notebook would (a fresh Python with the
+    project's settings), reads the data the asset holds."""
+    import os
+    import subprocess
+    import sys
+
+    result, bucket = graph_run
+    snippets = {asset: materialization_metadata(result, asset)["read_in_a_notebook"]
+                for asset in ("train_csv", "gt_csv", "dataframes", "modelling_table")}
+    code = []
+    for asset, markdown in snippets.items():
+        lines = markdown.splitlines()
+        assert lines[0] == "```python" and lines[-1] == "```", markdown
+        code += lines[1:-1]
+        variable = {"train_csv": "frame", "gt_csv": "frame"}.get(asset, asset)
+        code.append(f"print({asset!r}, repr(getattr({variable}, 'shape', None) or sorted({variable})))")
+    env = {**os.environ, "S3_ASSETS_LOCAL_DIR": s3_server.local_dir, "S3_ASSETS_BUCKET": bucket,
+           "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", "\n".join(code)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["train_csv (40, 86)", "gt_csv (20, 1)",
+                                        "dataframes ['gt', 'test', 'train']", "modelling_table (60, 87)"]
+
+
+def test_no_s3_uri_is_drawn_as_a_link(graph_run):
+    """The UI draws a `path` as a link that only copies and a `url` as a link a browser cannot
+    open for s3://; an S3 URI is text (the Storage section adds a copy button to `dagster/uri`)."""
+    from dagster import PathMetadataValue, UrlMetadataValue
+
+    result, _ = graph_run
+    links = [(e.asset_key.to_user_string(), key) for e in result.get_asset_materialization_events()
+             for key, value in e.materialization.metadata.items()
+             if isinstance(value, (PathMetadataValue, UrlMetadataValue)) and str(value.value).startswith("s3://")]
+    links += [(e.asset_key.to_user_string(), key) for e in result.get_asset_check_evaluations()
+              for key, value in e.metadata.items()
+              if isinstance(value, (PathMetadataValue, UrlMetadataValue)) and str(value.value).startswith("s3://")]
+    assert not links

@@ -5,10 +5,14 @@ in `test-artifacts/` (issue 12):
 1. the catalog and the S3 copies' pages show the real URI (no `s3:////` from a swallowed
    `<bucket>`), and the metadata after "materialize all" (`dagster/uri`, per-frame table);
 2. the cleanup Launchpad starts from `dry_run: true`;
-3. after a real cleanup run, the S3 copies' `object_exists` checks show failed;
+3. after a real cleanup run, every asset whose S3 object or stored value is gone shows failed
+   checks in the catalog (its row's red icon), the lineage ("0 / 1 Passed") and its checks;
 4. the change sensor: its ticks ignore the project's own writes and see someone else's key
    (GraphQL's `sensorDryRun`, and the UI's "Preview tick result"), and a preview changes
-   nothing that the next evaluation sees.
+   nothing that the next evaluation sees; after someone else overwrites `raw/gt.csv`, the run
+   the sensor asks for shows `gt_csv`'s `matches_raw_table` failed, in the catalog too;
+5. what a data scientist looks for (issue 22 §5): the local endpoint, a notebook snippet, a
+   labelled preview and a chart of CARAVAN's rate, drawn on the asset's page.
 
 Servers run in their own process group and are always torn down. Nothing waits a fixed time:
 every wait is on a condition (a page text, a run status), with a deadline that fails the
@@ -197,6 +201,40 @@ def click(driver, xpath: str, timeout: float = 30) -> None:
     poll(clicked, timeout, lambda: f"nothing at {xpath} took a click in {timeout:.0f} s:\n{page_text(driver)}")
 
 
+def catalog_status(driver, assets: list[str], timeout: float = 60) -> dict[str, str]:
+    """asset -> the status icon of its row in the catalog (the page is open): `check_passed`
+    (green) or `check_failed` (red: a failed check, e.g. after a cleanup), as Dagster 1.13 draws
+    them (OSS shows no asset-health tag: `assetHealthEnabled()` is false)."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    def icons() -> dict[str, str] | None:
+        found = {}
+        try:
+            for asset in assets:
+                xpath = (f"//a[@href='/assets/{asset}']/ancestor::div[contains(@class, 'cellBox')]/.."
+                         "//div[@role='img'][starts-with(@aria-label, 'check_')]")
+                elements = driver.find_elements(By.XPATH, xpath)
+                if not elements:
+                    return None
+                found[asset] = elements[0].get_attribute("aria-label")
+        except WebDriverException:  # the table is being redrawn
+            return None
+        return found
+
+    return poll(icons, timeout, lambda: f"the catalog showed no status for some of {assets}:\n{page_text(driver)[:3000]}")
+
+
+def scroll_to(driver, text: str, screenshot: str) -> None:
+    """Bring the element whose whole text is `text` into view, and screenshot what a person sees there."""
+    from selenium.webdriver.common.by import By
+
+    element = poll(lambda: next(iter(driver.find_elements(By.XPATH, f"//*[normalize-space()='{text}']")), None), 30,
+                   lambda: f"nothing shows {text!r}:\n{page_text(driver)[:3000]}")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", element)
+    driver.save_screenshot(str(ARTIFACTS / screenshot))
+
+
 def preview_tick(driver, cursor: str) -> str:
     """The sensor page's "Preview tick result": evaluate a tick from `cursor`, screenshot it;
     the page text with the result."""
@@ -217,10 +255,12 @@ def preview_tick(driver, cursor: str) -> str:
     return text
 
 
-def run_to_end(client, log: Path, job: str, run_config: dict | None = None, timeout: float = 240) -> str:
+def run_to_end(client, log: Path, job: str, run_config: dict | None = None, timeout: float = 240,
+               tags: dict[str, str] | None = None, expect: tuple[str, ...] = ("SUCCESS",)) -> str:
     from dagster_graphql import DagsterGraphQLClientError
 
-    run_id = client.submit_job_execution(job, repository_location_name="s3_assets", run_config=run_config or {})
+    run_id = client.submit_job_execution(job, repository_location_name="s3_assets", run_config=run_config or {},
+                                         tags=tags)
     status: list[str | None] = [None]
 
     def ended() -> bool:
@@ -232,7 +272,7 @@ def run_to_end(client, log: Path, job: str, run_config: dict | None = None, time
 
     poll(ended, timeout, lambda: f"run {run_id} of {job} still {status[0]} after {timeout:.0f} s; "
                                  f"dagster dev log tail:\n{log_tail(log)}", interval=1)
-    assert status[0] == "SUCCESS", f"run {run_id} of {job} ended {status[0]}; dagster dev log tail:\n{log_tail(log)}"
+    assert status[0] in expect, f"run {run_id} of {job} ended {status[0]}; dagster dev log tail:\n{log_tail(log)}"
     return run_id
 
 
@@ -288,7 +328,19 @@ def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
     # The copy's materialization: `dagster/uri` (shown as "Storage") and a size with its unit.
     show(browser, f"{url}/assets/train_csv", ["Storage", uris["train_csv"], "size_bytes"],
          "1-train_csv-materialized.png")
-    show(browser, f"{url}/assets/dataframes", ["frames", "train schema"], "1-dataframes-materialized.png")
+    # The catalog after the whole graph: every asset current (no failed check).
+    show(browser, f"{url}/assets", ASSETS, "1-catalog-materialized.png", absent=("Loading...",))
+    assert catalog_status(browser, ASSETS) == dict.fromkeys(ASSETS, "check_passed")
+    show(browser, f"{url}/assets/dataframes", ["frames", "train schema", "read_in_a_notebook"],
+         "1-dataframes-materialized.png")
+    # Issue 22 §5: the local endpoint, a notebook snippet, a labelled preview and a chart.
+    page = show(browser, f"{url}/assets/train_csv", ["s3_endpoint", "http://127.0.0.1:", "read_in_a_notebook",
+                                                    "storage_options"], "5-train_csv-endpoint-and-snippet.png")
+    show(browser, f"{url}/assets/modelling_table",
+         ["preview_labelled", "caravan_rate_by_main_type", "Main type 1", "█", "load_asset_value"],
+         "5-modelling_table-chart.png")
+    scroll_to(browser, "caravan_rate_by_main_type", "5-modelling_table-chart-shown.png")
+    scroll_to(browser, "preview_labelled", "5-modelling_table-labelled-preview.png")
 
     # §4: the change sensor, off by default, and what its ticks decide (GraphQL's sensorDryRun is
     # what the UI's "Preview tick result" runs): the project's own writes start nothing, a key
@@ -307,6 +359,20 @@ def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
     again = sensor_tick(url, baseline["cursor"])
     assert [r["runKey"] for r in again["runRequests"]] and len(again["runRequests"]) == 1, again
 
+    # Issue 22 §4: someone else overwrites a copy; the run the sensor asks for checks the copies
+    # again, and the copy's own check shows failed (not green beside bad data).
+    s3.put_object(Bucket=bucket, Key="ins_dataset/raw/gt.csv", Body=b"CARAVAN\n0\n1\n")
+    overwritten = sensor_tick(url, again["cursor"])
+    [request] = overwritten["runRequests"]
+    tags = {tag["key"]: tag["value"] for tag in request["tags"]}
+    assert tags["s3_assets/overwritten_objects"] == "1", overwritten
+    run_to_end(client, log, "refresh_listing", tags=tags, expect=("SUCCESS", "FAILURE"))
+    show(browser, f"{url}/assets/gt_csv?view=checks&checkDetail=matches_raw_table", ["matches_raw_table", "Failed"],
+         "4-gt_csv-checks-after-overwrite.png")
+    show(browser, f"{url}/assets", ASSETS, "4-catalog-after-overwrite.png", absent=("Loading...",))
+    shown = catalog_status(browser, list(COPIES))
+    assert shown["gt_csv"] == "check_failed" and shown["train_csv"] == "check_passed", shown
+
     # §2: the cleanup Launchpad pre-fills a dry run.
     show(browser, f"{url}/locations/s3_assets/jobs/cleanup_job/playground", ["dry_run: true"], "2-cleanup-launchpad.png",
          absent=("dry_run: false",))
@@ -317,4 +383,15 @@ def test_ui_tells_the_truth(dagster_dev, browser, s3, bucket):
     for copy in COPIES:
         show(browser, f"{url}/assets/{copy}?view=checks&checkDetail=object_exists", ["object_exists", "Failed"],
              f"3-{copy}-checks-after-cleanup.png")
-    show(browser, f"{url}/assets", ASSETS, "3-catalog-after-cleanup.png")
+    show(browser, f"{url}/assets/train_csv?view=checks&checkDetail=matches_raw_table", ["matches_raw_table", "Failed"],
+         "3-train_csv-matches-after-cleanup.png", absent=("Passed",))
+    for asset in ("modelling_table", "dataframes", "file_map", "s3_listing", "train"):
+        show(browser, f"{url}/assets/{asset}?view=checks&checkDetail=stored_value_exists",
+             ["stored_value_exists", "Failed"], f"3-{asset}-checks-after-cleanup.png")
+    # The catalog: every asset (the copies, the raw tables' and all stored values, the listing)
+    # is shown failed until it is materialized again; the lineage says how many checks passed.
+    show(browser, f"{url}/assets", ASSETS, "3-catalog-after-cleanup.png", absent=("Loading...",))
+    assert catalog_status(browser, ASSETS) == dict.fromkeys(ASSETS, "check_failed")
+    show(browser, f"{url}/locations/s3_assets/asset-groups/analysis",
+         ["s3_listing", "file_map", "dataframes", "modelling_table", "0 / 2 Passed", "0 / 1 Passed"],
+         "3-lineage-analysis-after-cleanup.png", absent=("Loading...",))

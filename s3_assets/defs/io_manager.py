@@ -33,7 +33,7 @@ class _ParquetStore(UPathIOManager):
         manifest = stored_values.write_value(self.client, self.bucket, self._folder(path), obj,
                                              extra_args=self.s3_prefix.write_args())
         context.add_output_metadata({
-            "stored_output": MetadataValue.path(f"s3://{self.bucket}/{self._folder(path)}{stored_values.MANIFEST}"),
+            "stored_output": MetadataValue.text(f"s3://{self.bucket}/{self._folder(path)}{stored_values.MANIFEST}"),
             "stored_output_files": manifest["files"],
             "stored_output_size_bytes": manifest["bytes"],
         })

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
@@ -11,13 +12,109 @@ from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 from s3_assets.lib.text import printable
 
 
-def code_block(lines: list[str]) -> MetadataValue:
+def code_block(lines: list[str], language: str = "text") -> MetadataValue:
     """Lines of outside text (keys, listings) as a markdown code block that no line can close:
     the fence is longer than any run of backticks inside, and controls are escaped."""
+    return MetadataValue.md(fenced(lines, language))
+
+
+def fenced(lines: list[str], language: str = "text") -> str:
     text = "\n".join(printable(line) for line in lines)
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
-    return MetadataValue.md(f"{fence}text\n{text}\n{fence}")
+    return f"{fence}{language}\n{text}\n{fence}"
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def md_text(text: str) -> str:
+    """Outside text as literal markdown text (a table cell, a label): controls escaped, and
+    every character markdown gives a meaning to backslash-escaped (`|` cannot end a cell, `<`
+    starts no HTML, `[` no link)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", printable(text))
+
+
+# -- where the data is, and how to read it ------------------------------------------------------
+
+def public_endpoint(url: str) -> str:
+    """An endpoint URL as it may be shown: scheme, host, port and path only (no user, password,
+    query or fragment, whatever the configuration put there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{host}{port}", parts.path, "", ""))
+
+
+def location_metadata(s3_prefix: Any) -> dict[str, Any]:
+    """The S3 endpoint for a target other than AWS (the embedded server's URL for `local`), so a
+    person can point another client at it; no credential. AWS's endpoint is the default."""
+    if s3_prefix.s3.target == "aws":
+        return {}
+    return {"s3_endpoint": MetadataValue.text(public_endpoint(str(s3_prefix.connect().meta.endpoint_url)))}
+
+
+def _local_start(s3_prefix: Any) -> list[str]:
+    if s3_prefix.s3.target != "local":
+        return []
+    return ["s3_prefix.s3.start_local_server()  # the embedded S3"]
+
+
+def read_copy_snippet(s3_prefix: Any, key: str) -> MetadataValue:
+    """The notebook code that reads the copy at `key` with pandas, as the original notebook did
+    (credentials come from the project's settings at run time; none is shown)."""
+    return MetadataValue.md(fenced([
+        "import pandas as pd",
+        "from s3_assets.settings import build_resources",
+        "",
+        "s3_prefix = build_resources()[\"s3_prefix\"]  # S3_ASSETS_*",
+        *_local_start(s3_prefix),
+        f"uri = {s3_prefix.uri(key)!r}",
+        "frame = pd.read_csv(uri, storage_options=s3_prefix.s3.storage_options())",
+    ], "python"))
+
+
+def load_value_snippet(asset_name: str, what: str) -> MetadataValue:
+    """The notebook code that loads the stored value of `asset_name` through the IO manager."""
+    return MetadataValue.md(fenced([
+        "from s3_assets.definitions import defs  # S3_ASSETS_*",
+        "",
+        f"# {what}",
+        f"{asset_name} = defs.load_asset_value({asset_name!r})",
+    ], "python"))
+
+
+# -- a plot the UI renders: a markdown table with bars ---------------------------------------------
+
+BAR_WIDTH = 10
+# The UI draws a markdown value on the asset's page only while it is shorter than this; a longer
+# one becomes a "[Show Markdown]" button (Dagster 1.13's MetadataEntry). A `data:` image does
+# render, but its base64 is far over this for a labelled chart: hence text bars.
+INLINE_MARKDOWN_CHARS = 1000
+
+
+def rate_chart(frame: pd.DataFrame, by: str, target: str, labels: dict[int, str] | None, title: str) -> MetadataValue:
+    """`target`'s positive rate (share of rows equal to 1) for each value of `by`, as a narrow
+    markdown table with a bar of block characters, short enough to be drawn on the asset's page
+    (`INLINE_MARKDOWN_CHARS`) and narrow enough for its metadata column. Labels are escaped."""
+    known = frame[[by, target]].dropna()
+    grouped = known.groupby(by, observed=True)[target].agg(rows="size", positives=lambda s: int((s == 1).sum()))
+    grouped["rate"] = grouped["positives"] / grouped["rows"].clip(lower=1)
+    top = float(grouped["rate"].max()) if len(grouped) else 0.0
+    overall = int((known[target] == 1).sum()) / max(len(known), 1)
+    lines = [f"**{md_text(title)}**, all rows {overall:.1%}", "",
+             f"| {md_text(by)} | {md_text(target)} = 1 / rows | rate |", "|---|---:|---|"]
+    for code, row in grouped.iterrows():
+        try:
+            label = (labels or {}).get(int(code), "")
+        except (TypeError, ValueError):  # already a label (a labelled table)
+            label = ""
+        bar = "█" * max(1, round(BAR_WIDTH * row["rate"] / top)) if top > 0 and row["rate"] > 0 else "·"
+        lines.append(f"| {md_text(str(code))} {md_text(str(label))[:40]} | {int(row['positives']):,} / "
+                     f"{int(row['rows']):,} | {row['rate']:.1%} {bar} |")
+    return MetadataValue.md("\n".join(lines))
 
 
 def code_span(text: str) -> str:

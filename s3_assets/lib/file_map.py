@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -51,3 +53,35 @@ def select_data_files(listing: pd.DataFrame, rules: FileMapRules) -> tuple[dict[
             )
         file_map[stem] = key
     return file_map, unnamed
+
+
+class OutsidePrefixError(S3AssetsError, ValueError):
+    """A file map names an object outside the bucket and data prefix; the message names each."""
+
+
+def _segments_as_stored(key: str) -> bool:
+    """A key the server stores as written: no `\\` or empty, `.` or `..` segment (SeaweedFS turns
+    `\\` and `//` into `/`, and a path-style endpoint may resolve `..`)."""
+    return "\\" not in key and all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def keys_under_prefix(file_map: Mapping[Any, Any], bucket: str, root: str) -> dict[str, str]:
+    """name -> key for a file map (name -> `s3://` URI) whose every URI is in `bucket` under the
+    data prefix `root` ('' or ending in '/'), as the server will store it. Whatever produced
+    the map (a stored value someone planted, an edited run config), a URI elsewhere is refused,
+    every such entry named (escaped), before any object is read."""
+    keys: dict[str, str] = {}
+    refused: list[str] = []
+    for name, uri in file_map.items():
+        text = uri if isinstance(uri, str) else ""
+        uri_bucket, _, key = text.removeprefix("s3://").partition("/")
+        if (isinstance(name, str) and text.startswith("s3://") and uri_bucket == bucket and key.startswith(root)
+                and len(key) > len(root) and _segments_as_stored(key)):
+            keys[name] = key
+        else:
+            refused.append(f"{printable(str(name))}: {printable(str(uri))}")
+    if refused:
+        shown = "; ".join(refused[:20]) + (f"; and {len(refused) - 20} more" if len(refused) > 20 else "")
+        raise OutsidePrefixError(f"the file map names {len(refused)} object(s) outside s3://{bucket}/{printable(root)} "
+                                 f"(nothing was loaded): {shown}")
+    return keys

@@ -21,7 +21,10 @@ from s3_assets.defs.metadata import (
     code_block,
     column_schema,
     frames_table,
+    load_value_snippet,
+    location_metadata,
     preview,
+    rate_chart,
     table_metadata,
 )
 from s3_assets.defs.resources import S3Prefix
@@ -29,7 +32,7 @@ from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
 from s3_assets.lib.errors import ConfigError
-from s3_assets.lib.file_map import FileMapRules, select_data_files
+from s3_assets.lib.file_map import FileMapRules, keys_under_prefix, select_data_files
 from s3_assets.lib.listing import list_objects, ls_lines, ls_recursive_lines, subfolders
 from s3_assets.lib.loading import load_frames
 from s3_assets.lib.source import UCI_TABLES
@@ -69,6 +72,7 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
         "aws s3 ls --recursive": code_block(ls_recursive_lines(listing)),
         # what the change sensor compares with, so that it does not count the project's own writes
         "state_digest": state_digest(state_of(listing["key"], listing["etag"], listing["size"])),
+        **location_metadata(s3_prefix),
     }
     if config.export_csv:
         metadata["exported_to"] = export_listing(listing, config.export_csv, s3_prefix)
@@ -135,7 +139,8 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
                s3_prefix: S3Prefix) -> MaterializeResult:
     """name -> DataFrame for every file in the file map (train, test, gt), parsed as CSV with
     compact integer types and the dictionary's column names."""
-    keys = {name: s3_prefix.key_from_uri(uri) for name, uri in file_map.items()}
+    # Only objects under the data prefix, whatever produced the map (a planted stored value too).
+    keys = keys_under_prefix(file_map, s3_prefix.resolved_bucket(), s3_prefix.root)
     sizes = dict(zip(s3_listing["key"], s3_listing["size"], strict=True))
     frames = load_frames(s3_prefix.connect(), s3_prefix.resolved_bucket(), keys, sizes,
                          max_workers=config.max_workers, max_bytes=config.max_bytes,
@@ -144,7 +149,8 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
               for name, frame in frames.items()}
     # One row per frame: a row count or schema of the dict as a whole would add up or pick
     # frames that do not belong together.
-    metadata: dict[str, Any] = {"frames": frames_table(frames)}
+    metadata: dict[str, Any] = {"frames": frames_table(frames), "read_in_a_notebook": load_value_snippet(
+        "dataframes", "dict: name -> DataFrame (" + ", ".join(frames) + ")")}
     descriptions = data_dictionary.descriptions()
     for name, frame in frames.items():
         metadata[f"{name} schema"] = MetadataValue.table_schema(column_schema(frame, descriptions))
@@ -175,15 +181,24 @@ def modelling_table(config: ModellingConfig, dataframes: dict[str, pd.DataFrame]
     table = pd.concat([train.assign(split="train"), joined.assign(split="test")], ignore_index=True)
     table["split"] = table["split"].astype("category")
     table = type_by_domain(table, data_dictionary)
-    if config.labelled:
-        table = labelled(table, data_dictionary)
     descriptions = {**data_dictionary.descriptions(), "split": "train (5822 rows) or test (4000 rows, with gt's CARAVAN)"}
     shown = [c for c in MODELLING_PREVIEW_COLUMNS if c in table.columns]
     # Rows of both splits, so the preview shows what the join put together.
     sample = pd.concat([table[table["split"] == split].head(3) for split in ("train", "test")])
+    # What people would rather look at than read: who buys caravan insurance, by customer main type.
+    chart = rate_chart(table, "MOSHOOFD", "CARAVAN", data_dictionary.labels("MOSHOOFD"),
+                       "CARAVAN rate by customer main type")
+    labelled_sample = labelled(sample, data_dictionary)
+    if config.labelled:
+        table = labelled(table, data_dictionary)
     return MaterializeResult(value=table, metadata={
         **table_metadata(table, descriptions),
         "preview": preview(sample, rows=len(sample), columns=shown),
+        # The codes as the dictionary names them (MOSTYPE 33 -> "Lower class large families").
+        "preview_labelled": preview(labelled_sample, rows=len(labelled_sample), columns=shown),
+        "caravan_rate_by_main_type": chart,
+        "read_in_a_notebook": load_value_snippet(
+            "modelling_table", f"DataFrame, {len(table):,} x {table.shape[1]}: train above test, with `split`"),
         "rows_by_split": MetadataValue.json({str(k): int(v) for k, v in table["split"].value_counts().sort_index().items()}),
     })
 

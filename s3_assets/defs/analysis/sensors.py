@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -46,16 +47,21 @@ from dagster import (
     sensor,
 )
 
-from s3_assets.defs.maintenance.checks import LISTING_IS_CURRENT, LISTING_KEY
+from s3_assets.defs.maintenance.checks import COPY_CHECKS_OF_S3, LISTING_IS_CURRENT, LISTING_KEY
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
 from s3_assets.lib.changes import Changes, ObjectState, diff_states, state_digest
 from s3_assets.lib.listing import RAW_SCHEMA, fast_path, list_page
 from s3_assets.lib.text import printable
 
+# The copies' checks that compare S3 with what the project wrote: a change someone else made to
+# a copy fails them in the run the sensor starts (the copy's health, not only the frames', shows it).
+COPY_S3_CHECK_KEYS = [AssetCheckKey(copy.key, name) for copy in S3_COPY_ASSETS for name in COPY_CHECKS_OF_S3]
 refresh_listing_job = define_asset_job(
-    "refresh_listing", selection=AssetSelection.assets("s3_listing", "file_map", "dataframes"),
-    description="Re-list the prefix, rebuild the file map and reload the frames.",
+    "refresh_listing",
+    selection=AssetSelection.assets("s3_listing", "file_map", "dataframes") | AssetSelection.checks(*COPY_S3_CHECK_KEYS),
+    description="Re-list the prefix, rebuild the file map and reload the frames; check the S3 copies against what "
+                "this project wrote (object_exists, matches_raw_table).",
 )
 STATE_COLUMNS = ["key", "etag", "size"]
 SHOWN_KEYS = 20
@@ -101,6 +107,53 @@ def _own_digests(context: SensorEvaluationContext, since: float) -> set[str]:
     if isinstance(evaluation, AssetCheckEvaluation):
         digests.add(evaluation.metadata.get("state_digest"))
     return {str(value.value) for value in digests if value is not None}
+
+
+# Names the sensor makes: uuid4 hex. A cursor is data (the UI can set any text): a name that is
+# not one of these never becomes part of a path.
+_NAME = re.compile(r"[0-9a-f]{32}")
+# A state id no tick ever writes (uuid4 hex has a 4 at position 12): a rejected cursor is
+# replaced by one naming it, so the sweep that follows ends in one refresh, not a silent baseline.
+REJECTED_STATE = "0" * 32
+_COUNTS = ("pages", "sweep_pages", "objects")
+_TIMES = ("listed_from", "sweep_from")
+_MAX_TOKEN = 4096
+
+
+class CursorRejected(ValueError):
+    """A cursor this sensor did not make (set in the UI, or by hand); the message names the field."""
+
+
+def parse_cursor(raw: str | None) -> dict[str, Any]:
+    """The cursor as the sensor wrote it, or CursorRejected naming what is not: only known
+    fields, `sweep`/`state` as names the sensor makes, counts and times as finite numbers."""
+    if not raw:
+        return {}
+    try:
+        cursor = json.loads(raw)
+    except ValueError as error:
+        raise CursorRejected(f"the cursor is not JSON ({error})") from None
+    if not isinstance(cursor, dict):
+        raise CursorRejected("the cursor is not a JSON object")
+    unknown = sorted(set(cursor) - {"sweep", "state", "token", *_COUNTS, *_TIMES})
+    if unknown:
+        raise CursorRejected(f"the cursor has fields the sensor never writes: {printable(', '.join(unknown)[:200])}")
+    for field in ("sweep", "state"):
+        value = cursor.get(field)
+        if value is not None and not (isinstance(value, str) and _NAME.fullmatch(value)):
+            raise CursorRejected(f"the cursor's {field!r} is '{printable(str(value)[:100])}', not a name this sensor "
+                                 "makes (32 hexadecimal digits)")
+    token = cursor.get("token")
+    if token is not None and not (isinstance(token, str) and 0 < len(token) <= _MAX_TOKEN and printable(token) == token):
+        raise CursorRejected("the cursor's 'token' is not a listing continuation token")
+    for field in (*_COUNTS, *_TIMES):
+        value = cursor.get(field)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (is_number and math.isfinite(value) and 0 <= value < 1e12
+                                      and (field in _TIMES or float(value).is_integer())):
+            raise CursorRejected(f"the cursor's {field!r} is '{printable(str(value)[:100])}', not a count or time "
+                                 "this sensor writes")
+    return cursor
 
 
 def _state_name(state_id: str | None) -> str:
@@ -185,13 +238,18 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
 
     @sensor(name=name, job=refresh_listing_job, minimum_interval_seconds=60,
             default_status=DefaultSensorStatus.STOPPED,
-            description="Refresh the listing, file map and frames when objects under the prefix are added, "
-                        "changed or deleted by someone else than this project's runs.")
+            description="Refresh the listing, file map and frames, and check the S3 copies again (object_exists, "
+                        "matches_raw_table), when objects under the prefix are added, changed or deleted by someone "
+                        "else than this project's runs.")
     def change_sensor(context: SensorEvaluationContext, s3_prefix: S3Prefix):
         bucket, root = s3_prefix.resolved_bucket(), s3_prefix.root
         folder = (Path(context.instance.storage_directory()) / "s3_change_sensor"
                   / hashlib.sha256(f"{name}\x00{bucket}\x00{root}".encode()).hexdigest()[:16])
-        cursor = json.loads(context.cursor) if context.cursor else {}
+        try:
+            cursor = parse_cursor(context.cursor)
+        except CursorRejected as error:  # list afresh, then refresh once: changes since cannot be told
+            context.log.warning(f"cursor rejected: {error}; listing the prefix afresh, then starting one refresh")
+            cursor = {"state": REJECTED_STATE}
         baseline_id, baseline_from = cursor.get("state"), float(cursor.get("listed_from", 0))
         sweep = cursor.get("sweep") or uuid.uuid4().hex
         token = cursor.get("token") if cursor.get("sweep") else None
@@ -242,10 +300,15 @@ def build_change_sensor(name: str = "s3_change_sensor", pages_per_tick: int = 10
             return SensorResult(skip_reason=SkipReason(f"baseline: {len(current):,} object(s) under the prefix"),
                                 cursor=done)
         if baseline is None:  # named by the cursor but gone: what changed since is unknown, so refresh
-            context.log.warning(f"the sensor's saved state {baseline_id} is gone; starting a refresh, since "
-                                "changes since the last tick cannot be told")
-            return SensorResult(run_requests=[RunRequest(run_key=sweep, tags={"s3_assets/baseline_lost": "true"})],
-                                cursor=done)
+            if baseline_id == REJECTED_STATE:
+                context.log.warning("the cursor was rejected (see an earlier tick); starting a refresh, since changes "
+                                    "since the last tick cannot be told")
+                tags = {"s3_assets/baseline_lost": "true", "s3_assets/cursor_rejected": "true"}
+            else:
+                context.log.warning(f"the sensor's saved state {baseline_id} is gone; starting a refresh, since "
+                                    "changes since the last tick cannot be told")
+                tags = {"s3_assets/baseline_lost": "true"}
+            return SensorResult(run_requests=[RunRequest(run_key=sweep, tags=tags)], cursor=done)
         changes = diff_states(baseline, current)
         if changes and state_digest(current) in _own_digests(context, since=baseline_from):
             changes = Changes()  # the latest s3_listing, or a cleanup, left exactly this

@@ -23,14 +23,18 @@ from pydantic import Field
 
 from s3_assets.defs.dagster_internals import AssetCheckEvaluationTargetMaterializationData
 from s3_assets.defs.maintenance.checks import (
+    COPY_CHECKS_OF_S3,
     LISTING_IS_CURRENT,
     LISTING_KEY,
-    OBJECT_EXISTS,
+    STORED_VALUE_ASSETS,
+    STORED_VALUE_EXISTS,
     copy_asset_key,
+    stored_value_folder,
 )
 from s3_assets.defs.metadata import code_block
 from s3_assets.defs.per_file.retention import remove_file_partitions
 from s3_assets.defs.resources import S3Prefix, normalise_prefix, prefixes_overlap
+from s3_assets.lib import stored_values
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.cleanup import CleanupError, CleanupReport, clean
 from s3_assets.lib.errors import ConfigError, S3AssetsError
@@ -72,43 +76,76 @@ def _target_of(context: OpExecutionContext, asset_key: AssetKey) -> AssetCheckEv
         storage_id=records[0].storage_id, run_id=records[0].run_id, timestamp=records[0].timestamp)
 
 
+def _latest_listing_digest(context: OpExecutionContext) -> str | None:
+    event = context.instance.get_latest_materialization_event(LISTING_KEY)
+    value = event.asset_materialization.metadata.get("state_digest") if event and event.asset_materialization else None
+    return None if value is None else str(value.value)
+
+
 def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, report: CleanupReport,
                           deleted: set[str], client: Any) -> Iterator[AssetCheckEvaluation]:
-    """Failing check results for the assets whose objects this cleanup deleted.
+    """Failing check results (severity ERROR, so asset health shows them in the catalog and the
+    lineage) for every asset whose S3 object or stored value is missing once the cleanup is done,
+    whichever run deleted it: a cleanup re-run after a killed one deletes nothing, yet the copies
+    are gone. The S3 copies fail `object_exists` and `matches_raw_table`, the listing
+    `listing_is_current`, and every asset with a stored output whose value is gone
+    `stored_value_exists`.
 
     The listing's result carries `state_digest`: the fingerprint of what is under the prefix
     once the cleanup is done, so that the change sensor counts the cleanup's deletions as the
     project's own (like a listing it wrote), not as someone else's change."""
     where = f"cleanup run {context.run_id}"
+    bucket = s3_prefix.resolved_bucket()
+    left = _left_under_prefix(context, client, s3_prefix)
+    present = set(left["key"]) if left is not None else None
+
+    def failed(asset_key: AssetKey, check_name: str, description: str, **metadata: Any) -> AssetCheckEvaluation:
+        return AssetCheckEvaluation(
+            asset_key=asset_key, check_name=check_name, passed=False, severity=AssetCheckSeverity.ERROR,
+            target_materialization_data=_target_of(context, asset_key), description=description,
+            metadata={**metadata, "recorded_by_run": context.run_id})
+
     for table in UCI_TABLES:
         key = s3_prefix.key(table.s3_relative)
-        if key in deleted:
-            asset_key = copy_asset_key(table)
-            yield AssetCheckEvaluation(
-                asset_key=asset_key, check_name=OBJECT_EXISTS, passed=False,
-                target_materialization_data=_target_of(context, asset_key),
-                description=f"{where} deleted {s3_prefix.uri(key)}; materialize the asset to write it again",
-                metadata={"dagster/uri": s3_prefix.uri(key), "found": False, "deleted_by_run": context.run_id})
+        # Without a listing of what is left, only what this run deleted is known to be gone.
+        if key in deleted if present is None else key not in present:
+            verb = "deleted" if key in deleted else "found no"
+            uri = printable(s3_prefix.uri(key))
+            for check_name in COPY_CHECKS_OF_S3:
+                yield failed(copy_asset_key(table), check_name,
+                             f"{where} {verb} {uri}; materialize the asset to write it again",
+                             **{"dagster/uri": MetadataValue.text(s3_prefix.uri(key)), "found": False})
     data_deleted = [key for key in deleted if key.startswith(s3_prefix.root)]
-    if data_deleted:
-        yield AssetCheckEvaluation(
-            asset_key=LISTING_KEY, check_name=LISTING_IS_CURRENT, passed=False, severity=AssetCheckSeverity.WARN,
-            target_materialization_data=_target_of(context, LISTING_KEY),
-            description=f"{where} deleted {len(data_deleted)} object(s) under {s3_prefix.uri(s3_prefix.root)}",
-            metadata={"deleted_keys": len(data_deleted), "deleted_by_run": context.run_id,
-                      **after_cleanup_digest(context, client, s3_prefix)})
+    digest = None if left is None else state_digest(state_of(left["key"], left["etag"], left["size"]))
+    if data_deleted or left is None or digest != _latest_listing_digest(context):
+        yield failed(LISTING_KEY, LISTING_IS_CURRENT,
+                     f"{where} deleted {len(data_deleted)} object(s) under {printable(s3_prefix.uri(s3_prefix.root))}; "
+                     "the latest listing no longer describes the prefix: materialize s3_listing again",
+                     deleted_keys=len(data_deleted), **({"state_digest": digest} if digest else {}))
+    for asset_key in STORED_VALUE_ASSETS:
+        folder = stored_value_folder(s3_prefix, asset_key)
+        try:
+            found = stored_values.exists(client, bucket, folder)
+        except S3AssetsError as error:  # cannot tell: say so, and show it as not there
+            context.log.warning(f"cannot tell whether the stored value of {asset_key.to_user_string()} is left: {error}")
+            found = False
+        if not found:
+            yield failed(asset_key, STORED_VALUE_EXISTS,
+                         f"after {where} there is no stored value for this asset; materialize it again "
+                         "(`load_asset_value` and downstream steps cannot load it meanwhile)",
+                         stored_value=MetadataValue.text(f"s3://{bucket}/{folder}{stored_values.MANIFEST}"),
+                         found=False)
 
 
-def after_cleanup_digest(context: OpExecutionContext, client: Any, s3_prefix: S3Prefix) -> dict[str, str]:
-    """`state_digest` of what the cleanup left, so the change sensor knows the deletions as the
-    project's own. Without it (the listing failed) the sensor starts one refresh; the deletions'
-    results are recorded either way."""
+def _left_under_prefix(context: OpExecutionContext, client: Any, s3_prefix: S3Prefix) -> Any:
+    """What the cleanup left under the prefix (a listing), or None if it cannot be listed: then
+    only what this run deleted is recorded as gone, no `state_digest` is recorded and the change
+    sensor starts one refresh."""
     try:
-        left = list_objects(client, s3_prefix.resolved_bucket(), s3_prefix.root)
+        return list_objects(client, s3_prefix.resolved_bucket(), s3_prefix.root)
     except S3AssetsError as error:
         context.log.warning(f"no state_digest recorded (the change sensor may start one refresh): {error}")
-        return {}
-    return {"state_digest": state_digest(state_of(left["key"], left["etag"], left["size"]))}
+        return None
 
 
 @op(out=Out(Nothing), description="Delete every object under the configured prefix (`S3_ASSETS_PREFIX`) and the "

@@ -34,7 +34,7 @@ def file_frame(context: AssetExecutionContext, s3_prefix: S3Prefix) -> Materiali
     frame = load_frames(client, bucket, {"file": key}, {key: head["ContentLength"]}, max_workers=1)["file"]
     etag = head["ETag"].strip('"')
     return MaterializeResult(value=frame, data_version=DataVersion(etag), metadata={
-        "dagster/uri": MetadataValue.path(s3_prefix.uri(key)),
+        "dagster/uri": MetadataValue.text(s3_prefix.uri(key)),  # copyable text: an s3:// link opens nothing
         "dagster/row_count": len(frame),
         "dagster/column_schema": column_schema(frame),
         "source_etag": etag,

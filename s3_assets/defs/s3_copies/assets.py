@@ -17,7 +17,7 @@ from dagster import (
     asset,
 )
 
-from s3_assets.defs.metadata import code_span
+from s3_assets.defs.metadata import code_span, location_metadata, read_copy_snippet
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.source import UCI_TABLES, BadInputError, UciTable
 from s3_assets.lib.uploading import upload_bytes
@@ -59,7 +59,7 @@ def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsD
                                 extra_args=s3_prefix.write_args())
         context.log.info(f"{'wrote' if uploaded.changed else 'unchanged'}: {s3_prefix.uri(key)} ({uploaded.size:,} bytes)")
         return MaterializeResult(metadata={
-            "dagster/uri": MetadataValue.path(s3_prefix.uri(key)),
+            "dagster/uri": MetadataValue.text(s3_prefix.uri(key)),  # copyable text: an s3:// link opens nothing
             "size_bytes": uploaded.size,
             "etag": uploaded.etag,
             "md5": uploaded.md5,
@@ -67,6 +67,8 @@ def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsD
             "uploaded": uploaded.changed,
             "dagster/row_count": len(frame),
             **s3_prefix.browse_metadata(key),
+            **location_metadata(s3_prefix),  # the endpoint for a local or custom S3 (no credential)
+            "read_in_a_notebook": read_copy_snippet(s3_prefix, key),
         })
 
     return s3_copy
