@@ -3,6 +3,7 @@ real SeaweedFS (counts, never times): each costs what its work costs (issue 20 Â
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ import pytest
 from botocore.config import Config
 
 from s3_assets.lib import loading
+from s3_assets.lib.cleanup import clean
 from s3_assets.lib.loading import arrow_filesystem, arrow_options, load_frames
 from s3_assets_tests.fault_proxy import FaultProxy
 
@@ -97,3 +99,38 @@ def test_the_filesystem_cache_is_shared_across_threads_and_holds_no_secret(clien
     with loading._filesystems_lock:
         assert all(secret.encode() not in key and secret not in repr(key) for key in loading._filesystems)
     assert secret not in repr(made[0])
+
+
+# -- deleting -------------------------------------------------------------------------------
+def test_each_delete_batch_is_sent_while_the_next_page_is_listed(s3, bucket, s3_server):
+    """The first DeleteObjects is held at the proxy until the listing asks for its next page:
+    pipelined, that request comes; listed first and deleted after (the old way), it never does."""
+    keys = [f"ins_dataset/raw/f{i:05d}.csv" for i in range(2500)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: s3.put_object(Bucket=bucket, Key=key, Body=b"x"), keys))
+    s3.put_object(Bucket=bucket, Key="ins_dataset_old/keep.csv", Body=b"x")
+    next_page = threading.Event()
+    held: list[bool] = []
+
+    def on_request(method: str, path: str) -> None:
+        if method == "GET" and "continuation-token=" in path:
+            next_page.set()
+        if method == "POST" and "delete" in path and not held:
+            held.append(next_page.wait(timeout=60))  # released at once when pipelined
+
+    with FaultProxy(urlsplit(s3_server.state.endpoint_url).port, on_request=on_request) as proxy:
+        creds = s3_server.server.credentials()
+        client = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",
+                              aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+                              config=Config(s3={"addressing_style": "path"}))
+        report = clean(client, bucket, ["ins_dataset/"], dry_run=False)
+        requests = [(method, path) for method, path, _ in proxy.requests]
+    assert held == [True]
+    assert report.count == 2500 and not report.remaining
+    assert [key["Key"] for key in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["ins_dataset_old/keep.csv"]
+    deletes = [i for i, (method, _) in enumerate(requests) if method == "POST"]
+    assert len(deletes) == 3
+    listed_between = [path for method, path in requests[deletes[0]:deletes[-1]] if "list-type" in path]
+    assert listed_between  # the listing went on while batches were deleted
+    # versioning check, 3 pages, 3 batches, the confirming listing (was 21: 16 listing requests)
+    assert len(requests) == 8

@@ -419,3 +419,18 @@ def render_ls(listing: pd.DataFrame, root: str, limit: int = 50) -> str:
 
 def render_ls_recursive(listing: pd.DataFrame, limit: int = 50) -> str:
     return "\n".join(printable(line) for line in ls_recursive_lines(listing, limit))
+
+
+def iter_pages(client: Any, bucket: str, root: str, *, page_size: int = 1000) -> Iterator[pa.RecordBatch]:
+    """The objects under `root` page by page, in the server's order, as each page arrives (one
+    request after the other: for a caller that acts on each page while the next is listed).
+    Errors as `list_objects` raises them."""
+    try:
+        with fast_path(client):
+            first = list_page(client, Bucket=bucket, Prefix=root, MaxKeys=page_size)
+            yield first.rows
+            yield from _pages_after(client, bucket, root, page_size, first.token)
+    except S3AssetsError:
+        raise
+    except S3_FAILURES as error:
+        raise describe_client_error(error, bucket=bucket, key=root, endpoint=client.meta.endpoint_url) from error
