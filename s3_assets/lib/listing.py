@@ -212,17 +212,23 @@ def common_prefix_length(a: str, b: str) -> int:
     return len(os.path.commonprefix([a, b]))
 
 
+def _char_class(char: str) -> int:
+    return 0 if char.isdigit() else 1 if char.islower() else 2 if char.isupper() else 3
+
+
 def char_boundaries(after: str, sample: list[str], folder: str) -> list[str]:
     """Split points after `after` inside its folder, for keys without sub-prefixes: at the
     character one level above where the sample's keys vary (f00001..f01000 -> f1, f2, ... f9),
-    over the characters the sample uses."""
+    over the characters the sample uses of the kind found there (digits for f00001: no range
+    starts at `fc` or `fv` because the keys end in `.csv`; each would cost an empty request)."""
     names = [key for key in sample if key.startswith(folder) and "/" not in key[len(folder):]]
     if len(names) < 2:
         return []
     position = max(len(folder), common_prefix_length(min(names), max(names)) - 1)
     if position >= len(after):
         return []
-    alphabet = sorted({char for name in names for char in name[position:]})
+    kinds = {_char_class(name[position]) for name in names if len(name) > position}
+    alphabet = sorted({char for name in names for char in name[position:] if _char_class(char) in kinds})
     return [after[:position] + char for char in alphabet if after[:position] + char > after]
 
 
