@@ -143,3 +143,17 @@ def test_char_boundaries_follow_the_keys():
     assert bounds[:9] == [f"p/raw/f{d}" for d in range(1, 10)]
     assert all(b > sample[-1] for b in bounds)
     assert char_boundaries("p/x", ["p/x"], "p/") == []
+    # only characters of the kind that varies: no range at `fc`, `fs`, `fv` (from `.csv`), each an empty request
+    assert bounds == [f"p/raw/f{d}" for d in range(1, 10)]
+    assert char_boundaries("p/raw/ab", ["p/raw/aa", "p/raw/ab"], "p/raw/") == ["p/raw/b"]
+
+
+def test_flat_keys_cost_no_probe_at_characters_the_keys_do_not_vary_in(s3_server, seeded):
+    # 1,201 keys in pages of 100: 13 pages. Ranges start only at digits (f1: the keys vary in
+    # digits), never at `fc`/`fs`/`fv` taken from `.csv`, each of which was an empty request.
+    proxy, client = proxied(s3_server)
+    with proxy:
+        listing = list_objects(client, seeded["flat"], ROOT, parallelism=8, page_size=100)
+    assert len(listing) == len(FLAT)
+    starts = [path.split("start-after=")[1].split("&")[0] for _, path, _ in proxy.requests if "start-after=" in path]
+    assert not [start for start in starts if start[-1] in "csv."], starts

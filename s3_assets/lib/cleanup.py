@@ -5,7 +5,8 @@ What goes: every object under each root (the data prefix `<prefix>/`, and the st
 never listed) and checked again before it is sent. Roots that are empty, do not end in '/', or
 overlap each other are refused before any request is sent.
 
-How: `DeleteObjects` batches of up to 1,000 keys, several at once. botocore writes a batch as
+How: `DeleteObjects` batches of up to 1,000 keys, several at once, each sent as soon as its
+page is listed (and checked), while the next page is listed. botocore writes a batch as
 XML with ElementTree, which escapes only `& < >`: a key with a character XML 1.0 forbids (most
 C0 controls, U+FFFE, U+FFFF, lone surrogates) makes the whole batch `MalformedXML`, and an XML
 parser reads `\\r` as `\\n` (another key). Such keys go one at a time with `DeleteObject`, which
@@ -19,8 +20,8 @@ the bucket is versioned; `delete_versions` removes every version and marker unde
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from s3_assets.lib.errors import S3_FAILURES, S3AssetsError, describe_client_error
-from s3_assets.lib.listing import list_objects
+from s3_assets.lib.listing import iter_pages, list_objects
 from s3_assets.lib.text import printable
 
 BATCH = 1000
@@ -79,6 +80,7 @@ class CleanupReport:
     batch_errors: list[str] = field(default_factory=list)
     remaining: list[str] = field(default_factory=list)  # listed again after the deletes
     unconfirmed: str = ""  # why the listing after the deletes failed (escaped text), if it did
+    interrupted: str = ""  # why the listing stopped after some deletes were sent (escaped text)
 
     @property
     def keys(self) -> list[str]:
@@ -152,14 +154,21 @@ def list_targets(client: Any, bucket: str, root: str, *, versions: bool) -> list
     if not versions:
         listing = list_objects(client, bucket, root)
         return [Target(k, int(s)) for k, s in zip(listing["key"], listing["size"], strict=True)]
-    targets = []
+    return [target for page in target_pages(client, bucket, root, versions=True) for target in page]
+
+
+def target_pages(client: Any, bucket: str, root: str, *, versions: bool) -> Iterator[list[Target]]:
+    """What `list_targets` lists, a page at a time as the server answers."""
+    if not versions:
+        for rows in iter_pages(client, bucket, root):
+            yield [Target(k, int(s)) for k, s in zip(rows.column(0).to_pylist(), rows.column(1).to_pylist(), strict=True)]
+        return
     try:
         for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=root):
-            targets += [Target(v["Key"], int(v.get("Size", 0)), v["VersionId"]) for v in page.get("Versions", ())]
-            targets += [Target(m["Key"], 0, m["VersionId"]) for m in page.get("DeleteMarkers", ())]
+            yield [Target(v["Key"], int(v.get("Size", 0)), v["VersionId"]) for v in page.get("Versions", ())] + \
+                [Target(m["Key"], 0, m["VersionId"]) for m in page.get("DeleteMarkers", ())]
     except S3_FAILURES as error:
         raise describe_client_error(error, bucket=bucket, key=root, endpoint=client.meta.endpoint_url) from None
-    return targets
 
 
 def _entry(target: Target) -> dict[str, str]:
@@ -192,50 +201,73 @@ def _delete_one(client: Any, bucket: str, target: Target) -> tuple[dict[str, str
     return {}, [], None
 
 
+Job = Callable[[], tuple[dict[str, str], list[Target], str | None]]
+
+
 def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_versions: bool = False,
           exclude: tuple[str, ...] = (), workers: int = 8) -> CleanupReport:
     """Delete every object under each root except those under `exclude` (or, dry run, say what
-    would go). Raises CleanupError naming what was not deleted."""
+    would go). Raises CleanupError naming what was not deleted.
+
+    Pipelined: each listed page's keys are checked and sent as a batch at once, while the next
+    page is listed (and the versioning check runs alongside, unless it decides what is listed).
+    After the last delete, the roots are listed again: that listing says what is really gone."""
     roots = check_roots(roots)
-    report = CleanupReport(bucket, roots, dry_run, versioning=bucket_versioning(client, bucket),
-                           delete_versions=delete_versions)
-    versions = delete_versions and report.versioned
-
-    def wanted(root: str) -> list[Target]:
-        targets = [t for t in list_targets(client, bucket, root, versions=versions) if not t.key.startswith(exclude)]
-        keys_to_delete([t.key for t in targets], root)
-        return targets
-
-    for root in roots:
-        report.targets += wanted(root)
+    report = CleanupReport(bucket, roots, dry_run, delete_versions=delete_versions)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="s3-delete") as pool:
+        versioning: Future[str] = pool.submit(bucket_versioning, client, bucket)
+        if delete_versions:
+            report.versioning = versioning.result()  # versions or objects: decides what is listed
+        versions = delete_versions and report.versioned
+        sent: list[Future[tuple[dict[str, str], list[Target], str | None]]] = []
+        try:
+            for root in roots:
+                for page in target_pages(client, bucket, root, versions=versions):
+                    targets = [t for t in page if not t.key.startswith(exclude)]
+                    keys_to_delete([t.key for t in targets], root)  # before any of the page is sent
+                    report.targets += targets
+                    if not dry_run:
+                        sent += [pool.submit(job) for job in delete_jobs(client, bucket, targets)]
+        except S3AssetsError as error:
+            if not sent or isinstance(error, OutsidePrefixError):
+                raise
+            report.interrupted = str(error)  # some deletes went: say which, and that the listing stopped
+        finally:
+            results = [future.result() for future in sent]  # what was sent is waited for, and reported
+            report.versioning = versioning.result()
+            for failed, batch, batch_error in results:
+                report.failed.update(failed)
+                report.batch_failed += [t.label() for t in batch]
+                if batch_error:
+                    report.batch_errors.append(batch_error)
     if dry_run or not report.targets:
         return report
-    batchable_targets = [t for t in report.targets if batchable(t.key)]
-    jobs: list[Callable[[], tuple[dict[str, str], list[Target], str | None]]] = []
-    for i in range(0, len(batchable_targets), BATCH):
-        jobs.append(partial(_delete_batch, client, bucket, batchable_targets[i:i + BATCH]))
-    jobs += [partial(_delete_one, client, bucket, t) for t in report.targets if not batchable(t.key)]
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-        for failed, batch, batch_error in pool.map(lambda job: job(), jobs):
-            report.failed.update(failed)
-            report.batch_failed += [t.label() for t in batch]
-            if batch_error:
-                report.batch_errors.append(batch_error)
     # What is really gone: a server may answer 204 for a key it cannot name.
     try:
         left = {t.label() for root in roots for t in list_targets(client, bucket, root, versions=versions)}
     except S3AssetsError as error:  # the deletes happened: report them, and that they are unconfirmed
         left, report.unconfirmed = set(), str(error)
     report.remaining = sorted(({t.label() for t in report.targets} & left) - set(report.failed) - set(report.batch_failed))
-    if report.failed or report.batch_errors or report.remaining or report.unconfirmed:
+    if report.failed or report.batch_errors or report.remaining or report.unconfirmed or report.interrupted:
         raise CleanupError(failure_message(report), report)
     return report
+
+
+def delete_jobs(client: Any, bucket: str, targets: list[Target]) -> list[Job]:
+    """`DeleteObjects` batches for the keys XML carries, `DeleteObject` for each other one."""
+    batchable_targets = [t for t in targets if batchable(t.key)]
+    jobs: list[Job] = [partial(_delete_batch, client, bucket, batchable_targets[i:i + BATCH])
+                       for i in range(0, len(batchable_targets), BATCH)]
+    return jobs + [partial(_delete_one, client, bucket, t) for t in targets if not batchable(t.key)]
 
 
 def failure_message(report: CleanupReport, shown: int = 10) -> str:
     where = " and ".join(f"s3://{report.bucket}/{printable(root)}" for root in report.roots)
     parts = [(f"{len(report.not_deleted())} of {len(report.targets)} object(s) under {where} "
               "were not deleted")]
+    if report.interrupted:
+        parts.append(f"listing the prefix failed after {len(report.targets)} listed object(s) had been sent for "
+                     f"deletion; the rest were not listed, so not deleted: {report.interrupted}")
     if report.unconfirmed:
         parts.append("the server accepted the other deletes, but listing the prefix afterwards to confirm them "
                      f"failed: {report.unconfirmed}")

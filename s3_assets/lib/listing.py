@@ -212,17 +212,23 @@ def common_prefix_length(a: str, b: str) -> int:
     return len(os.path.commonprefix([a, b]))
 
 
+def _char_class(char: str) -> int:
+    return 0 if char.isdigit() else 1 if char.islower() else 2 if char.isupper() else 3
+
+
 def char_boundaries(after: str, sample: list[str], folder: str) -> list[str]:
     """Split points after `after` inside its folder, for keys without sub-prefixes: at the
     character one level above where the sample's keys vary (f00001..f01000 -> f1, f2, ... f9),
-    over the characters the sample uses."""
+    over the characters the sample uses of the kind found there (digits for f00001: no range
+    starts at `fc` or `fv` because the keys end in `.csv`; each would cost an empty request)."""
     names = [key for key in sample if key.startswith(folder) and "/" not in key[len(folder):]]
     if len(names) < 2:
         return []
     position = max(len(folder), common_prefix_length(min(names), max(names)) - 1)
     if position >= len(after):
         return []
-    alphabet = sorted({char for name in names for char in name[position:]})
+    kinds = {_char_class(name[position]) for name in names if len(name) > position}
+    alphabet = sorted({char for name in names for char in name[position:] if _char_class(char) in kinds})
     return [after[:position] + char for char in alphabet if after[:position] + char > after]
 
 
@@ -419,3 +425,18 @@ def render_ls(listing: pd.DataFrame, root: str, limit: int = 50) -> str:
 
 def render_ls_recursive(listing: pd.DataFrame, limit: int = 50) -> str:
     return "\n".join(printable(line) for line in ls_recursive_lines(listing, limit))
+
+
+def iter_pages(client: Any, bucket: str, root: str, *, page_size: int = 1000) -> Iterator[pa.RecordBatch]:
+    """The objects under `root` page by page, in the server's order, as each page arrives (one
+    request after the other: for a caller that acts on each page while the next is listed).
+    Errors as `list_objects` raises them."""
+    try:
+        with fast_path(client):
+            first = list_page(client, Bucket=bucket, Prefix=root, MaxKeys=page_size)
+            yield first.rows
+            yield from _pages_after(client, bucket, root, page_size, first.token)
+    except S3AssetsError:
+        raise
+    except S3_FAILURES as error:
+        raise describe_client_error(error, bucket=bucket, key=root, endpoint=client.meta.endpoint_url) from error

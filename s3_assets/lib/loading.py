@@ -1,14 +1,17 @@
 """Loading the mapped CSV files from S3 into DataFrames.
 
-The GETs go through `pyarrow.fs.S3FileSystem` (the AWS SDK for C++): it signs with SigV4,
-and its I/O and CSV parsing run without holding the GIL, so many small files load in
-parallel from Python threads. Its options are derived from the boto3 client the project
+Each file up to `STREAM_FROM` bytes costs one request: a botocore GET, whose answer carries
+the size (checked against the limit before the body is read) and the body, which arrow parses
+from memory without holding the GIL, so many small files load in parallel from Python threads.
+Bigger files go through `pyarrow.fs.S3FileSystem` (the AWS SDK for C++): a HEAD, then 16 MiB
+ranged GETs parsed block by block. Its options are derived from the boto3 client the project
 already configured (endpoint, region, credentials, addressing style, proxy, CA bundle,
-timeouts, retries): `arrow_options`. A client setting that arrow cannot carry (`verify=False`,
-proxy client certificates, a request parameter added by a hook such as ExpectedBucketOwner)
-sends the load through botocore's `get_object` instead, never around the setting.
+timeouts, retries): `arrow_options`; the filesystem, and its connection pool, is made once per
+process and set of options (`arrow_filesystem`). A client setting that arrow cannot carry
+(`verify=False`, proxy client certificates, a request parameter added by a hook such as
+ExpectedBucketOwner) sends big files through botocore too, never around the setting.
 
-Memory follows the data: the body is parsed from the stream (never held whole); a big file's
+Memory follows the data: a big body is parsed from the stream (never held whole); a big file's
 integer columns are narrowed block by block, so the wide int64 table never exists whole; and
 the Arrow table is handed to pandas with `self_destruct`, which frees each column as it is
 converted. Loading a file of S bytes raises peak memory by at most about `PEAK_FACTOR` x S
@@ -17,9 +20,14 @@ converted. Loading a file of S bytes raises peak memory by at most about `PEAK_F
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import hmac
 import io
+import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
@@ -30,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.fs as pa_fs  # before the atexit hook below: see _drop_filesystems
 
 from s3_assets.lib.errors import S3_FAILURES, S3AssetsError, describe_client_error
 from s3_assets.lib.text import printable
@@ -94,14 +103,41 @@ def arrow_options(client: Any) -> dict[str, Any] | None:
     return options
 
 
-def arrow_filesystem(options: dict[str, Any], workers: int) -> Any:
-    import pyarrow.fs as pa_fs
+_filesystems: OrderedDict[bytes, Any] = OrderedDict()  # digest of the options -> filesystem
+_filesystems_lock = threading.Lock()
+_CACHE_SALT = os.urandom(16)  # the cache's keys are keyed digests: no secret, nothing to guess offline
+FILESYSTEMS_KEPT = 4  # rotated credentials make new options; the oldest filesystems go
 
+
+def arrow_filesystem(options: dict[str, Any], workers: int) -> Any:
+    """One `S3FileSystem` (and so one connection pool) per process and set of options: a new
+    one per call costs a TLS/TCP connection per thread and the SDK's set-up each time.
+
+    Keyed by an HMAC of the options with a per-process random key, so that the cache holds no
+    credential in a key (the filesystem object itself is never shown or pickled here)."""
     if pa.io_thread_count() < workers:  # arrow sizes its S3 connection pool by this
         pa.set_io_thread_count(workers)
-    kwargs = dict(options)
-    _, attempts = kwargs.pop("retry_strategy")
-    return pa_fs.S3FileSystem(**kwargs, retry_strategy=pa_fs.AwsStandardS3RetryStrategy(max_attempts=attempts))
+    digest = hmac.new(_CACHE_SALT, repr(sorted(options.items())).encode(), hashlib.sha256).digest()
+    with _filesystems_lock:
+        filesystem = _filesystems.get(digest)
+        if filesystem is not None:
+            _filesystems.move_to_end(digest)
+            return filesystem
+        kwargs = dict(options)
+        _, attempts = kwargs.pop("retry_strategy")
+        filesystem = pa_fs.S3FileSystem(**kwargs, retry_strategy=pa_fs.AwsStandardS3RetryStrategy(max_attempts=attempts))
+        _filesystems[digest] = filesystem
+        while len(_filesystems) > FILESYSTEMS_KEPT:
+            _filesystems.popitem(last=False)
+        return filesystem
+
+
+@atexit.register
+def _drop_filesystems() -> None:
+    """Before pyarrow's own exit handler finalizes S3: atexit runs the last registered first,
+    and pyarrow.fs registers its handler when imported, above."""
+    with _filesystems_lock:
+        _filesystems.clear()
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -247,16 +283,31 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
 
 # -- loading ------------------------------------------------------------------------------
 class Fetcher:
-    """Opens objects as streams: arrow when the client's settings allow it, else botocore."""
+    """Gets objects: a file up to `STREAM_FROM` bytes with one botocore GET, a bigger one through
+    arrow when the client's settings allow it.
+
+    One request per small object: arrow's Python API opens an S3 object by path only, and arrow
+    then sends a HEAD for its size before the first GET (pyarrow 26; `FileInfo` with a size is
+    reachable only through dataset scans, which read a file's head twice). botocore's GET
+    answers with the size and the body at once, so the size limit is checked before the body
+    is read, and the body is parsed by arrow from memory, without the GIL. A big file keeps
+    arrow's HEAD: its GETs (one per 16 MiB block) outnumber it, and it is parsed block by block.
+    """
 
     def __init__(self, client: Any, bucket: str, workers: int, botocore_only: bool):
-        self.client, self.bucket = client, bucket
-        options = None if botocore_only else arrow_options(client)
-        self.filesystem = arrow_filesystem(options, workers) if options else None
+        self.client, self.bucket, self.workers = client, bucket, workers
+        self.options = None if botocore_only else arrow_options(client)
+
+    @property
+    def filesystem(self) -> Any:
+        return arrow_filesystem(self.options, self.workers) if self.options else None
 
     def load(self, key: str, size: int | None, max_bytes: int) -> pd.DataFrame:
-        if self.filesystem is None:
+        if self.options is None or size is None or size <= STREAM_FROM:
             return self._load_botocore(key, size, max_bytes)
+        return self._load_big(key, size, max_bytes)
+
+    def _load_big(self, key: str, size: int | None, max_bytes: int) -> pd.DataFrame:
         try:
             return self._load_arrow(key, max_bytes, serial=False)
         except BadContent as error:
@@ -266,11 +317,10 @@ class Fetcher:
         except TransportError:
             # arrow gave up on the connection but S3 answers botocore: the transfer broke, not
             # the object. botocore's retry policy (total_max_attempts, mode) gets the last word.
-            return self._load_botocore(key, size, max_bytes)
+            return self._load_botocore(key, size, max_bytes, whole=False)
 
     def _load_arrow(self, key: str, max_bytes: int, serial: bool) -> pd.DataFrame:
         try:
-            assert self.filesystem is not None  # _load_arrow is called only when there is one
             stream = self.filesystem.open_input_file(f"{self.bucket}/{key}")  # a HEAD: the size now
             with stream:
                 size = stream.size()
@@ -284,19 +334,49 @@ class Fetcher:
         except OSError as error:
             raise self._explain(key, error) from None
 
-    def _load_botocore(self, key: str, size: int | None, max_bytes: int) -> pd.DataFrame:
+    def _get(self, key: str) -> dict[str, Any]:
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            return self.client.get_object(Bucket=self.bucket, Key=key)
         except S3_FAILURES as error:
-            raise LoadError(str(describe_client_error(error, bucket=self.bucket, key=key,
-                                                      endpoint=self.client.meta.endpoint_url))) from error
-        check_size(key, response["ContentLength"], max_bytes)
-        body = response["Body"]
+            raise self._failure(key, error) from error
+
+    def _failure(self, key: str, error: Exception) -> LoadError:
+        return LoadError(str(describe_client_error(error, bucket=self.bucket, key=key,
+                                                   endpoint=self.client.meta.endpoint_url)))
+
+    def _load_botocore(self, key: str, size: int | None, max_bytes: int, whole: bool = True) -> pd.DataFrame:
+        """One GET. A body up to STREAM_FROM bytes is read whole and parsed from memory (a body
+        that breaks off is asked for once more); a bigger one goes to arrow, or (no arrow, or
+        arrow's transfer failed) is parsed from the stream."""
+        for attempt in (1, 2):
+            response = self._get(key)
+            length = response["ContentLength"]
+            body = response["Body"]
+            try:
+                check_size(key, length, max_bytes)
+                if length > STREAM_FROM and (self.options is not None and whole):
+                    body.close()  # bigger than the listing said: block by block through arrow
+                    return self._load_big(key, length, max_bytes)
+                if length > STREAM_FROM or not whole:
+                    return self._parse_body(key, body, length)
+                data = body.read()
+            except S3_FAILURES as error:
+                if attempt == 2:
+                    raise self._failure(key, error) from error
+                continue
+            finally:
+                body.close()
+            if data[:2] == GZIP_MAGIC:
+                raise gzip_error(key)
+            return parse_stream(pa.BufferReader(data), key, len(data), serial=True)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _parse_body(self, key: str, body: Any, length: int) -> pd.DataFrame:
         head = body.read(2)
         if head == GZIP_MAGIC:
             raise gzip_error(key)
         stream = pa.PythonFile(io.BufferedReader(PrefixedBody(head, body), 1 << 20), mode="r")
-        return parse_stream(stream, key, response["ContentLength"], serial=True)
+        return parse_stream(stream, key, length, serial=True)
 
     def _explain(self, key: str, error: OSError) -> LoadError:
         """arrow's error names no bucket and no code: botocore asks once more and names both."""

@@ -1,0 +1,136 @@
+"""What loading, listing and deleting cost in S3 requests, counted at a proxy in front of the
+real SeaweedFS (counts, never times): each costs what its work costs (issue 20 §4)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from s3_assets.lib import loading
+from s3_assets.lib.cleanup import clean
+from s3_assets.lib.loading import arrow_filesystem, arrow_options, load_frames
+from s3_assets_tests.fault_proxy import FaultProxy
+
+
+class CountingProxy(FaultProxy):
+    """The fault proxy passing everything, counting the TCP connections it accepts too."""
+
+    def __init__(self, upstream_port: int):
+        super().__init__(upstream_port)
+        self.connections = 0
+        accept = self.server.process_request
+
+        def counted(request, address):
+            with self.lock:
+                self.connections += 1
+            accept(request, address)
+
+        self.server.process_request = counted  # type: ignore[method-assign]
+
+    def methods(self) -> list[str]:
+        with self.lock:
+            return [method for method, _, _ in self.requests]
+
+
+@pytest.fixture
+def proxy(s3_server):
+    with CountingProxy(urlsplit(s3_server.state.endpoint_url).port) as counting:
+        yield counting
+
+
+@pytest.fixture
+def client(s3_server, proxy):
+    creds = s3_server.server.credentials()
+    return boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",
+                        aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+                        config=Config(s3={"addressing_style": "path"}, max_pool_connections=32))
+
+
+# -- loading --------------------------------------------------------------------------------
+def test_loading_small_files_costs_one_get_each(s3, bucket, client, proxy):
+    keys = {f"f{i}": f"raw/f{i:03d}.csv" for i in range(40)}
+    for index, key in enumerate(keys.values()):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a,b\n" + b"1,2\n" * index)
+    sizes = {key: 4 + 4 * index for index, key in enumerate(keys.values()) if index % 2}  # half of them known
+    frames = load_frames(client, bucket, keys, sizes)
+    assert [frames[name].shape for name in keys] == [(index, 2) for index in range(40)]
+    assert proxy.methods() == ["GET"] * 40  # was a HEAD and a GET each: 80
+
+
+def test_a_small_file_that_grew_past_streaming_since_the_listing_is_still_read_whole(s3, bucket, client, proxy,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(loading, "STREAM_FROM", 100)
+    body = b"a,b\n" + b"1,2\n" * 100
+    s3.put_object(Bucket=bucket, Key="raw/grown.csv", Body=body)
+    frame = load_frames(client, bucket, {"g": "raw/grown.csv"}, {"raw/grown.csv": 8})["g"]
+    assert frame.shape == (100, 2)
+    assert proxy.methods() == ["GET", "HEAD", "GET"]  # the GET said 404 bytes: block by block through arrow
+
+
+def test_one_filesystem_and_connection_pool_per_process(s3, bucket, client, proxy, monkeypatch):
+    monkeypatch.setattr(loading, "STREAM_FROM", 16)  # these files take arrow's path
+    keys = {f"f{i}": f"raw/big{i}.csv" for i in range(8)}
+    body = b"a,b\n" + b"1,2\n" * 50
+    for key in keys.values():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    sizes = dict.fromkeys(keys.values(), len(body))
+    load_frames(client, bucket, keys, sizes, max_workers=4)
+    first = proxy.connections
+    assert first >= 1
+    for _ in range(3):
+        frames = load_frames(client, bucket, keys, sizes, max_workers=4)
+        assert all(frame.shape == (50, 2) for frame in frames.values())
+    assert proxy.connections == first  # the same pool's connections: none new (was 4 or more each call)
+    assert sorted(proxy.methods()) == ["GET"] * 32 + ["HEAD"] * 32
+
+
+def test_the_filesystem_cache_is_shared_across_threads_and_holds_no_secret(client):
+    options = arrow_options(client)
+    assert options is not None
+    with ThreadPoolExecutor(16) as pool:
+        made = list(pool.map(lambda _: arrow_filesystem(options, 4), range(64)))
+    assert all(filesystem is made[0] for filesystem in made)
+    secret = options["secret_key"]
+    with loading._filesystems_lock:
+        assert all(secret.encode() not in key and secret not in repr(key) for key in loading._filesystems)
+    assert secret not in repr(made[0])
+
+
+# -- deleting -------------------------------------------------------------------------------
+def test_each_delete_batch_is_sent_while_the_next_page_is_listed(s3, bucket, s3_server):
+    """The first DeleteObjects is held at the proxy until the listing asks for its next page:
+    pipelined, that request comes; listed first and deleted after (the old way), it never does."""
+    keys = [f"ins_dataset/raw/f{i:05d}.csv" for i in range(2500)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: s3.put_object(Bucket=bucket, Key=key, Body=b"x"), keys))
+    s3.put_object(Bucket=bucket, Key="ins_dataset_old/keep.csv", Body=b"x")
+    next_page = threading.Event()
+    held: list[bool] = []
+
+    def on_request(method: str, path: str) -> None:
+        if method == "GET" and "continuation-token=" in path:
+            next_page.set()
+        if method == "POST" and "delete" in path and not held:
+            held.append(next_page.wait(timeout=60))  # released at once when pipelined
+
+    with FaultProxy(urlsplit(s3_server.state.endpoint_url).port, on_request=on_request) as proxy:
+        creds = s3_server.server.credentials()
+        client = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",
+                              aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+                              config=Config(s3={"addressing_style": "path"}))
+        report = clean(client, bucket, ["ins_dataset/"], dry_run=False)
+        requests = [(method, path) for method, path, _ in proxy.requests]
+    assert held == [True]
+    assert report.count == 2500 and not report.remaining
+    assert [key["Key"] for key in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["ins_dataset_old/keep.csv"]
+    deletes = [i for i, (method, _) in enumerate(requests) if method == "POST"]
+    assert len(deletes) == 3
+    listed_between = [path for method, path in requests[deletes[0]:deletes[-1]] if "list-type" in path]
+    assert listed_between  # the listing went on while batches were deleted
+    # versioning check, 3 pages, 3 batches, the confirming listing (was 21: 16 listing requests)
+    assert len(requests) == 8
