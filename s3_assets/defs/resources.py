@@ -35,6 +35,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from s3_assets.lib.errors import ConfigError, describe_client_error
 from s3_assets.lib.prefix_lock import Heartbeat, PrefixLocks, locks_root
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
+from s3_assets.lib.stored_values import key_segment
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -445,17 +446,19 @@ class S3Prefix(ConfigurableResource):
         return args
 
     def outputs_root(self) -> str:
-        """Where the stored step outputs of this data prefix live: `<io_prefix>/<prefix>/`.
+        """Where the stored step outputs of this data prefix live: `<io_prefix>/<prefix as one
+        segment>/` (`dagster-io/ins_dataset/`; `e30/train` -> `dagster-io/e30%2Ftrain/`).
 
-        Outside the data prefix, so listing and cleanup of the data never see them; one folder
-        per data prefix, so cleanup can remove exactly this prefix's outputs."""
+        Outside the data prefix, so listing and cleanup of the data never see them; one segment
+        per data prefix (`/`, `%` and `\\` percent-encoded), so that no prefix's folder lies inside
+        another's and cleanup removes exactly this prefix's outputs."""
         io_root, data_root = normalise_prefix(self.io_prefix), self.root
         if not io_root or io_root.startswith(data_root) or data_root.startswith(io_root):
             raise ConfigError(
                 f"S3_ASSETS_IO_PREFIX {self.io_prefix!r} overlaps S3_ASSETS_PREFIX {self.prefix!r}: "
                 "the stored outputs must live outside the data prefix; choose another S3_ASSETS_IO_PREFIX"
             )
-        return io_root + (data_root or "_bucket_root/")
+        return io_root + key_segment(data_root.rstrip("/")) + "/"
 
     def destructive_root(self) -> str:
         """The prefix for deleting; refuses the bucket root and an overlap with the IO prefix."""
