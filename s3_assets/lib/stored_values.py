@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import quote
 
@@ -210,16 +210,12 @@ class ValueStore:
         previous = self._pool.submit(self._previous_files, base)
         uploads = {name: self._pool.submit(self._put_frame, f"{base}{version}/{name}", frame)
                    for name, frame in frames.items()}
-        files: dict[str, dict[str, Any]] = {}
-        failure: BaseException | None = None
-        for name, upload in uploads.items():
-            try:
-                files[name] = upload.result()
-            except BaseException as error:  # noqa: BLE001 - the first failure is raised below
-                failure = failure or error
-        if failure is not None:
+        wait(uploads.values())  # all of them, so that a failure leaves nothing still uploading
+        files = {name: upload.result() for name, upload in uploads.items() if upload.exception() is None}
+        failures = [upload.exception() for upload in uploads.values() if upload.exception() is not None]
+        if failures:
             self._remove_later([f"{base}{version}/{name}" for name in files])
-            raise failure
+            raise failures[0]  # type: ignore[misc]
         manifest = {"format": FORMAT, "version": version, "value": description, "files": files,
                     "bytes": sum(f["bytes"] for f in files.values())}
         body = json.dumps(manifest, indent=1, sort_keys=True).encode()
@@ -305,13 +301,8 @@ class ValueStore:
         a superseded version left behind is only space, and cleanup removes it)."""
         with self._lock:
             removals, self._removals = self._removals, []
-        failures = []
-        for removal in removals:
-            try:
-                removal.result()
-            except Exception as error:  # noqa: BLE001 - reported, never raised
-                failures.append(str(error))
-        return failures
+        wait(removals)
+        return [str(removal.exception()) for removal in removals if removal.exception() is not None]
 
     def close(self) -> list[str]:
         failures = self.finish()
