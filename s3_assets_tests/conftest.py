@@ -147,12 +147,15 @@ def graph_resources(location: S3Prefix, source: Path | str, cache_dir: Path) -> 
 
 @pytest.fixture
 def run_graph(tmp_path) -> Callable:
-    """Materialize the asset graph (or a selection) in process, against the real server."""
+    """Materialize the asset graph (or a selection) in process, against the real server. The
+    runs of one test share one Dagster instance unless told otherwise: a stored value is read
+    only as its materialization in the instance recorded it (its hash)."""
+    shared = DagsterInstance.ephemeral()
 
     def run(location: S3Prefix, source: Path | str, selection=None, instance=None, raise_on_error=True):
         return materialize(
             [*ASSETS, *CHECKS], resources=graph_resources(location, source, tmp_path / "cache"), selection=selection,
-            instance=instance or DagsterInstance.ephemeral(), raise_on_error=raise_on_error,
+            instance=instance or shared, raise_on_error=raise_on_error,
         )
 
     return run

@@ -81,7 +81,8 @@ def failure_text(result) -> str:
 
 @pytest.fixture(scope="module")
 def good_copy(s3_server, uci_dir, tmp_path_factory):
-    """A bucket holding the good graph's copies, and the good train.csv's bytes and ETag."""
+    """A bucket holding the good graph's copies, the good train.csv's bytes and ETag, and the
+    Dagster instance that recorded the stored values (later runs read them only through it)."""
     from s3_assets.defs.resources import S3Connection, S3Prefix
 
     client = s3_server.client()
@@ -89,11 +90,11 @@ def good_copy(s3_server, uci_dir, tmp_path_factory):
     client.create_bucket(Bucket=bucket)
     location = S3Prefix(s3=S3Connection(target="local", local_dir=s3_server.local_dir, max_attempts=2), bucket=bucket)
     cache = tmp_path_factory.mktemp("cache")
-    result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, cache),
-                         instance=DagsterInstance.ephemeral())
+    instance = DagsterInstance.ephemeral()
+    result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, cache), instance=instance)
     assert result.success
     got = client.get_object(Bucket=bucket, Key=TRAIN_KEY)
-    return location, cache, got["Body"].read(), got["ETag"], client
+    return location, cache, got["Body"].read(), got["ETag"], client, instance
 
 
 SELECTIONS = {
@@ -110,11 +111,11 @@ CASES = [(case, "everything") for case in BAD_SOURCES] + [
 
 @pytest.mark.parametrize(("case", "selection"), CASES)
 def test_bad_source_fails_the_run_and_s3_keeps_the_good_copy(good_copy, uci_dir, tmp_path, case, selection):
-    location, cache, good_body, good_etag, client = good_copy
+    location, cache, good_body, good_etag, client, instance = good_copy
     edit, expected = BAD_SOURCES[case]
     source = write_bad_source(uci_dir, tmp_path / "bad", edit)
     result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, source, cache),
-                         selection=SELECTIONS[selection], instance=DagsterInstance.ephemeral(), raise_on_error=False)
+                         selection=SELECTIONS[selection], instance=instance, raise_on_error=False)
     assert not result.success
     assert expected in failure_text(result)
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
@@ -126,10 +127,9 @@ def test_bad_source_fails_the_run_and_s3_keeps_the_good_copy(good_copy, uci_dir,
 def test_a_stored_table_that_failed_its_check_is_not_copied_alone(good_copy, uci_dir, tmp_path):
     """`train_csv` selected alone re-copies the stored `train`: if that failed its blocking
     check in an earlier run, the copy refuses it before writing."""
-    location, cache, good_body, good_etag, client = good_copy
+    location, cache, good_body, good_etag, client, instance = good_copy
     source = write_bad_source(uci_dir, tmp_path / "bad", BAD_SOURCES["out_of_domain"][0])
     resources = graph_resources(location, source, cache)
-    instance = DagsterInstance.ephemeral()
     first = materialize([*ASSETS, *CHECKS], resources=resources, selection=AssetSelection.assets("train"),
                         instance=instance, raise_on_error=False)
     assert not first.success  # the stored `train` is now the bad table

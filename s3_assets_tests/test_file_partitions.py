@@ -3,9 +3,6 @@ deletes and re-runs partitions as files come, go and change; Dagster's limits ar
 
 from __future__ import annotations
 
-import io
-import json
-
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
@@ -65,11 +62,10 @@ def _apply(instance: DagsterInstance, result) -> None:
 
 
 def stored_frame(s3, bucket: str, location, partition: str) -> pd.DataFrame:
-    """A partition's output as the IO manager stored it, read with pandas."""
-    folder = f"{location.outputs_root()}file_frame/{partition}/"
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=folder + "manifest.json")["Body"].read())
-    body = s3.get_object(Bucket=bucket, Key=folder + manifest["value"]["file"])["Body"].read()
-    return pd.read_parquet(io.BytesIO(body))
+    """A partition's output as the IO manager stored it (its folder's current version)."""
+    from s3_assets.lib.stored_values import key_segment, read_value
+
+    return read_value(s3, bucket, f"{location.outputs_root()}file_frame/{key_segment(partition)}/")
 
 
 @pytest.fixture

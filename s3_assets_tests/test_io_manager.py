@@ -39,11 +39,15 @@ def test_graph_outputs_are_parquet_and_json_that_pandas_reads(s3, bucket, make_l
             assert json.loads(body)["format"] == stored_values.FORMAT
         assert b"\x80\x04\x95" not in body[:3] and b"\x80\x05\x95" not in body[:3], f"{key} looks like a pickle"
 
-    # The dict of frames: one Parquet file per frame, named in the manifest; plain pandas reads them.
+    # The dict of frames: one Parquet object per frame, named after it; plain pandas reads it.
     manifest = json.loads(stored["dagster-io/ins_dataset/dataframes/" + MANIFEST])
-    frames = manifest["value"]["frames"]
-    assert set(frames) == {"train", "test", "gt"}
-    train = pd.read_parquet(io.BytesIO(stored["dagster-io/ins_dataset/dataframes/" + frames["train"]["file"]]))
+    version = manifest["version"]
+    assert stored[f"dagster-io/ins_dataset/dataframes/{version}/{MANIFEST}"] == \
+        stored["dagster-io/ins_dataset/dataframes/" + MANIFEST]
+    assert set(manifest["value"]["frames"]) == {"train", "test", "gt"}
+    assert {k.rsplit("/", 1)[1] for k in stored if k.startswith(f"dagster-io/ins_dataset/dataframes/{version}/")} \
+        == {"train.parquet", "test.parquet", "gt.parquet", MANIFEST}
+    train = pd.read_parquet(io.BytesIO(stored[f"dagster-io/ins_dataset/dataframes/{version}/train.parquet"]))
     assert train.shape == (40, 86) and train.columns[-1] == "CARAVAN"
     # Small values are JSON in the manifest: the file map is readable as it is.
     file_map = json.loads(stored["dagster-io/ins_dataset/file_map/" + MANIFEST])["value"]["value"]
@@ -96,13 +100,19 @@ class Boom:
         return (os.system, ("echo planted >&2",))
 
 
+V = "v" + "0" * 20 + "-0123abcd"
+
+
 @pytest.mark.parametrize("planted", [
     pickle.dumps(Boom()),
-    json.dumps({"format": stored_values.FORMAT, "version": "v1", "value": {"kind": "dataclass",
+    json.dumps({"format": stored_values.FORMAT, "version": V, "files": {}, "value": {"kind": "dataclass",
                 "type": "os.system", "fields": {}}}).encode(),
-    json.dumps({"format": stored_values.FORMAT, "version": "v1", "value": {"kind": "pickle", "file": "x"}}).encode(),
-    json.dumps({"format": stored_values.FORMAT, "version": "v1", "value": {"kind": "frame",
-                "file": "../../elsewhere.parquet"}}).encode(),
+    json.dumps({"format": stored_values.FORMAT, "version": V, "files": {"x": {"sha256": "0"}},
+                "value": {"kind": "pickle", "file": "x"}}).encode(),
+    json.dumps({"format": stored_values.FORMAT, "version": V, "files": {"../../elsewhere.parquet": {"sha256": "0"}},
+                "value": {"kind": "frame", "file": "../../elsewhere.parquet"}}).encode(),
+    json.dumps({"format": stored_values.FORMAT, "version": "../x", "files": {}, "value": {"kind": "json",
+                "value": 1}}).encode(),
     b"",
 ])
 def test_planted_manifests_are_refused_and_nothing_runs(s3, bucket, planted, capfd):
@@ -128,5 +138,5 @@ def test_older_versions_are_removed_after_a_write(s3, bucket):
         write_value(s3, bucket, "w/", pd.DataFrame({"n": [n]}))
     stored = all_objects(s3, bucket, "w/")
     version = json.loads(stored["w/" + MANIFEST])["version"]
-    assert sorted(stored) == ["w/" + MANIFEST, f"w/{version}/part-0001.parquet"]
+    assert sorted(stored) == ["w/" + MANIFEST, f"w/{version}/data.parquet", f"w/{version}/{MANIFEST}"]
     assert read_value(s3, bucket, "w/")["n"].tolist() == [2]

@@ -1,92 +1,208 @@
 """The IO manager: step outputs as Parquet and JSON under `S3Prefix.outputs_root()`.
 
-Dagster's own `UPathIOManager` decides the paths (`<asset key>[/<partition>]` for assets,
-`storage/<run id>/<step>/<output>` for op outputs) and handles partitions; each path is a
-folder written by `s3_assets.lib.stored_values` (no pickles: nothing read back executes).
-Every step process reaches it through S3, so multiprocess and Celery executors work.
+Each output is a folder written by `s3_assets.lib.stored_values` (no pickles: nothing read back
+executes): `<asset key>[/<partition>]/` for assets, `.op-outputs/<run id>/<step>/<output>/` for
+op outputs, each name one key segment. Every step process reaches them through S3, so
+multiprocess and Celery executors work; a step that reads a value its own process stored in the
+same run gets it from memory instead (see `RunMemory`).
+
+Trust: each output's metadata records the SHA-256 of what was stored (`stored_value_sha256`)
+and its version; loading takes them from the Dagster instance (the latest materialization of
+that asset and partition; for an op output, the run's own output event), never from the bucket,
+and refuses a stored value that does not match, naming it.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
 from typing import Any
 
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
-from dagster._core.storage.upath_io_manager import UPathIOManager
-from upath import UPath
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    ConfigurableIOManager,
+    DagsterEventType,
+    InitResourceContext,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+)
+from pydantic import PrivateAttr
 
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib import stored_values
+from s3_assets.lib.stored_values import StoredValueError, ValueStore, key_segment
+from s3_assets.lib.text import printable
+
+SHA256 = "stored_value_sha256"
+VERSION = "stored_value_version"
+OP_OUTPUTS = ".op-outputs"  # a leading dot: never an encoded asset key segment
 
 
-class _ParquetStore(UPathIOManager):
-    def __init__(self, s3_prefix: S3Prefix):
-        self.s3_prefix = s3_prefix
-        self.bucket = s3_prefix.resolved_bucket()
-        self.client = s3_prefix.connect()
-        super().__init__(base_path=UPath(s3_prefix.outputs_root().rstrip("/")))
+class RunMemory:
+    """Values stored in this process by the current run, for its later steps in the same
+    process (the in-process executor). Holds one run only: storing for another run drops the
+    previous run's values, and the run's end drops its own."""
 
-    @staticmethod
-    def _folder(path: UPath) -> str:
-        return path.as_posix().rstrip("/") + "/"
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._run: str | None = None
+        self._values: dict[str, Any] = {}
 
-    def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
-        manifest = stored_values.write_value(self.client, self.bucket, self._folder(path), obj,
-                                             extra_args=self.s3_prefix.write_args())
-        context.add_output_metadata({
-            "stored_output": MetadataValue.text(f"s3://{self.bucket}/{self._folder(path)}{stored_values.MANIFEST}"),
-            "stored_output_files": manifest["files"],
-            "stored_output_size_bytes": manifest["bytes"],
-        })
+    def put(self, run_id: str, key: str, value: Any) -> None:
+        with self._lock:
+            if self._run != run_id:
+                self._run, self._values = run_id, {}
+            self._values[key] = stored_values.copy_value(value)
 
-    def load_from_path(self, context: InputContext, path: UPath) -> Any:
-        return stored_values.read_value(self.client, self.bucket, self._folder(path))
+    def get(self, run_id: str, key: str) -> tuple[bool, Any]:
+        with self._lock:
+            if self._run != run_id or key not in self._values:
+                return False, None
+            value = self._values[key]
+        return True, stored_values.copy_value(value)
 
-    def path_exists(self, path: UPath) -> bool:
-        return stored_values.exists(self.client, self.bucket, self._folder(path))
+    def drop(self, run_id: str) -> None:
+        with self._lock:
+            if self._run == run_id:
+                self._run, self._values = None, {}
 
-    def unlink(self, path: UPath) -> None:
-        stored_values.delete_value(self.client, self.bucket, self._folder(path))
 
-    def make_directory(self, path: UPath) -> None:
-        return None  # S3 has no directories
+MEMORY = RunMemory()
 
-    def get_op_output_relative_path(self, context: InputContext | OutputContext) -> UPath:
-        return UPath("storage", *super().get_op_output_relative_path(context).parts)
 
-    def get_loading_input_log_message(self, path: UPath) -> str:
-        return f"Loading the stored output s3://{self.bucket}/{self._folder(path)}"
+def recorded_materialization(context: InputContext, asset_key: AssetKey, partition: str | None) -> Mapping | None:
+    """The metadata of the latest materialization of `asset_key` (and `partition`) that this
+    Dagster instance recorded, or None."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition is not None else None),
+        limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    return records[0].asset_materialization.metadata
 
-    def get_writing_output_log_message(self, path: UPath) -> str:
-        return f"Storing the output as s3://{self.bucket}/{self._folder(path)}"
 
-    def handle_output(self, context: OutputContext, obj: Any) -> None:
-        # Like UPathIOManager's, without its "path" metadata: a bare relative key next to the
-        # S3 copies' `dagster/uri` would read as a location of the data (dump_to_path adds
-        # `stored_output` instead).
-        if context.has_asset_partitions:
-            paths = self._get_paths_for_partitions(context)
-            if len(paths) != 1:
-                raise stored_values.StoredValueError(
-                    "one output for several partitions cannot be stored: launch the backfill as one run per partition"
-                )
-            path = next(iter(paths.values()))
-        else:
-            path = self._get_path(context)
-        context.log.debug(self.get_writing_output_log_message(path))
-        self.dump_to_path(context=context, obj=obj, path=path)
+def recorded_op_output(context: InputContext, run_id: str, step_key: str, output_name: str) -> Mapping | None:
+    """The metadata of the output event with which run `run_id` stored `step_key`'s
+    `output_name`, or None. Dagster has no public call for a run's output events:
+    `DagsterInstance.all_logs` is the one used (test_io_manager_trust.py checks it still works)."""
+    for entry in context.instance.all_logs(run_id, of_type=DagsterEventType.HANDLED_OUTPUT):
+        event = entry.dagster_event
+        if event is None or event.step_key != step_key:
+            continue
+        data = event.event_specific_data
+        if getattr(data, "output_name", None) == output_name:
+            return getattr(data, "metadata", None)
+    return None
+
+
+def _text(metadata: Mapping | None, name: str) -> str | None:
+    value = (metadata or {}).get(name)
+    value = getattr(value, "value", value)
+    return value if isinstance(value, str) else None
 
 
 class S3ParquetIOManager(ConfigurableIOManager):
     """Stores step outputs in the data bucket under `<io_prefix>/<prefix>/` as Parquet (frames,
-    one file per frame of a dict) and JSON (small values), each with a `manifest.json`."""
+    one object per frame of a dict, named after it) and JSON (small values), each version with a
+    `manifest.json`, each recorded with its SHA-256."""
 
     s3_prefix: S3Prefix
 
-    def _store(self) -> _ParquetStore:
-        return _ParquetStore(self.s3_prefix)
+    _store: ValueStore | None = PrivateAttr(default=None)
+    _run_id: str | None = PrivateAttr(default=None)
 
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._run_id = context.run.run_id if context.run else None
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._run_id:
+            MEMORY.drop(self._run_id)
+        if self._store is not None:
+            for failure in self._store.close():
+                if context.log is not None:
+                    context.log.warning(f"a superseded stored value was not removed (cleanup removes it): {failure}")
+            self._store = None
+
+    def _values(self) -> ValueStore:
+        if self._store is None:
+            self._store = ValueStore(self.s3_prefix.connect(), self.s3_prefix.resolved_bucket(),
+                                     self.s3_prefix.write_args())
+        return self._store
+
+    # -- where ---------------------------------------------------------------------------
+    def _asset_folder(self, asset_key: AssetKey, partition: str | None) -> str:
+        return self.s3_prefix.stored_value_folder(asset_key.path, partition)
+
+    def _op_folder(self, run_id: str, step_key: str, output_name: str) -> str:
+        return (self.s3_prefix.outputs_root() + OP_OUTPUTS + "/"
+                + "/".join(key_segment(part) for part in (run_id, step_key, output_name)) + "/")
+
+    def _uri(self, key: str) -> str:
+        return f"s3://{self.s3_prefix.resolved_bucket()}/{key}"
+
+    # -- storing -------------------------------------------------------------------------
     def handle_output(self, context: OutputContext, obj: Any) -> None:
-        self._store().handle_output(context, obj)
+        if context.has_asset_key:
+            partition = None
+            if context.has_asset_partitions:
+                keys = context.asset_partition_keys
+                if len(keys) != 1:
+                    raise StoredValueError("one output for several partitions cannot be stored: launch the backfill "
+                                           "as one run per partition")
+                partition = keys[0]
+            folder = self._asset_folder(context.asset_key, partition)
+        else:
+            folder = self._op_folder(context.run_id, context.step_key, context.name)
+        context.log.debug(f"Storing the output as {printable(self._uri(folder))}")
+        stored = self._values().write(folder, obj)
+        MEMORY.put(context.run_id, folder, obj)
+        context.add_output_metadata({
+            "stored_output": MetadataValue.text(self._uri(stored.manifest_key)),
+            "stored_output_files": stored.files,
+            "stored_output_size_bytes": stored.bytes,
+            VERSION: stored.version,
+            SHA256: stored.sha256,
+        })
 
+    # -- loading -------------------------------------------------------------------------
     def load_input(self, context: InputContext) -> Any:
-        return self._store().load_input(context)
+        upstream = context.upstream_output
+        if context.has_asset_key:
+            if context.has_asset_partitions:
+                keys = context.asset_partition_keys
+                values = {key: self._load_asset(context, context.asset_key, key) for key in keys}
+                return values[keys[0]] if len(keys) == 1 else values
+            return self._load_asset(context, context.asset_key, None)
+        if upstream is None:
+            raise StoredValueError(f"input {context.name!r} has no upstream output to load")
+        folder = self._op_folder(upstream.run_id, upstream.step_key, upstream.name)
+        what = f"output {upstream.name!r} of step {printable(upstream.step_key)!r} (run {upstream.run_id})"
+        return self._load(context, folder, what,
+                          lambda: recorded_op_output(context, upstream.run_id, upstream.step_key, upstream.name))
+
+    def _load_asset(self, context: InputContext, asset_key: AssetKey, partition: str | None) -> Any:
+        folder = self._asset_folder(asset_key, partition)
+        name = printable(asset_key.to_user_string())
+        what = f"asset {name!r}" + (f" partition {printable(partition)!r}" if partition is not None else "")
+        return self._load(context, folder, what, lambda: recorded_materialization(context, asset_key, partition))
+
+    def _load(self, context: InputContext, folder: str, what: str, recorded: Any) -> Any:
+        if self._run_id:
+            found, value = MEMORY.get(self._run_id, folder)
+            if found:
+                context.log.debug(f"Loading {what} from memory (stored by this process in this run)")
+                return value
+        metadata = recorded()
+        where = printable(self._uri(folder))
+        if metadata is None:
+            raise StoredValueError(f"{what} has no stored value recorded in this Dagster instance ({where}): "
+                                   "materialize it first")
+        version, sha256 = _text(metadata, VERSION), _text(metadata, SHA256)
+        if version is None or sha256 is None:
+            raise StoredValueError(f"{what} was stored without a recorded hash (by an older version of s3-assets, "
+                                   f"or not by this IO manager), so its stored value at {where} cannot be proven: "
+                                   "materialize it again")
+        context.log.debug(f"Loading {what} from {where}{version}/")
+        return self._values().read(folder, version, sha256, f"{what} ({where})")

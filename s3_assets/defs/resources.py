@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,6 +40,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from s3_assets.lib.errors import ConfigError, S3AssetsError, describe_client_error
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, PrefixLocks, roots_overlap
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
+from s3_assets.lib.stored_values import drop_expect_for_small_bodies, key_segment
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -496,17 +498,27 @@ class S3Prefix(ConfigurableResource):
         return args
 
     def outputs_root(self) -> str:
-        """Where the stored step outputs of this data prefix live: `<io_prefix>/<prefix>/`.
+        """Where the stored step outputs of this data prefix live: `<io_prefix>/<prefix as one
+        segment>/` (`dagster-io/ins_dataset/`; `e30/train` -> `dagster-io/e30%2Ftrain/`).
 
-        Outside the data prefix, so listing and cleanup of the data never see them; one folder
-        per data prefix, so cleanup can remove exactly this prefix's outputs."""
+        Outside the data prefix, so listing and cleanup of the data never see them; one segment
+        per data prefix (`/`, `%` and `\\` percent-encoded), so that no prefix's folder lies inside
+        another's and cleanup removes exactly this prefix's outputs."""
         io_root, data_root = normalise_prefix(self.io_prefix), self.root
         if not io_root or io_root.startswith(data_root) or data_root.startswith(io_root):
             raise ConfigError(
                 f"S3_ASSETS_IO_PREFIX {self.io_prefix!r} overlaps S3_ASSETS_PREFIX {self.prefix!r}: "
                 "the stored outputs must live outside the data prefix; choose another S3_ASSETS_IO_PREFIX"
             )
-        return io_root + (data_root or "_bucket_root/")
+        return io_root + key_segment(data_root.rstrip("/")) + "/"
+
+    def stored_value_folder(self, asset_path: Sequence[str], partition: str | None = None) -> str:
+        """The folder of an asset's stored value: `<outputs root>/<key parts>[/<partition>]/`,
+        each part one percent-encoded segment (the IO manager writes there; cleanup checks it)."""
+        parts = [key_segment(part) for part in asset_path]
+        if partition is not None:
+            parts.append(key_segment(partition))
+        return self.outputs_root() + "/".join(parts) + "/"
 
     def destructive_root(self) -> str:
         """The prefix for deleting; refuses the bucket root and an overlap with the IO prefix."""
@@ -556,6 +568,7 @@ class S3Prefix(ConfigurableResource):
     def _new_client(self) -> S3Client:
         self.resolved_bucket()  # the SageMaker default's name (and owner) first
         client = self.s3.get_client()
+        drop_expect_for_small_bodies(client)  # a PUT of a small body: one round trip, not two
         if self.bucket_owner():
             client.meta.events.register("before-parameter-build.s3", self._add_expected_owner)
         self._ensure_bucket(client)

@@ -42,9 +42,8 @@ STORED_VALUE_ASSETS = tuple(AssetKey(name) for name in (
 
 
 def stored_value_folder(s3_prefix: S3Prefix, asset_key: AssetKey) -> str:
-    """Where the IO manager stores an unpartitioned asset's value (Dagster's `UPathIOManager`
-    layout: `<outputs root>/<asset key path>/`)."""
-    return s3_prefix.outputs_root() + "/".join(asset_key.path) + "/"
+    """Where the IO manager stores an unpartitioned asset's value."""
+    return s3_prefix.stored_value_folder(asset_key.path)
 
 
 def copy_asset_key(table: UciTable) -> AssetKey:
