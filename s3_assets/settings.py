@@ -7,7 +7,7 @@ Secrets stay `EnvVar`s, so their values never reach the UI. An unset or empty va
 the field's default, which for botocore's own settings means botocore's chain (AWS_PROFILE,
 AWS_DEFAULT_REGION, AWS_MAX_ATTEMPTS, AWS_RETRY_MODE, AWS_ENDPOINT_URL_S3, ~/.aws/config).
 
-`python -m s3_assets.settings` prints README's configuration table from the fields.
+`python -m s3_assets.settings` prints the configuration table of docs/CONFIGURATION.md from the fields.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def load_cluster_settings(env: Mapping[str, str] = os.environ) -> ClusterSetting
 
 
 def configuration_table() -> str:
-    """README's configuration table, generated from the fields' defaults and descriptions."""
+    """docs/CONFIGURATION.md's configuration table, generated from the fields' defaults and descriptions."""
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for setting in SETTINGS:
         default = f"`{setting.default}`" if setting.default else "(empty)"

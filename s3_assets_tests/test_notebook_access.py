@@ -16,3 +16,19 @@ def test_pandas_reads_a_copy_through_s3fs_with_the_storage_options(s3_server, s3
     assert uri == f"s3://{bucket}/ins_dataset/raw/train.csv"
     frame = pd.read_csv(uri, storage_options=s3_prefix.s3.storage_options())
     assert frame.to_csv(index=False).encode() == body
+
+
+def test_the_typed_frames_load_in_a_notebook_through_the_io_manager(s3_server, bucket, make_location, run_graph, uci_dir):
+    """README's "See your data": after a run, `defs.load_asset_value` gives the stored
+    `modelling_table` and `dataframes` back, typed as the run left them."""
+    from s3_assets.definitions import build_definitions
+
+    result = run_graph(make_location(bucket), uci_dir)
+    defs = build_definitions({"S3_ASSETS_LOCAL_DIR": s3_server.local_dir, "S3_ASSETS_BUCKET": bucket})
+    table = defs.load_asset_value("modelling_table")
+    pd.testing.assert_frame_equal(table, result.output_for_node("modelling_table"))
+    assert {"split", "CARAVAN", "MOSTYPE"} <= set(table.columns) and table["MOSTYPE"].dtype == "uint8"
+    frames = defs.load_asset_value("dataframes")
+    assert sorted(frames) == ["gt", "test", "train"]
+    for name, frame in frames.items():
+        pd.testing.assert_frame_equal(frame, result.output_for_node("dataframes")[name])

@@ -26,7 +26,7 @@ from s3_assets.lib.source import UCI_BASE_URL
 from s3_assets.settings import ENV_VARS, SETTINGS, build_resources, configuration_table
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+CONFIGURATION_PAGE = ROOT / "docs" / "CONFIGURATION.md"  # the table moved there from README
 
 # The public interface: every variable the project has ever documented keeps working.
 PUBLIC_VARIABLES = [
@@ -217,10 +217,18 @@ def test_the_fields_are_the_one_source_of_defaults_and_descriptions():
     assert S3Connection().read_timeout == 60.0 and resources({})["s3_prefix"].s3.read_timeout == 60.0
 
 
-def test_readme_configuration_table_is_generated_from_the_fields():
-    assert configuration_table() in README.read_text(), (
-        "README's configuration table is out of date: paste `python -m s3_assets.settings` into it"
+def test_the_configuration_table_is_generated_from_the_fields():
+    assert configuration_table() in CONFIGURATION_PAGE.read_text(), (
+        "docs/CONFIGURATION.md's table is out of date: paste `python -m s3_assets.settings` into it"
     )
+
+
+def test_readme_points_to_the_configuration_table_and_fits_a_first_read():
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/CONFIGURATION.md)" in readme and "| `S3_ASSETS_" not in readme
+    assert len(readme.splitlines()) <= 200
+    for page in re.findall(r"\]\((docs/[A-Z_]+\.md)", readme):
+        assert (ROOT / page).is_file(), page
 
 
 # -- botocore's own settings apply when S3_ASSETS_* leaves them unset ---------------------------

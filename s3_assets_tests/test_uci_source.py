@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from s3_assets.defs.resources import UciSource
-from s3_assets.lib.source import UCI_TABLES, BadInputError, SourceError, read_uci_table
+from s3_assets.lib.source import UCI_TABLES, BadInputError, SourceError, SourceFetcher, read_uci_table
 
 TRAIN = UCI_TABLES[0]
 DICTIONARY = UCI_TABLES[3]
@@ -209,6 +209,38 @@ def test_unreachable_source_is_tried_once_for_all_files(refuser, uci_dir, tmp_pa
     assert refuser.connections == 1
 
 
+def test_the_processes_of_one_run_warn_once(refuser, uci_dir, tmp_path):
+    """A multiprocess run has a fetcher per step process: the first fallback of the run warns,
+    every later one (in this process or another of the same run) does not; a new run warns again."""
+    def fetcher(run_id):
+        log = RecordingLog()
+        return SourceFetcher(base=refuser.url, offline_dir=str(uci_dir), cache_dir=str(tmp_path), retries=0,
+                             timeout=5, log=log, run_id=run_id), log
+
+    logs = []
+    for table in UCI_TABLES:  # one process per raw step, as the multiprocess executor runs them
+        process, log = fetcher("3f0e8d52-run-one")
+        assert process.fetch(table.filename).content == (uci_dir / table.filename).read_bytes()
+        logs.append(log)
+    assert [len(log.warnings) for log in logs] == [1, 0, 0, 0]
+    assert all(len(log.debugs) == 1 for log in logs[1:])
+    again, log = fetcher("9a41c7e0-run-two")
+    again.fetch(UCI_TABLES[0].filename)
+    assert len(log.warnings) == 1
+
+
+class RecordingLog:
+    def __init__(self):
+        self.warnings: list[str] = []
+        self.debugs: list[str] = []
+
+    def warning(self, msg: str) -> None:
+        self.warnings.append(msg)
+
+    def debug(self, msg: str) -> None:
+        self.debugs.append(msg)
+
+
 def run_graph_offline(refuser, uci_dir, tmp_path, location):
     from dagster import DagsterInstance, materialize
 
@@ -230,11 +262,14 @@ def test_offline_run_probes_once_and_says_so_in_the_event_log(refuser, uci_dir, 
     # One connection attempt for the whole graph, instead of 1 + retries per file: offline,
     # the graph costs what the local source costs (plus one refused connection).
     assert refuser.connections == 1
-    warnings = [r.user_message for r in records if r.level == logging.WARNING]
-    assert any(f"cannot reach the UCI source {refuser.url}" in w for w in warnings), warnings
+    # One warning for the run, saying where the files come from instead; each raw table's
+    # metadata names its file's origin.
+    warnings = [r.user_message for r in records if r.level >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"cannot reach the UCI source {refuser.url}" in warnings[0] and "the offline copy in" in warnings[0]
     for table in UCI_TABLES:
-        assert any(f"cannot reach {refuser.url}{table.filename}" in w and "using the offline copy" in w
-                   for w in warnings), (table.filename, warnings)
+        [materialization] = result.asset_materializations_for_node(table.asset)
+        assert materialization.metadata["source"].value == str(uci_dir / table.filename)
     # Every run decides afresh: the network may be back.
     second, _ = run_graph_offline(refuser, uci_dir, tmp_path, location)
     assert second.success and refuser.connections == 2

@@ -707,9 +707,9 @@ class S3Prefix(ConfigurableResource):
 class UciSource(ConfigurableResource):
     """Where the UCI files come from: a base URL (default: UCI) or a local directory."""
 
-    # A run decides once whether the URL can be reached (setup_for_execution probes it with one
-    # connection attempt); offline, every raw step then reads the cache or the offline copy at
-    # once, and says so in the run's event log.
+    # A run decides once whether the URL can be reached (one connection attempt at its first
+    # fetch, not at set-up: Dagster sets resources up again after a CLI run); offline, every raw
+    # step then reads the cache or the offline copy at once, with one warning per run.
 
     base: str = Field(default=UCI_BASE_URL, description="where the UCI files come from: a base URL or a local directory")
     offline_dir: str = Field(
@@ -736,13 +736,12 @@ class UciSource(ConfigurableResource):
         return value
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._fetcher = self._new_fetcher(context.log)
-        self._fetcher.probe()
+        self._fetcher = self._new_fetcher(context.log, context.run_id)
 
-    def _new_fetcher(self, log: Any = None) -> SourceFetcher:
+    def _new_fetcher(self, log: Any = None, run_id: str | None = None) -> SourceFetcher:
         return SourceFetcher(base=self.base, offline_dir=str(project_path(self.offline_dir)) if self.offline_dir else "",
                              cache_dir=str(project_path(self.cache_dir)), timeout=self.timeout, retries=self.retries,
-                             log=log)
+                             log=log, run_id=run_id)
 
     def location_of(self, filename: str) -> str:
         """The URL or path `filename` is read from (without fetching it)."""

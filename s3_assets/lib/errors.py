@@ -23,7 +23,7 @@ HINTS = {
     "NoSuchBucket": "the bucket does not exist: create it or fix S3_ASSETS_BUCKET",
     "InvalidAccessKeyId": "the access key is not known to this endpoint: check the credentials",
     "SignatureDoesNotMatch": "the secret key does not match the access key: check the credentials",
-    "AccessDenied": "the credentials may not do this: see README, 'Least-privilege IAM policy'",
+    "AccessDenied": "the credentials may not do this: see docs/AWS.md, 'Least-privilege IAM policy'",
     "InvalidBucketName": "the bucket name is not valid: fix S3_ASSETS_BUCKET",
     "NoSuchKey": "the object is gone: re-materialize the upstream assets",
     "SlowDown": "the endpoint is throttling: raise S3_ASSETS_MAX_ATTEMPTS or use S3_ASSETS_RETRY_MODE=adaptive",

@@ -7,10 +7,13 @@ S3 copies, but with checks that name the file and line at fault instead of passi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +34,8 @@ class Logger(Protocol):
     """What a fetcher logs to: Python's logger, or a Dagster run's `context.log`."""
 
     def warning(self, msg: str) -> None: ...
+
+    def debug(self, msg: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -83,16 +88,22 @@ class SourceFetcher:
     cache and an offline copy to fall back on.
 
     Whether the base URL can be reached is decided once per fetcher (one connection attempt,
-    `probe`), not once per file: offline, every file then comes from the cache or the offline
-    copy at once instead of each spending the retries again."""
+    `probe`, at the first fetch), not once per file: offline, every file then comes from the
+    cache or the offline copy at once instead of each spending the retries again.
+
+    A fallback is one warning per run: the first file that falls back warns, the others say so at
+    DEBUG. Given a `run_id`, the processes of one run (a multiprocess or
+    Celery executor: a fetcher each) share that warning through a note in the cache directory."""
 
     def __init__(self, base: str = UCI_BASE_URL, offline_dir: str = "", cache_dir: str = ".s3-assets/cache",
-                 timeout: float = 10.0, retries: int = 3, log: Logger | None = None):
+                 timeout: float = 10.0, retries: int = 3, log: Logger | None = None, run_id: str | None = None):
         self.base, self.offline_dir, self.cache_dir = base, offline_dir, cache_dir
         self.timeout, self.retries = timeout, retries
         self.log = log or _log
+        self.run_id = run_id
         self._unreachable: str | None = None  # why the base URL cannot be reached
         self._probed = False
+        self._warned = False
 
     def url_of(self, filename: str) -> str:
         return self.base.rstrip("/") + "/" + filename if is_url(self.base) else str(Path(self.base) / filename)
@@ -106,8 +117,6 @@ class SourceFetcher:
                     session.head(self.base, timeout=self.timeout, allow_redirects=False).close()
             except requests.RequestException as error:
                 self._unreachable = _reason(error)
-                self.log.warning(f"cannot reach the UCI source {self.base} ({self._unreachable}); "
-                                 "the UCI files come from the cache or the offline copy, without further attempts")
         self._probed = True
         return self._unreachable
 
@@ -125,16 +134,45 @@ class SourceFetcher:
                 reason = _reason(error)
         cached = self._cached(url, filename)
         if cached:
-            log.warning(f"cannot reach {url} ({reason}); using the copy downloaded earlier to {self.cache_dir}")
+            self._fell_back(log, filename, reason, f"the copy downloaded earlier to {self.cache_dir}")
             return cached
         offline = Path(self.offline_dir) if self.offline_dir else None
         if offline and (offline / filename).is_file():
-            log.warning(f"cannot reach {url} ({reason}); using the offline copy in {offline}")
+            self._fell_back(log, filename, reason, f"the offline copy in {offline}")
             return _read_local(offline, filename)
         raise SourceError(
             f"cannot download {url} ({reason}). Offline? Point the source at a local copy of the "
             f"UCI files: S3_ASSETS_SOURCE=/path/to/dir (a directory with {filename})"
         )
+
+    def _fell_back(self, log: Logger, filename: str, reason: str, where: str) -> None:
+        """The run's one warning for the first file read from a fallback; DEBUG for the others
+        (each raw step's own INFO line and metadata say where its file came from)."""
+        if not self._warned and self._first_in_run():
+            log.warning(f"cannot reach the UCI source {self.base} ({reason}); the UCI files come from the cache "
+                        f"or the offline copy for this run, without further attempts ({filename}: {where})")
+        else:
+            log.debug(f"{filename}: from {where} (the UCI source cannot be reached)")
+        self._warned = True
+
+    def _first_in_run(self) -> bool:
+        """True unless another process of the same run has already warned (its note exists).
+        Notes older than a day are removed; without a run id or a writable cache, True."""
+        if not self.run_id or not re.fullmatch(r"[A-Za-z0-9-]{1,64}", self.run_id):
+            return True
+        folder = Path(self.cache_dir) / ".fallback-warned"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for old in folder.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - old.stat().st_mtime > 86400:
+                        old.unlink()
+            os.close(os.open(folder / self.run_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        except OSError:
+            return True
+        return True
 
     def _cache_paths(self, filename: str) -> tuple[Path, Path]:
         folder = Path(self.cache_dir)
