@@ -104,11 +104,44 @@ def test_region_from_a_profile_file(aws_env, tmp_path):
     assert aws_prefix().resolved_bucket() == f"sagemaker-ap-southeast-2-{ACCOUNT}"
 
 
-def test_explicit_region_wins_and_none_at_all_is_us_east_1(aws_env):
+def test_explicit_region_wins_and_none_at_all_is_refused_as_sagemaker_does(aws_env, moto_url):
     aws_env.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     assert aws_prefix(region_name="us-west-2").resolved_bucket() == f"sagemaker-us-west-2-{ACCOUNT}"
     aws_env.delenv("AWS_DEFAULT_REGION")
-    assert aws_prefix().resolved_bucket() == f"sagemaker-us-east-1-{ACCOUNT}"
+    # No region anywhere: `sagemaker.Session()` refuses; so does the project, before any request
+    # (no silent us-east-1, which would name a bucket the notebook never uses).
+    moto_port = int(moto_url.rsplit(":", 1)[1])
+    with FaultProxy(moto_port) as proxy:
+        aws_env.setenv("AWS_ENDPOINT_URL_STS", proxy.url)
+        aws_env.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        for attempt in (lambda p: p.resolved_bucket(), lambda p: p.connect(), lambda p: p.s3.resolved_region()):
+            with pytest.raises(ConfigError) as raised:
+                attempt(aws_prefix())
+            message = str(raised.value)
+            assert "region supported by SageMaker" in message
+            assert "S3_ASSETS_REGION" in message and "AWS_DEFAULT_REGION" in message
+            assert "us-east-1" not in message and SECRET not in message
+    assert proxy.requests == []  # refused before any call
+    # A bucket of one's own needs no region for its name.
+    assert S3Prefix(s3=S3Connection(target="aws"), bucket="mine", prefix="p").resolved_bucket() == "mine"
+
+
+@pytest.mark.parametrize("how", ["S3_ASSETS_REGION", "AWS_DEFAULT_REGION", "profile"])
+def test_with_a_region_the_default_bucket_is_sagemakers(aws_env, tmp_path, how):
+    """The name `sagemaker.Session().default_bucket()` gives: sagemaker-{region}-{account}, with
+    the region from wherever the SDK reads it (botocore's chain) or S3_ASSETS_REGION."""
+    region = "ca-central-1"
+    if how == "S3_ASSETS_REGION":
+        location = aws_prefix(region_name=region)
+    elif how == "profile":
+        (tmp_path / "config").write_text(f"[default]\nregion = {region}\n")
+        location = aws_prefix()
+    else:
+        aws_env.setenv(how, region)
+        location = aws_prefix()
+    expected = f"sagemaker-{region}-{ACCOUNT}"
+    assert location.resolved_bucket() == expected
+    assert location.uri("k") == f"s3://{expected}/k"
 
 
 def test_a_default_bucket_owned_by_another_account_is_refused(aws_env, moto_url):
@@ -151,6 +184,7 @@ def run_failure_text(result) -> tuple[str, list]:
 
 def test_unreachable_sts_endpoint_fails_the_run_once_before_the_steps_naming_the_endpoint(aws_env, uci_dir, tmp_path):
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    aws_env.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     aws_env.setenv("AWS_ENDPOINT_URL_STS", closed)
     location = aws_prefix()
     with pytest.raises(ConfigError) as raised:
@@ -168,6 +202,7 @@ def test_unreachable_sts_endpoint_fails_the_run_once_before_the_steps_naming_the
 
 
 def test_missing_credentials_say_so_and_not_unreachable(aws_env, uci_dir, tmp_path):
+    aws_env.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     aws_env.delenv("AWS_ACCESS_KEY_ID")
     aws_env.delenv("AWS_SECRET_ACCESS_KEY")
     location = aws_prefix()

@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import boto3
 import pytest
@@ -112,3 +113,102 @@ def test_status_command_when_stopped(tmp_path):
     done = subprocess.run([sys.executable, "-m", "s3_assets.local_s3", "status"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 3 and "not running" in done.stdout
+
+
+# -- any path: a clone or venv under /tmp, a path with a space, a symlinked folder (issue 21 §1) --
+
+@pytest.fixture
+def tmp_places():
+    """Folders directly under /tmp with spaces in their names (as a clone under /tmp would be,
+    which the private /tmp covers), removed after the test."""
+    import shutil
+    import tempfile
+
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        made.append(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def weed_copy_under(folder: str) -> str:
+    """The binary as a venv under `folder` would hold it (a hard link: same bytes, no copy)."""
+    from s3_assets.local_s3.server import find_weed_binary
+
+    venv_bin = os.path.join(folder, "my venv", "bin")
+    os.makedirs(venv_bin)
+    target = os.path.join(venv_bin, "weed")
+    try:
+        os.link(os.path.realpath(find_weed_binary()), target)
+    except OSError:
+        import shutil
+
+        shutil.copy2(find_weed_binary(), target)
+    return target
+
+
+def serves(server: EmbeddedS3, state) -> bytes:
+    client = client_for(server, state)
+    client.create_bucket(Bucket="anywhere")
+    client.put_object(Bucket="anywhere", Key="k.csv", Body=b"1,2\n")
+    body = client.get_object(Bucket="anywhere", Key="k.csv")["Body"].read()
+    client.close()
+    return body
+
+
+def test_starts_from_a_venv_and_data_dir_under_tmp_with_spaces(tmp_places):
+    """The old namespace covered /tmp and bound back only the data directory: weed under /tmp
+    vanished (exit 127). Both under /tmp, with spaces in their paths."""
+    weed = weed_copy_under(tmp_places("s3a clone "))
+    server = EmbeddedS3(os.path.join(tmp_places("s3a data "), "s3 data"), free_ports(), weed_binary=weed)
+    try:
+        state = server.ensure_running()
+        assert serves(server, state) == b"1,2\n"
+        from s3_assets.local_s3.server import private_tmp_wrapper
+
+        if private_tmp_wrapper(server.data_dir, weed) is not None:  # where namespaces are allowed, one is used
+            assert state.private_tmp
+            assert not list(Path("/tmp").glob(f"seaweedfs-*-{state.ports.s3}.sock"))
+    finally:
+        server.stop()
+
+
+def test_starts_through_symlinked_folders_under_tmp(tmp_places, tmp_path):
+    """A symlink under /tmp to the binary's folder and another to the data directory: both
+    vanish under a private /tmp unless they are resolved first."""
+    real_data = tmp_path / "real data"
+    real_data.mkdir()
+    links = Path(tmp_places("s3a links "))
+    weed = weed_copy_under(tmp_places("s3a venv "))
+    (links / "venv link").symlink_to(Path(weed).parent, target_is_directory=True)
+    (links / "data link").symlink_to(real_data, target_is_directory=True)
+    server = EmbeddedS3(links / "data link", free_ports(), weed_binary=str(links / "venv link" / "weed"))
+    try:
+        state = server.ensure_running()
+        assert serves(server, state) == b"1,2\n"
+        assert (real_data / "server.json").exists()
+    finally:
+        server.stop()
+
+
+def test_local_command_starts_and_stops_from_paths_under_tmp_with_spaces(tmp_places):
+    weed = weed_copy_under(tmp_places("s3a cli clone "))
+    data = os.path.join(tmp_places("s3a cli data "), "local s3")
+    ports = free_ports()
+    env = {**os.environ, "S3_ASSETS_LOCAL_DIR": data, "S3_ASSETS_WEED_BINARY": weed,
+           "S3_ASSETS_LOCAL_S3_PORT": str(ports.s3), "S3_ASSETS_LOCAL_MASTER_PORT": str(ports.master),
+           "S3_ASSETS_LOCAL_VOLUME_PORT": str(ports.volume), "S3_ASSETS_LOCAL_FILER_PORT": str(ports.filer),
+           "S3_ASSETS_LOCAL_ADMIN_PORT": str(ports.admin), "S3_ASSETS_GRPC_PORT_OFFSET": str(ports.grpc_offset)}
+    command = [sys.executable, "-m", "s3_assets.local_s3"]
+    try:
+        started = subprocess.run([*command, "start"], env=env, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stderr[-2000:]
+        assert f"S3 URL    http://127.0.0.1:{ports.s3}" in started.stdout
+        assert "Traceback" not in started.stderr
+    finally:
+        stopped = subprocess.run([*command, "stop"], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0 and stopped.stdout.startswith("stopped")

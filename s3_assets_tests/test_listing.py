@@ -80,9 +80,12 @@ def test_depth_name_extension_and_rendering(s3, bucket):
     assert "PRE raw/" in text and text.rstrip().endswith("README")
 
 
-def test_listing_asset_metadata_and_csv_export(s3, bucket, make_location, run_graph, uci_dir, tmp_path):
+def test_listing_asset_metadata_and_csv_export(s3, bucket, make_location, run_graph, uci_dir, tmp_path, monkeypatch):
     from dagster import RunConfig
 
+    from s3_assets.defs.analysis import assets as analysis
+
+    monkeypatch.setattr(analysis, "EXPORTS_DIR", str(tmp_path / "exports"))  # local exports go there only
     location = make_location(bucket)
     run_graph(location, uci_dir)
     export = tmp_path / "exports" / "files.csv"
@@ -110,7 +113,7 @@ def test_export_under_the_listed_prefix_is_refused(bucket, make_location):
 
     location = make_location(bucket)
     listing = pd.DataFrame({"key": ["ins_dataset/a"]})
-    with pytest.raises(ConfigError, match="under the listed prefix"):
+    with pytest.raises(ConfigError, match="under the listed data prefix"):
         export_listing(listing, f"s3://{bucket}/ins_dataset/files.csv", location)
     # Beside the prefix is fine.
     assert export_listing(listing, f"s3://{bucket}/exports/files.csv", location) == f"s3://{bucket}/exports/files.csv"

@@ -269,9 +269,20 @@ class S3Connection(S3Resource):
         )
 
     def resolved_region(self) -> str:
-        """The configured region, else botocore's chain (AWS_REGION / AWS_DEFAULT_REGION, the
-        profile's `region`), else us-east-1 as the SDKs default."""
-        return self.region_name or self.aws_session().region_name or "us-east-1"
+        """The configured region, else botocore's chain (AWS_DEFAULT_REGION, the
+        profile's `region`). On `aws` with none, refused as `sagemaker.Session()` refuses: the
+        region names the default bucket, and a guessed us-east-1 would name another account's
+        bucket or one the notebook never uses. Elsewhere us-east-1 only signs requests."""
+        region = self.region_name or self.aws_session().region_name
+        if region:
+            return region
+        if self.target == "aws":
+            raise ConfigError(
+                "Must setup local AWS configuration with a region supported by SageMaker: no region is "
+                "set. Set S3_ASSETS_REGION (or AWS_DEFAULT_REGION, or `region` in the AWS profile), "
+                "or set S3_ASSETS_BUCKET", fields=("region_name",)
+            )
+        return "us-east-1"
 
     def get_client(self) -> S3Client:
         """A new S3 client. For target=local this starts (or reuses) the embedded S3."""
@@ -628,9 +639,10 @@ class S3Prefix(ConfigurableResource):
     def _sagemaker_default_bucket(self) -> str:
         """The notebook's `sagemaker.Session().default_bucket()`: sagemaker-{region}-{account},
         with the region botocore resolves when S3_ASSETS_REGION is unset."""
+        region = self.s3.resolved_region()  # refused before any call when there is none
         account = self._caller_account()
         self._default_bucket_owner = account
-        return f"sagemaker-{self.s3.resolved_region()}-{account}"
+        return f"sagemaker-{region}-{account}"
 
     def _caller_account(self) -> str:
         """STS GetCallerIdentity with the project's timeouts and retries; a failure says whether

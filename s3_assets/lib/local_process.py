@@ -1,15 +1,99 @@
 """What the two servers the project runs itself (the embedded S3, the Celery broker) share:
-a file lock around start and stop, owner-only files, liveness of a recorded pid, stopping a
-process group, and the tail of a log. POSIX only; imported only when a local server is used."""
+a file lock around start and stop, owner-only folders and files, liveness of a recorded pid,
+stopping a process group, and the tail of a log. POSIX only; imported only when a local server
+is used.
+
+Their folders are configured from outside (S3_ASSETS_LOCAL_DIR, S3_ASSETS_CLUSTER_DIR), so a
+folder is data, not ours by default: `private_dir` changes the mode only of a folder the
+project created (it leaves a marker file in it), refuses one that others own or may write
+into, and nothing here follows a symlink when it writes or changes a mode."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from s3_assets.lib.errors import ConfigError
+
+MARKER = ".s3-assets-created"  # in each folder the project created itself; only those are chmodded
+
+
+class UnsafeDirectoryError(ConfigError):
+    """A configured folder that others own or may write into, or a symlink where the project
+    keeps its own files: refused, never chmodded or written into."""
+
+
+def _refuse(path: Path, what: str, why: str) -> UnsafeDirectoryError:
+    return UnsafeDirectoryError(
+        f"refusing {what} {path}: {why}. The project keeps owner-only state there; choose a folder of "
+        "your own (or a new path, which the project creates owner-only)"
+    )
+
+
+def private_dir(path: Path, what: str) -> Path:
+    """`path` as an owner-only folder of the project's. Missing: created 0700 with a marker.
+    Existing: must be a real directory (not a symlink) owned by this user; made 0700 only if
+    the project created it (the marker), else refused if others may write into it."""
+    created = False
+    try:
+        path.mkdir(mode=0o700, parents=True)
+        created = True
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        why = "it is a symlink or not a directory" if error.errno in (errno.ELOOP, errno.ENOTDIR) else str(error.strerror)
+        raise _refuse(path, what, why) from None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.getuid():
+            raise _refuse(path, what, f"it belongs to another user (uid {info.st_uid})")
+        if created:
+            os.close(os.open(MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))
+        if created or _marked(fd):
+            if stat.S_IMODE(info.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        elif info.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
+            raise _refuse(path, what, f"others may write into it (mode {stat.S_IMODE(info.st_mode):04o}), "
+                                      "and the project did not create it, so it does not change its mode")
+    finally:
+        os.close(fd)
+    return path
+
+
+def _marked(dir_fd: int) -> bool:
+    try:
+        info = os.stat(MARKER, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
+
+
+def open_private(path: Path, flags: int) -> int:
+    """os.open for a file the project keeps in its folder: owner-only when created, never
+    through a symlink (ELOOP is refused by name)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _refuse(path, "the file", "it is a symlink") from None
+        raise
+
+
+def chmod_private(path: Path) -> None:
+    """Make an existing file of the project's owner-only, without following a symlink."""
+    fd = open_private(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -17,7 +101,7 @@ def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an flock on `path` (several processes may start the same server at once)."""
     import fcntl  # POSIX: not at import time, so that merely importing never fails elsewhere
 
-    with open(path, "w") as handle:
+    with os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -26,13 +110,12 @@ def exclusive_lock(path: Path) -> Iterator[None]:
 
 
 def write_private(path: Path, text: str, *, exclusive: bool = False) -> None:
-    """Write a file that only its owner may read, created with that mode (no window);
-    `exclusive`: fail if it exists (a secret generated once)."""
+    """Write a file that only its owner may read, created with that mode (no window), never
+    through a symlink; `exclusive`: fail if it exists (a secret generated once)."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
-    with os.fdopen(fd, "w") as handle:
+    with os.fdopen(open_private(path, flags), "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
         handle.write(text)
-    os.chmod(path, 0o600)
 
 
 def pid_alive(pid: int) -> bool:

@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s3_assets.lib.errors import S3AssetsError
-from s3_assets.lib.local_process import exclusive_lock, log_tail, pid_alive, terminate, write_private
+from s3_assets.lib.local_process import (
+    chmod_private,
+    exclusive_lock,
+    log_tail,
+    pid_alive,
+    private_dir,
+    terminate,
+    write_private,
+)
 
 LOOPBACK = "127.0.0.1"
 PASSWORD_FILE = "broker-password"
@@ -96,9 +104,8 @@ class LocalBroker:
         return self.directory / LOG_FILE
 
     def _prepare(self) -> None:
-        for folder in (self.directory, self.data_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-            os.chmod(folder, 0o700)
+        private_dir(self.directory, "the local cluster's directory (S3_ASSETS_CLUSTER_DIR)")
+        private_dir(self.data_dir, "the broker's data folder")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -112,7 +119,7 @@ class LocalBroker:
         if not path.exists():
             self._prepare()
             write_private(path, secrets.token_urlsafe(32))
-        os.chmod(path, 0o600)
+        chmod_private(path)
         return path.read_text().strip()
 
     def url(self, db: int = 0) -> str:
@@ -185,7 +192,7 @@ class LocalBroker:
                     f"log tail ({self.log_path}):\n{self.log_tail()}"
                 )
             if self._answers(port):
-                (self.directory / STATE_FILE).write_text(json.dumps({"pid": state.pid, "port": port}))
+                write_private(self.directory / STATE_FILE, json.dumps({"pid": state.pid, "port": port}))
                 return state
             time.sleep(0.1)
         terminate(process.pid)
@@ -193,6 +200,8 @@ class LocalBroker:
                            f"log tail ({self.log_path}):\n{self.log_tail()}")
 
     def stop(self, timeout: float = 15.0) -> bool:
+        if not self.directory.exists():
+            return False  # nothing to stop, and nothing to create
         with self.lock():
             state = self.status()
             (self.directory / STATE_FILE).unlink(missing_ok=True)

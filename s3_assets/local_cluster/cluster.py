@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s3_assets.lib.local_process import pid_alive, terminate
+from s3_assets.lib.local_process import open_private, pid_alive, private_dir, terminate, write_private
 from s3_assets.local_cluster.broker import BrokerState, ClusterError, LocalBroker
 from s3_assets.local_cluster.settings import QUEUE, cluster_dir, cluster_settings
 
@@ -30,12 +30,28 @@ SETTINGS_FILE = "workers-settings.json"
 # and the process that runs a job, or steps would read and write another bucket or prefix.
 CLUSTER_VARIABLES = {"S3_ASSETS_CLUSTER_DIR", "S3_ASSETS_CLUSTER_WORKERS", "S3_ASSETS_CELERY_BROKER_URL",
                      "S3_ASSETS_REDIS_BINARY"}
+# botocore's variables choose the target as much: endpoints (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3,
+# ...), region, profile, config and credentials files, keys, roles, container and instance
+# credentials. So every AWS_* variable counts, except these, which only tune how calls are made.
+AWS_TUNING_VARIABLES = {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_METADATA_SERVICE_TIMEOUT",
+                        "AWS_METADATA_SERVICE_NUM_ATTEMPTS", "AWS_SDK_UA_APP_ID", "AWS_REQUEST_CHECKSUM_CALCULATION",
+                        "AWS_RESPONSE_CHECKSUM_VALIDATION", "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME"}
+
+
+def chooses_target(name: str) -> bool:
+    """Whether an environment variable chooses where data goes or who the caller is."""
+    if name.startswith("S3_ASSETS_"):
+        return name not in CLUSTER_VARIABLES
+    return name.startswith("AWS_") and name not in AWS_TUNING_VARIABLES
 
 
 def settings_fingerprint(env: dict[str, str]) -> dict[str, str]:
-    """name -> hash of each S3_ASSETS_* value (hashed: some are secrets), to compare settings."""
-    return {name: hashlib.sha256(value.strip().encode()).hexdigest()[:16] for name, value in sorted(env.items())
-            if name.startswith("S3_ASSETS_") and name not in CLUSTER_VARIABLES and value.strip()}
+    """name -> digest of each variable that chooses the target (S3_ASSETS_*, botocore's AWS_*),
+    to compare the workers' settings with a run's. Digests, never values: some are secrets."""
+    return {name: hashlib.sha256(value.strip().encode()).hexdigest() for name, value in sorted(env.items())
+            if chooses_target(name) and value.strip()}
+
+
 DAGSTER_YAML = """\
 # Written by `s3-assets-cluster start`. Runs launched with this DAGSTER_HOME (backfills, the UI)
 # run on the cluster's Celery workers; the broker and its password come from the cluster
@@ -100,8 +116,8 @@ class LocalCluster:
         return env
 
     def _write_dagster_home(self) -> None:
-        self.dagster_home.mkdir(parents=True, exist_ok=True)
-        (self.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+        private_dir(self.dagster_home, "the local cluster's DAGSTER_HOME")
+        write_private(self.dagster_home / "dagster.yaml", DAGSTER_YAML)
 
     def start(self, timeout: float = 180.0) -> ClusterStatus:
         """Start what is not running (broker, then workers) and wait until every worker answers."""
@@ -112,11 +128,11 @@ class LocalCluster:
             if pids:
                 self.check_settings(self.worker_env())
             else:
-                (self.directory / SETTINGS_FILE).write_text(json.dumps(settings_fingerprint(self.worker_env())))
+                write_private(self.directory / SETTINGS_FILE, json.dumps(settings_fingerprint(self.worker_env())))
             for name in self.node_names():
                 if name not in pids:
                     pids[name] = self._start_worker(name)
-            (self.directory / WORKERS_FILE).write_text(json.dumps(pids))
+            write_private(self.directory / WORKERS_FILE, json.dumps(pids))
         self._wait_for_workers(list(pids), timeout)
         return ClusterStatus(broker=broker, workers=pids, answering=list(pids))
 
@@ -128,7 +144,7 @@ class LocalCluster:
             "-Q", QUEUE, "-n", name, "-c", "1", "-P", "prefork", "-l", "INFO", f"--logfile={log}",
             "--without-gossip", "--without-mingle",
         ]
-        with open(log, "ab") as stderr:
+        with open(open_private(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as stderr:
             process = subprocess.Popen(args, cwd=self.directory, env=self.worker_env(), stdin=subprocess.DEVNULL,
                                        stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
         return process.pid
@@ -157,7 +173,8 @@ class LocalCluster:
         raise ClusterError(f"the workers did not answer within {timeout:.0f}s; see the logs in {self.directory}")
 
     def check_settings(self, env: dict[str, str]) -> None:
-        """Refuse to use workers started with other S3_ASSETS_* settings, naming the variables."""
+        """Refuse to use workers started with other settings (S3_ASSETS_*, botocore's AWS_*
+        variables that choose the target or the caller), naming the variables, never their values."""
         try:
             theirs = json.loads((self.directory / SETTINGS_FILE).read_text())
         except (OSError, ValueError):
@@ -178,6 +195,8 @@ class LocalCluster:
 
     def stop(self, timeout: float = 20.0) -> bool:
         """Stop the workers (their running steps fail), then the broker; True if anything ran."""
+        if not self.directory.exists():
+            return False  # nothing to stop, and nothing to create
         with self.broker.lock():
             pids = self._worker_pids()
             for pid in pids.values():  # all at once: each waits for its running step

@@ -23,6 +23,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from s3_assets.lib.local_process import chmod_private, private_dir
+
 SECURITY_DIR = "security"
 SECURITY_TOML = "security.toml"
 CA_CERT = "ca.crt"
@@ -56,10 +58,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def security_dir(data_dir: Path) -> Path:
-    path = data_dir / SECURITY_DIR
-    path.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
+    return private_dir(data_dir / SECURITY_DIR, "a folder of the embedded S3's data directory")
 
 
 def ensure_tls(data_dir: Path) -> TlsFiles:
@@ -69,7 +68,7 @@ def ensure_tls(data_dir: Path) -> TlsFiles:
     if not _tls_valid(files):
         _generate_tls(files)
     for path in (files.ca, files.cert, files.key):
-        os.chmod(path, 0o600)
+        chmod_private(path)
     return files
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -20,7 +21,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from s3_assets.lib.errors import S3AssetsError
-from s3_assets.lib.local_process import exclusive_lock, log_tail, pid_alive, terminate, write_private
+from s3_assets.lib.local_process import (
+    chmod_private,
+    exclusive_lock,
+    log_tail,
+    open_private,
+    pid_alive,
+    private_dir,
+    terminate,
+    write_private,
+)
 from s3_assets.local_s3.security import ensure_tls, security_dir, write_security_toml
 
 LOOPBACK = "127.0.0.1"
@@ -183,14 +192,10 @@ class EmbeddedS3:
         return self.data_dir / LOG_FILE
 
     def _private_subdir(self, name: str) -> Path:
-        path = self.data_dir / name
-        path.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)
-        return path
+        return private_dir(self.data_dir / name, "a folder of the embedded S3's data directory")
 
     def _prepare_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)
+        private_dir(self.data_dir, "the embedded S3's data directory (S3_ASSETS_LOCAL_DIR)")
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -205,7 +210,7 @@ class EmbeddedS3:
             self._prepare_dir()
             creds = Credentials("s3assets" + secrets.token_hex(6), secrets.token_urlsafe(30))
             write_private(path, json.dumps(asdict(creds)), exclusive=True)
-        os.chmod(path, 0o600)
+        chmod_private(path)
         return Credentials(**json.loads(path.read_text()))
 
     def status(self) -> ServerState | None:
@@ -240,7 +245,8 @@ class EmbeddedS3:
 
     def _start(self, timeout: float) -> ServerState:
         ports = self.requested_ports
-        binary = find_weed_binary(self.weed_binary)
+        # Where the binary really is: a symlink under /tmp would vanish under the private /tmp.
+        binary = os.path.realpath(find_weed_binary(self.weed_binary))
         for flag, port in ports.listening().items():
             if not wait_until_free(port):
                 raise EmbeddedS3Error(
@@ -256,7 +262,7 @@ class EmbeddedS3:
         write_security_toml(self.data_dir, tls)
         logs, run, tmp = (self._private_subdir(name) for name in (LOG_DIR, RUN_DIR, TMP_DIR))
         env["TMPDIR"] = str(tmp)
-        wrapper = private_tmp_wrapper(self.data_dir) if self.try_private_tmp else None
+        wrapper = private_tmp_wrapper(self.data_dir, binary) if self.try_private_tmp else None
         args = [
             binary, f"-logdir={logs}", f"-config_dir={security_dir(self.data_dir)}", "mini",
             f"-dir={self.data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
@@ -276,12 +282,10 @@ class EmbeddedS3:
         args += [f"-{flag}={port}" for flag, port in ports.listening().items()]
         if self.identities:
             config = self.data_dir / "identities.json"
-            fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump({"identities": self.identities}, handle)
+            write_private(config, json.dumps({"identities": self.identities}))
             args.append(f"-s3.config={config}")
-        with open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
-            os.chmod(self.log_path, 0o600)
+        with open(open_private(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
+            os.fchmod(log.fileno(), 0o600)
             process = subprocess.Popen(
                 (wrapper or []) + args, cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077,
@@ -296,10 +300,9 @@ class EmbeddedS3:
                         f"log tail ({self.log_path}):\n{self.log_tail()}"
                     )
                 if _answers_http(state.ports.s3) and _lists_buckets(probe) and _all_listening(ports):
-                    (self.data_dir / STATE_FILE).write_text(
-                        json.dumps({"pid": state.pid, "ports": asdict(ports), "data_dir": state.data_dir,
-                                    "private_tmp": state.private_tmp, "version": STATE_VERSION})
-                    )
+                    write_private(self.data_dir / STATE_FILE, json.dumps(
+                        {"pid": state.pid, "ports": asdict(ports), "data_dir": state.data_dir,
+                         "private_tmp": state.private_tmp, "version": STATE_VERSION}))
                     return state
                 time.sleep(0.1)
         terminate(process.pid)
@@ -310,6 +313,8 @@ class EmbeddedS3:
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop this directory's server; True if one was running."""
+        if not self.data_dir.exists():
+            return False  # nothing to stop, and nothing to create
         with self._lock():
             state = self.status()
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
@@ -325,43 +330,64 @@ class EmbeddedS3:
 
 # Run in a new mount namespace (inside a user namespace, so no privilege is needed) whose /tmp
 # is `$0/tmp`: weed hard-codes its gRPC unix sockets under /tmp, and this keeps them in the data
-# directory `$0`. A data directory under /tmp is bound at its own path inside the new /tmp too.
+# directory `$0`. Covering /tmp hides everything under it, so each path weed needs that lies
+# under /tmp (the data directory, the binary: a clone or venv under /tmp) is first bound at its
+# own path inside the new /tmp. Paths come as arguments up to `--`, never as shell text (spaces,
+# quotes); they are resolved, so a symlinked folder is bound where it really is.
 _PRIVATE_TMP_SCRIPT = """set -e
+umask 077
 data="$0"; mount="$1"; shift
-case "$data" in
-  /tmp/*) inner="$data/tmp/${data#/tmp/}"; mkdir -p "$inner"; "$mount" --bind "$data" "$inner";;
-esac
+while [ "$1" != "--" ]; do
+  case "$1" in
+    /tmp/*) inner="$data/tmp/${1#/tmp/}"
+      if [ -d "$1" ]; then mkdir -p "$inner"
+      else mkdir -p "$(dirname "$inner")"; [ -e "$inner" ] || : > "$inner"; fi
+      "$mount" --bind "$1" "$inner";;
+  esac
+  shift
+done
+shift
 "$mount" --rbind "$data/tmp" /tmp
 exec "$@"
 """
 _UNSHARE_ARGS = ("--user", "--map-root-user", "--mount", "--", "/bin/sh", "-c", _PRIVATE_TMP_SCRIPT)
+log = logging.getLogger(__name__)
+
+
+def _wrapper(unshare: str, mount: str, data_dir: Path, binary: str) -> list[str]:
+    return [unshare, *_UNSHARE_ARGS, str(data_dir), mount, str(data_dir), binary, "--"]
 
 
 @functools.cache
-def _private_tmp_works(unshare: str, mount: str, parent: Path) -> bool:
-    """Whether this system lets us make the namespace (tried once per process and data
-    directory, on a scratch directory beside the data, so a data dir under /tmp is tried too)."""
-    with tempfile.TemporaryDirectory(dir=parent, prefix=".probe-") as probe:
-        (Path(probe) / "tmp").mkdir()
-        try:
-            done = subprocess.run(
-                [unshare, *_UNSHARE_ARGS, probe, mount, "test", "-d", f"{probe}/tmp"],
-                stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return False
-    return done.returncode == 0
+def _private_tmp_works(unshare: str, mount: str, data_dir: Path, binary: str) -> bool:
+    """Whether weed runs in the namespace here: `weed version` is run in it once per process,
+    data directory and binary (some systems allow no user namespaces, and a path weed needs
+    may be one the script cannot bind). When not, says so once and runs without it."""
+    try:
+        done = subprocess.run(
+            [*_wrapper(unshare, mount, data_dir, binary), binary, "version"],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False, cwd=data_dir,
+        )
+        works, why = done.returncode == 0, f"exit code {done.returncode}"
+    except (OSError, subprocess.SubprocessError) as error:
+        works, why = False, type(error).__name__
+    if not works:
+        log.warning(
+            "the embedded S3 runs without a private /tmp (%s in a private mount namespace failed: %s): "
+            "its gRPC sockets go to /tmp, owner-only and behind mTLS like its TCP ports", binary, why)
+    return works
 
 
-def private_tmp_wrapper(data_dir: Path) -> list[str] | None:
-    """The command prefix that runs weed with `data_dir`/tmp as its /tmp, or None where the
-    system allows no unprivileged mount namespace (e.g. some containers): then weed's hard-coded
-    /tmp/seaweedfs-*-grpc-<port>.sock sockets are created owner-only (umask 077) and need the
-    mTLS client certificate like the TCP ports."""
+def private_tmp_wrapper(data_dir: Path, binary: str = "weed") -> list[str] | None:
+    """The command prefix that runs `binary` with `data_dir`/tmp as its /tmp, or None where the
+    system allows no unprivileged mount namespace (e.g. some containers) or weed does not run
+    in one: then weed's hard-coded /tmp/seaweedfs-*-grpc-<port>.sock sockets are created
+    owner-only (umask 077) and need the mTLS client certificate like the TCP ports.
+    `data_dir`/tmp must exist."""
     unshare, mount = shutil.which("unshare"), shutil.which("mount")
-    if str(data_dir) == "/tmp" or not unshare or not mount or not _private_tmp_works(unshare, mount, data_dir):
+    if str(data_dir) == "/tmp" or not unshare or not mount or not _private_tmp_works(unshare, mount, data_dir, binary):
         return None
-    return [unshare, *_UNSHARE_ARGS, str(data_dir), mount]
+    return _wrapper(unshare, mount, data_dir, binary)
 
 
 @contextlib.contextmanager

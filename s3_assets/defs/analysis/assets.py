@@ -1,7 +1,11 @@
 """Analysis of what is in S3: the listing of the prefix, the file map, the loaded frames and
 the modelling table."""
 
-
+import csv
+import hashlib
+import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,7 @@ from s3_assets.defs.metadata import (
     rate_chart,
     table_metadata,
 )
-from s3_assets.defs.resources import S3Prefix
+from s3_assets.defs.resources import S3Prefix, normalise_prefix, project_path, validate_bucket_name
 from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
@@ -47,9 +51,21 @@ class FileMapConfig(Config):
     extensions: list[str] = Field(default=["csv"], description="allowed extensions, without the dot")
 
 
+EXPORTS_DIR = ".s3-assets/exports"  # the one local folder exports go to (relative: from the project root)
+EXPORTS_MANIFEST = ".written.json"  # path -> sha256 of each file an export wrote there
+ENCODING_COLUMN = "text_encoding"
+# Characters that break or start a line for some reader (C0/C1 controls, DEL, NEL, the Unicode
+# line and paragraph separators) or reorder what a reader sees (bidi controls), and '%', so
+# that the encoding below is reversible.
+_LINE_UNSAFE = re.compile("[%\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+
 class ListingConfig(Config):
     export_csv: str = Field(
-        default="", description="also write the listing as CSV here (a local path, or s3:// outside the prefix)"
+        default="",
+        description=f"also write the listing as CSV: a file name under `{EXPORTS_DIR}/` (a new file, or one "
+                    "an earlier export wrote), or s3://bucket/key outside the data prefix and the stored outputs",
     )
 
 
@@ -80,19 +96,136 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
 
 
 def export_listing(listing: pd.DataFrame, target: str, s3_prefix: S3Prefix) -> str:
-    """Write the listing as CSV somewhere that is not under the listed prefix."""
-    body = listing.to_csv(index=False).encode()
-    if target.startswith("s3://"):
-        bucket, _, key = target[len("s3://"):].partition("/")
-        if bucket == s3_prefix.resolved_bucket() and (s3_prefix.root == "" or key.startswith(s3_prefix.root)):
-            raise ConfigError(f"export_csv {target!r} is under the listed prefix {s3_prefix.uri(s3_prefix.root)}: "
-                              "it would list itself and be deleted by cleanup; choose another place")
-        upload_bytes(s3_prefix.connect(), bucket, key, body, extra_args=s3_prefix.write_args())
-        return target
-    path = Path(target).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(body)
-    return str(path.resolve())
+    """Write the listing as CSV (`listing_csv`) to a file of the project's exports folder or
+    to an S3 key outside the data prefix and the stored outputs; anything else is refused,
+    naming why. The target is set from outside (run config, the UI): it is data."""
+    body = listing_csv(listing)
+    if target.lower().startswith("s3:"):
+        return _export_to_s3(body, target, s3_prefix)
+    if "://" in target:
+        raise ConfigError(f"export_csv {printable(target)!r}: only s3:// or a file name under {EXPORTS_DIR}/")
+    return _export_local(body, target)
+
+
+def _percent(text: str) -> str:
+    return _LINE_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+
+
+def listing_csv(listing: pd.DataFrame) -> bytes:
+    """The listing as CSV in which no key can start a line of its own: in a row whose text
+    holds a control character, every text field is percent-encoded (only '%' and those
+    characters; `text_encoding` says `url`) and `urllib.parse.unquote` gives the key back;
+    other rows are written as they are (`text_encoding` empty)."""
+    frame = listing.copy()
+    text_columns = [c for c in frame.columns
+                    if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+    unsafe = [any(isinstance(v, str) and bool(_LINE_UNSAFE.search(v.replace("%", ""))) for v in row)
+              for row in zip(*(frame[c].tolist() for c in text_columns), strict=True)] if text_columns else []
+    if not unsafe:
+        unsafe = [False] * len(frame)
+    for column in text_columns:
+        frame[column] = [_percent(v) if bad and isinstance(v, str) else v
+                         for v, bad in zip(frame[column].tolist(), unsafe, strict=True)]
+    frame[ENCODING_COLUMN] = ["url" if bad else "" for bad in unsafe]
+    return frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode()
+
+
+def _segments(key: str) -> list[str]:
+    """A key's segments as SeaweedFS stores it: `\\` read as `/`, empty segments collapsed
+    (`s3://b/e20\\raw\\train.csv` and `s3://b//e20/raw/gt.csv` are `e20/raw/...`)."""
+    return [segment for segment in key.replace("\\", "/").split("/") if segment]
+
+
+def server_key(key: str) -> str:
+    """The key an S3-compatible server stores for `key` (see `_segments`). Refused: `.` or
+    `..` segments (SeaweedFS refuses them, AWS keeps them literally, a file system resolves
+    them: no one meaning) and a key that names a folder."""
+    segments = _segments(key)
+    if any(segment in (".", "..") for segment in segments):
+        raise ConfigError(f"export_csv key {printable(key)!r} has a '.' or '..' segment, which servers "
+                          "refuse or read differently: write the key without them")
+    if not segments or key.replace("\\", "/").endswith("/"):
+        raise ConfigError(f"export_csv key {printable(key)!r} names a folder, not an object")
+    return "/".join(segments)
+
+
+def _export_to_s3(body: bytes, target: str, s3_prefix: S3Prefix) -> str:
+    if not target.startswith("s3://"):
+        raise ConfigError(f"export_csv {printable(target)!r}: write S3 targets as s3://bucket/key")
+    bucket, _, raw_key = target[len("s3://"):].partition("/")
+    validate_bucket_name(bucket)
+    if _LINE_UNSAFE.search(raw_key.replace("%", "")):
+        raise ConfigError(f"export_csv {printable(target)!r}: the key holds a control character")
+    key = server_key(raw_key)
+    if bucket == s3_prefix.resolved_bucket():
+        guarded = {
+            "the listed data prefix (its copies; cleanup would delete the export)": server_key_root(s3_prefix.root),
+            "the stored outputs (S3_ASSETS_IO_PREFIX)": server_key_root(normalise_prefix(s3_prefix.io_prefix)),
+        }
+        for what, root in guarded.items():
+            if not root or (key + "/").startswith(root):
+                raise ConfigError(
+                    f"export_csv {printable(target)!r} is s3://{bucket}/{printable(key)} as the server stores it, "
+                    f"under {what} s3://{bucket}/{printable(root)}: choose a key outside it")
+    upload_bytes(s3_prefix.connect(), bucket, key, body, extra_args=s3_prefix.write_args())
+    return f"s3://{bucket}/{key}"
+
+
+def server_key_root(root: str) -> str:
+    """A prefix ('a/b/' or '' for the bucket) as the server stores it."""
+    segments = _segments(root)
+    return "/".join(segments) + "/" if segments else ""
+
+
+def _export_local(body: bytes, target: str) -> str:
+    """Write under the exports folder only: a new file (created exclusively, never through a
+    symlink), or one an earlier export wrote and nobody changed since (its hash is in the
+    folder's manifest); never any other file."""
+    root = project_path(EXPORTS_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    raw = Path(target).expanduser()
+    wanted = raw if raw.is_absolute() else root / raw
+    parent = wanted.parent.resolve()  # symlinked folders resolved: they must still lead inside
+    name = wanted.name
+    if not name or name in (".", "..") or name == EXPORTS_MANIFEST or not parent.is_relative_to(root):
+        raise ConfigError(f"export_csv {printable(target)!r}: local exports go to a file under {root}/ "
+                          "(a name like `files.csv`), nowhere else")
+    parent.mkdir(parents=True, exist_ok=True)
+    path = parent / name
+    manifest = _read_manifest(root)
+    relative = str(path.relative_to(root))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        if path.is_symlink() or not path.is_file():
+            raise ConfigError(f"export_csv {printable(str(path))!r} is a symlink or not a file: not replaced") from None
+        if manifest.get(relative) != hashlib.sha256(path.read_bytes()).hexdigest():
+            raise ConfigError(f"export_csv {printable(str(path))!r} exists and is not an export the project "
+                              "wrote (or was changed since): not replaced; choose a new name") from None
+        temporary = path.with_name(f".{name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+        os.replace(temporary, path)
+    else:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+    manifest[relative] = hashlib.sha256(body).hexdigest()
+    manifest_path = root / EXPORTS_MANIFEST
+    temporary = root / f".{EXPORTS_MANIFEST}.{os.getpid()}.tmp"
+    temporary.unlink(missing_ok=True)
+    temporary.write_text(json.dumps(manifest, sort_keys=True))
+    os.replace(temporary, manifest_path)
+    return str(path)
+
+
+def _read_manifest(root: Path) -> dict[str, str]:
+    try:
+        raw = json.loads((root / EXPORTS_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
 
 
 @asset(group_name=ANALYSIS_GROUP, kinds={"python"})

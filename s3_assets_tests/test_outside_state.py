@@ -1,0 +1,183 @@
+"""Settings and local state from outside are data (issue 19 §7): the folders and files the
+embedded S3 and the local cluster keep are configured from outside, so the project changes the
+mode only of folders it created, refuses folders others own or may write into, never writes or
+chmods through a symlink; and the cluster refuses a run whose target-choosing environment
+(S3_ASSETS_*, botocore's AWS_*) differs from its workers', naming variables, never values."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from s3_assets.lib.local_process import MARKER, UnsafeDirectoryError, private_dir
+from s3_assets.local_cluster.broker import LocalBroker
+from s3_assets.local_cluster.cluster import SETTINGS_FILE, LocalCluster, settings_fingerprint
+from s3_assets.local_s3.server import EmbeddedS3
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.fixture
+def shared(tmp_path) -> Path:
+    """A shared folder like /tmp: mode 1777, owned by this user, not created by the project."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chmod(folder, 0o1777)
+    return folder
+
+
+@pytest.mark.parametrize("command", ["stop", "start", "status"])
+def test_local_command_refuses_a_shared_folder_and_leaves_its_mode(shared, monkeypatch, capsys, command):
+    from s3_assets.local_s3.cli import main
+
+    monkeypatch.setenv("S3_ASSETS_LOCAL_DIR", str(shared))
+    code = main([command])
+    err = capsys.readouterr().err
+    assert mode(shared) == 0o1777  # the old stop made it 0700
+    if command != "status":  # status only reads
+        assert code == 1
+        assert f"refusing the embedded S3's data directory (S3_ASSETS_LOCAL_DIR) {shared}" in err
+        assert "others may write into it (mode 1777)" in err
+    assert not (shared / MARKER).exists() and not (shared / ".lock").exists()
+
+
+@pytest.mark.parametrize("command", ["stop", "start"])
+def test_cluster_command_refuses_a_shared_folder_and_leaves_its_mode(shared, monkeypatch, capsys, command):
+    from s3_assets.local_cluster.cli import main
+
+    monkeypatch.setenv("S3_ASSETS_CLUSTER_DIR", str(shared))
+    assert main([command]) == 1
+    assert mode(shared) == 0o1777
+    err = capsys.readouterr().err
+    assert f"refusing the local cluster's directory (S3_ASSETS_CLUSTER_DIR) {shared}" in err
+    assert os.listdir(shared) == []
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a folder another user owns needs root")
+def test_a_foreign_owned_folder_is_refused_for_both(tmp_path):
+    foreign = tmp_path / "theirs"
+    foreign.mkdir(mode=0o755)
+    os.chown(foreign, 54321, 54321)
+    for attempt in (lambda: EmbeddedS3(foreign).stop(), lambda: EmbeddedS3(foreign).credentials(),
+                    lambda: LocalCluster(foreign, workers=1).stop(), lambda: LocalBroker(foreign).password()):
+        with pytest.raises(UnsafeDirectoryError, match=r"belongs to another user \(uid 54321\)"):
+            attempt()
+    assert mode(foreign) == 0o755 and foreign.stat().st_uid == 54321 and os.listdir(foreign) == []
+
+
+def test_only_folders_the_project_created_change_mode(tmp_path):
+    created = tmp_path / "new" / "s3"
+    EmbeddedS3(created).credentials()  # creates the folder, owner-only, with its marker
+    assert mode(created) == 0o700 and (created / MARKER).is_file()
+    os.chmod(created, 0o755)
+    EmbeddedS3(created).stop()
+    assert mode(created) == 0o700  # the project's own: made owner-only again
+
+    own = tmp_path / "mine"
+    own.mkdir(mode=0o755)
+    os.chmod(own, 0o755)
+    EmbeddedS3(own).credentials()  # a folder of the user's own, not writable by others: used as is
+    assert mode(own) == 0o755 and not (own / MARKER).exists()
+    assert mode(own / "credentials.json") == 0o600
+    assert EmbeddedS3(tmp_path / "never").stop() is False and not (tmp_path / "never").exists()
+    assert LocalCluster(tmp_path / "nor", workers=1).stop() is False and not (tmp_path / "nor").exists()
+
+
+def victim(tmp_path: Path) -> Path:
+    path = tmp_path / "victim" / "authorized_keys"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("precious\n")
+    os.chmod(path, 0o644)
+    return path
+
+
+@pytest.mark.parametrize("name", ["credentials.json", ".lock"])
+def test_local_s3_never_writes_or_chmods_through_a_symlink(tmp_path, name):
+    data = tmp_path / "s3"
+    EmbeddedS3(data).credentials()
+    target = victim(tmp_path)
+    (data / name).unlink(missing_ok=True)
+    (data / name).symlink_to(target)
+    server = EmbeddedS3(data)
+    with pytest.raises(UnsafeDirectoryError, match=f"refusing the file {data / name}: it is a symlink"):
+        server.credentials() if name == "credentials.json" else server.ensure_running()
+    assert target.read_text() == "precious\n" and mode(target) == 0o644
+
+
+@pytest.mark.parametrize("name", ["broker-password", ".broker.lock"])
+def test_cluster_never_writes_or_chmods_through_a_symlink(tmp_path, name):
+    directory = tmp_path / "cluster"
+    LocalBroker(directory).password()
+    target = victim(tmp_path)
+    (directory / name).unlink(missing_ok=True)
+    (directory / name).symlink_to(target)
+    with pytest.raises(UnsafeDirectoryError, match="it is a symlink"):
+        LocalBroker(directory).password() if name == "broker-password" else LocalCluster(directory, workers=1).stop()
+    assert target.read_text() == "precious\n" and mode(target) == 0o644
+
+
+@pytest.mark.parametrize("sub", ["broker-data", "dagster-home", "security", "logs"])
+def test_a_symlinked_subfolder_is_refused_and_its_target_keeps_its_mode(tmp_path, sub):
+    parent = tmp_path / "state"
+    parent.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chmod(elsewhere, 0o755)
+    (parent / sub).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UnsafeDirectoryError, match="it is a symlink or not a directory"):
+        if sub == "broker-data":
+            LocalBroker(parent).password()
+        elif sub == "dagster-home":
+            LocalCluster(parent, workers=1)._write_dagster_home()
+        elif sub == "security":
+            from s3_assets.local_s3.security import ensure_tls
+
+            ensure_tls(parent)
+        else:
+            private_dir(parent / sub, "a folder")
+    assert mode(elsewhere) == 0o755 and os.listdir(elsewhere) == []
+
+
+# -- the cluster and the run must choose the same target (issue 19 §7, fourth bullet) --
+
+WORKERS_ENV = {
+    "S3_ASSETS_TARGET": "custom", "S3_ASSETS_BUCKET": "b", "S3_ASSETS_CLUSTER_DIR": "/x",
+    "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000", "AWS_PROFILE": "analyst", "AWS_DEFAULT_REGION": "eu-west-1",
+    "AWS_SECRET_ACCESS_KEY": "very-secret-worker-key", "AWS_MAX_ATTEMPTS": "3", "HOME": "/root",
+}
+
+
+@pytest.mark.parametrize("name, value", [
+    ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9999"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:9998"),
+    ("AWS_PROFILE", "analyst-two"), ("AWS_DEFAULT_REGION", "us-west-2"), ("AWS_REGION", "us-west-2"),
+    ("AWS_CONFIG_FILE", "/elsewhere/config"), ("AWS_SHARED_CREDENTIALS_FILE", "/elsewhere/creds"),
+    ("AWS_ACCESS_KEY_ID", "AKIAOTHER"), ("AWS_SECRET_ACCESS_KEY", "another-very-secret-key"),
+    ("AWS_SESSION_TOKEN", "token-secret"), ("AWS_ROLE_ARN", "arn:aws:iam::1:role/x"),
+    ("AWS_CA_BUNDLE", "/elsewhere/ca.pem"), ("AWS_USE_FIPS_ENDPOINT", "true"),
+    ("S3_ASSETS_BUCKET", "bucket-two"), ("S3_ASSETS_SECRET_ACCESS_KEY", "a-secret-setting"),
+])
+def test_a_run_choosing_another_target_or_caller_is_refused_by_name(tmp_path, name, value):
+    cluster = LocalCluster(tmp_path / "cluster", workers=1)
+    cluster.directory.mkdir()
+    (cluster.directory / SETTINGS_FILE).write_text(json.dumps(settings_fingerprint(WORKERS_ENV)))
+    cluster.check_settings(dict(WORKERS_ENV))  # the same environment runs
+    with pytest.raises(Exception, match="started with other settings") as raised:
+        cluster.check_settings({**WORKERS_ENV, name: value})
+    message = str(raised.value)
+    assert f"({name} differ)" in message
+    for secret in (value, WORKERS_ENV["AWS_SECRET_ACCESS_KEY"], *settings_fingerprint(WORKERS_ENV).values()):
+        assert secret not in message
+
+
+def test_tuning_and_the_clusters_own_variables_do_not_count(tmp_path):
+    cluster = LocalCluster(tmp_path / "cluster", workers=1)
+    cluster.directory.mkdir()
+    (cluster.directory / SETTINGS_FILE).write_text(json.dumps(settings_fingerprint(WORKERS_ENV)))
+    cluster.check_settings({**WORKERS_ENV, "AWS_MAX_ATTEMPTS": "9", "S3_ASSETS_CLUSTER_DIR": "/y", "HOME": "/h"})
+    assert "very-secret-worker-key" not in (cluster.directory / SETTINGS_FILE).read_text()
