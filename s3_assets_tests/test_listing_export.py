@@ -121,13 +121,14 @@ def test_dot_segments_are_refused_as_the_server_refuses_them(s3, bucket, make_lo
 
 
 @pytest.mark.parametrize("spelling", [*SPELLINGS, "dagster-io/ins_dataset/train", "dagster-io\\ins_dataset\\file_map",
-                                      "/dagster-io//other/x.csv", "ins_dataset", "\\\\dagster-io"])
+                                      "/dagster-io//other/x.csv", "ins_dataset", "\\\\dagster-io",
+                                      ".s3-assets-locks/v1/run.120.x.0123456789abcdef.@", ".s3-assets-locks\\x"])
 def test_s3_targets_over_the_copies_or_the_outputs_are_refused(s3, bucket, make_location, spelling):
     location = make_location(bucket)
     s3.put_object(Bucket=bucket, Key="ins_dataset/raw/train.csv", Body=b"the copy")
     s3.put_object(Bucket=bucket, Key="dagster-io/ins_dataset/train", Body=b"a stored output")
     target = f"s3://{bucket}/{spelling.format(p='ins_dataset')}"
-    with pytest.raises(ConfigError, match="as the server stores it, under (the listed data prefix|the stored outputs)"):
+    with pytest.raises(ConfigError, match="as the server stores it, under (the listed data prefix|the stored outputs|the lock notes)"):
         export_listing(listing_of(["ins_dataset/raw/train.csv"]), target, location)
     objects = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert objects == {"ins_dataset/raw/train.csv": 8, "dagster-io/ins_dataset/train": 15}

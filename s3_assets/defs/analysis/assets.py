@@ -39,6 +39,7 @@ from s3_assets.lib.errors import ConfigError
 from s3_assets.lib.file_map import FileMapRules, keys_under_prefix, select_data_files
 from s3_assets.lib.listing import list_objects, ls_lines, ls_recursive_lines, subfolders
 from s3_assets.lib.loading import load_frames
+from s3_assets.lib.prefix_lock import LOCKS_FOLDER
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
 from s3_assets.lib.uploading import upload_bytes
@@ -161,6 +162,7 @@ def _export_to_s3(body: bytes, target: str, s3_prefix: S3Prefix) -> str:
         guarded = {
             "the listed data prefix (its copies; cleanup would delete the export)": server_key_root(s3_prefix.root),
             "the stored outputs (S3_ASSETS_IO_PREFIX)": server_key_root(normalise_prefix(s3_prefix.io_prefix)),
+            "the lock notes of runs and cleanups": server_key_root(LOCKS_FOLDER),
         }
         for what, root in guarded.items():
             if not root or (key + "/").startswith(root):
