@@ -12,7 +12,13 @@ from s3_assets_tests.conftest import materialization_metadata
 
 
 @pytest.fixture(scope="module")
-def graph_run(s3_server, uci_dir, tmp_path_factory):
+def graph_home(tmp_path_factory):
+    """The module's Dagster instance, on disk: a notebook reads stored values through it."""
+    return tmp_path_factory.mktemp("dagster_home")
+
+
+@pytest.fixture(scope="module")
+def graph_run(s3_server, uci_dir, tmp_path_factory, graph_home):
     """One run of the whole graph on the generated UCI files (40 train, 20 test rows)."""
     import uuid
 
@@ -28,7 +34,7 @@ def graph_run(s3_server, uci_dir, tmp_path_factory):
     from s3_assets.defs import ASSETS, CHECKS
 
     result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, tmp_path_factory.mktemp("c")),
-                         instance=DagsterInstance.ephemeral())
+                         instance=DagsterInstance.local_temp(str(graph_home)))
     assert result.success
     return result, bucket
 
@@ -184,7 +190,7 @@ def test_text_from_the_dictionary_is_literal_in_the_chart():
     assert md_text("a|b") == "a\\|b"
 
 
-def test_the_notebook_snippets_run_as_shown(graph_run, s3_server, tmp_path):
+def test_the_notebook_snippets_run_as_shown(graph_run, graph_home, s3_server, tmp_path):
     """Each "read_in_a_notebook" snippet, run as a notebook would (a fresh Python with the
     project's settings), reads the data the asset holds."""
     import os
@@ -202,7 +208,7 @@ def test_the_notebook_snippets_run_as_shown(graph_run, s3_server, tmp_path):
         variable = {"train_csv": "frame", "gt_csv": "frame"}.get(asset, asset)
         code.append(f"print({asset!r}, repr(getattr({variable}, 'shape', None) or sorted({variable})))")
     env = {**os.environ, "S3_ASSETS_LOCAL_DIR": s3_server.local_dir, "S3_ASSETS_BUCKET": bucket,
-           "DAGSTER_HOME": str(tmp_path)}
+           "DAGSTER_HOME": str(graph_home)}  # the instance that recorded the stored values
     done = subprocess.run([sys.executable, "-c", "\n".join(code)], env=env, capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
