@@ -25,7 +25,7 @@ from s3_assets.defs.metadata import (
     table_metadata,
 )
 from s3_assets.defs.resources import S3Prefix
-from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
+from s3_assets.defs.s3_copies.assets import S3_COPY_KEYS
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
 from s3_assets.lib.errors import ConfigError
@@ -50,7 +50,7 @@ class ListingConfig(Config):
     )
 
 
-@asset(group_name=ANALYSIS_GROUP, kinds={"s3", "pandas"}, deps=S3_COPY_ASSETS)
+@asset(group_name=ANALYSIS_GROUP, kinds={"s3", "pandas"}, deps=S3_COPY_KEYS)
 def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix: S3Prefix) -> MaterializeResult:
     """Every object under the prefix: key, size, last modified, ETag, storage class, folder or
     file, depth, name, extension and URI (the notebook's `files.csv`, complete at any size)."""

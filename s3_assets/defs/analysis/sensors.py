@@ -48,7 +48,7 @@ from dagster import (
 
 from s3_assets.defs.maintenance.checks import LISTING_IS_CURRENT, LISTING_KEY
 from s3_assets.defs.resources import S3Prefix
-from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
+from s3_assets.defs.s3_copies.assets import S3_COPY_KEYS
 from s3_assets.lib.changes import Changes, ObjectState, diff_states, state_digest
 from s3_assets.lib.listing import RAW_SCHEMA, fast_path, list_page
 from s3_assets.lib.text import printable
@@ -70,8 +70,8 @@ def _state_from_table(table: pa.Table) -> dict[str, ObjectState]:
 def _own_writes(context: SensorEvaluationContext, s3_prefix: S3Prefix) -> dict[str, ObjectState]:
     """key -> (ETag, size) of the S3 copies as their latest materializations recorded them."""
     own: dict[str, ObjectState] = {}
-    for copy in S3_COPY_ASSETS:
-        event = context.instance.get_latest_materialization_event(copy.key)
+    for copy_key in S3_COPY_KEYS:
+        event = context.instance.get_latest_materialization_event(copy_key)
         materialization = event.asset_materialization if event else None
         if materialization is None:
             continue

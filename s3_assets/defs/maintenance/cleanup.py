@@ -31,7 +31,6 @@ from s3_assets.defs.maintenance.checks import (
     copy_asset_key,
 )
 from s3_assets.defs.metadata import code_block
-from s3_assets.defs.per_file.retention import remove_file_partitions
 from s3_assets.defs.resources import S3Prefix, normalise_prefix
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.cleanup import CleanupError, CleanupReport, clean
@@ -40,6 +39,7 @@ from s3_assets.lib.listing import list_objects
 from s3_assets.lib.prefix_lock import PrefixLocks, locks_root
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
+from s3_assets.per_file.retention import remove_file_partitions
 
 SHOWN_KEYS = 50
 

@@ -11,6 +11,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
     AssetsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -82,4 +83,6 @@ def s3_copy_assets(s3_prefix: S3Prefix | None = None) -> list[AssetsDefinition]:
     return [s3_copy_asset(table, s3_prefix) for table in UCI_TABLES]
 
 
-S3_COPY_ASSETS = s3_copy_assets()
+# The copies' keys, for what depends on them (a module-level list of the assets themselves would
+# be loaded from the defs folder beside the configured ones in `defs.py`).
+S3_COPY_KEYS = [AssetKey(f"{table.copy_name}_csv") for table in UCI_TABLES]
