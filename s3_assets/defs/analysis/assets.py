@@ -139,7 +139,8 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
     sizes = dict(zip(s3_listing["key"], s3_listing["size"], strict=True))
     frames = load_frames(s3_prefix.connect(), s3_prefix.resolved_bucket(), keys, sizes,
                          max_workers=config.max_workers, max_bytes=config.max_bytes,
-                         botocore_only=bool(s3_prefix.bucket_owner()), progress=context.log.info)
+                         botocore_only=bool(s3_prefix.bucket_owner()), origin=s3_prefix.s3.client_origin(),
+                         progress=context.log.info)
     frames = {name: type_by_domain(name_columns(name, frame, data_dictionary), data_dictionary)
               for name, frame in frames.items()}
     # One row per frame: a row count or schema of the dict as a whole would add up or pick

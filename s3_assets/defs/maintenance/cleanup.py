@@ -19,11 +19,9 @@ from dagster import (
     job,
     op,
 )
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,  # not exported at the top level in 1.13
-)
 from pydantic import Field
 
+from s3_assets.dagster_internals import AssetCheckEvaluationTargetMaterializationData  # not public in 1.13
 from s3_assets.defs.maintenance.checks import (
     LISTING_IS_CURRENT,
     LISTING_KEY,
