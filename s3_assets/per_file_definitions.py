@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from dagster import Definitions, in_process_executor
 
-from s3_assets.defs import per_file
+from s3_assets import per_file
 from s3_assets.settings import build_resources
 
 

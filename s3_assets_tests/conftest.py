@@ -166,3 +166,12 @@ def materialization_metadata(result, asset_name: str) -> dict:
               if e.asset_key.to_user_string() == asset_name]
     assert events, f"no materialization of {asset_name}"
     return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+@pytest.fixture
+def origin(s3_server):
+    """What the test server's clients are made from (their keys), so big loads go through arrow."""
+    from s3_assets.lib.loading import ClientOrigin
+
+    creds = s3_server.server.credentials()
+    return ClientOrigin.with_keys(creds.access_key_id, creds.secret_access_key)

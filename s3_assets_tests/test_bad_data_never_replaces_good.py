@@ -169,3 +169,84 @@ def test_cli_materialize_all_with_a_bad_source_keeps_the_good_copy(s3_server, s3
     assert "ticdata2000.txt column 3 (MGEMOMV): 1 value(s) outside 1..6: [-3], first at line 4" in bad.stdout + bad.stderr
     after = s3.get_object(Bucket=bucket, Key=TRAIN_KEY)
     assert after["Body"].read() == good_body and after["ETag"] == good_etag
+
+
+# -- tables that must agree with each other: test and ground truth, row for row ----------------
+PAIR_KEYS = ("ins_dataset/raw/test.csv", "ins_dataset/raw/gt.csv")
+
+
+def edit_file(good: Path, folder: Path, filename: str, edit: Callable[[list[str]], None]) -> Path:
+    shutil.copytree(good, folder)
+    path = folder / filename
+    lines = path.read_text().splitlines()
+    edit(lines)
+    path.write_text("\r\n".join(lines) + "\r\n")
+    return folder
+
+
+def drop_last_row(lines: list[str]) -> None:
+    del lines[-1]
+
+
+def repeat_a_row(lines: list[str]) -> None:
+    lines.append(lines[10])
+
+
+# (file edited, edit, (test rows, ground truth rows) relative to the good source's n)
+MISALIGNED = {
+    "ground_truth_missing_a_row": ("tictgts2000.txt", drop_last_row, (0, -1)),
+    "test_with_an_extra_row": ("ticeval2000.txt", repeat_a_row, (1, 0)),
+}
+
+
+def misaligned(case: str, good: Path) -> tuple[str, Callable[[list[str]], None], str]:
+    filename, edit, (more_test, more_truth) = MISALIGNED[case]
+    rows = len((good / "tictgts2000.txt").read_text().splitlines())
+    return filename, edit, (f"ticeval2000.txt has {rows + more_test:,} rows and tictgts2000.txt has "
+                            f"{rows + more_truth:,}: their rows must correspond one to one")
+
+
+def stored_pair(client, bucket: str) -> list[tuple[bytes, str]]:
+    return [(got["Body"].read(), got["ETag"]) for got in (client.get_object(Bucket=bucket, Key=k) for k in PAIR_KEYS)]
+
+
+@pytest.mark.parametrize("selection", ["everything", "both_copies"])
+@pytest.mark.parametrize("case", sorted(MISALIGNED))
+def test_misaligned_test_and_ground_truth_write_neither_copy(good_copy, uci_dir, tmp_path, case, selection):
+    """Row alignment blocks before either copy is written: the run fails naming the check and
+    both files, and S3 keeps the last good test.csv and gt.csv."""
+    location, cache, _, _, client = good_copy
+    before = stored_pair(client, location.bucket)
+    filename, edit, expected = misaligned(case, uci_dir)
+    source = edit_file(uci_dir, tmp_path / "bad", filename, edit)
+    chosen = None if selection == "everything" else AssetSelection.assets("test_csv", "gt_csv").upstream()
+    result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, source, cache), selection=chosen,
+                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    text = failure_text(result)
+    assert expected in text and "rows_align" in text
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert not materialized & {AssetKey("test_csv"), AssetKey("gt_csv")}
+    assert stored_pair(client, location.bucket) == before
+
+
+def test_a_stored_misaligned_table_is_not_copied_alone(good_copy, uci_dir, tmp_path):
+    """`gt_csv` selected alone re-copies the stored `ground_truth`: if that disagreed with the
+    stored `test` (an earlier run's check failed), the copy refuses it before writing."""
+    location, cache, _, _, client = good_copy
+    before = stored_pair(client, location.bucket)
+    filename, edit, expected = misaligned("ground_truth_missing_a_row", uci_dir)
+    source = edit_file(uci_dir, tmp_path / "bad", filename, edit)
+    resources = graph_resources(location, source, cache)
+    instance = DagsterInstance.ephemeral()
+    first = materialize([*ASSETS, *CHECKS], resources=resources, selection=AssetSelection.assets("test", "ground_truth"),
+                        instance=instance, raise_on_error=False)
+    assert not first.success and "rows_align" in failure_text(first)
+    for alone in ("gt_csv", "test_csv"):
+        again = materialize([*ASSETS, *CHECKS], resources=resources, selection=AssetSelection.assets(alone),
+                            instance=instance, raise_on_error=False)
+        assert not again.success
+        assert "is not copied to s3://" in failure_text(again) and expected in failure_text(again)
+    assert stored_pair(client, location.bucket) == before
+    fixed = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, cache), instance=instance)
+    assert fixed.success

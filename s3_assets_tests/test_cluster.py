@@ -16,11 +16,11 @@ import pytest
 import redis
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context
 
-from s3_assets.defs.per_file import s3_files
-from s3_assets.defs.per_file.sensor import build_file_partitions_sensor
 from s3_assets.lib.file_partitions import partition_key
 from s3_assets.local_cluster.broker import CONFIG_FILE, PASSWORD_FILE
 from s3_assets.local_cluster.cluster import LocalCluster
+from s3_assets.per_file import s3_files
+from s3_assets.per_file.sensor import build_file_partitions_sensor
 from s3_assets_tests import cluster_jobs
 from s3_assets_tests.cluster_support import (
     DAGSTER,

@@ -67,6 +67,31 @@ def test_dg_check_and_list_defs(env):
     assert not warnings_in(checked.stderr + checked.stdout) and not warnings_in(listed.stderr)
 
 
+def test_a_scaffolded_asset_is_listed(env, tmp_path):
+    """`dg scaffold defs dagster.asset new_asset.py` in a copy of the project: the new module in
+    the defs folder is part of the code location (`dg list defs`, `dg check defs`), beside
+    every asset that was there, and the configured S3 URIs still show."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", "workspace.yaml", "config"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, project / name)
+    shutil.copytree(ROOT / "s3_assets", project / "s3_assets", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".venv").symlink_to(BIN.parent)  # dg runs the project's venv; the copy's modules come first
+
+    def run_in_copy(*command: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(BIN / "dg"), *command], cwd=project, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, f"dg {' '.join(command)}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        return done
+
+    run_in_copy("scaffold", "defs", "dagster.asset", "new_asset.py")
+    assert (project / "s3_assets" / "defs" / "new_asset.py").is_file()
+    listed = run_in_copy("list", "defs", "--json")
+    assert {"new_asset", "train_csv", "s3_listing", "dataframes"} <= set(re.findall(r'"asset_key": "([^"]+)"', listed.stdout))
+    assert f"s3://{env['S3_ASSETS_BUCKET']}/ins_dataset/raw/train.csv" in listed.stdout
+    assert "All definitions loaded successfully" in (lambda d: d.stdout + d.stderr)(run_in_copy("check", "defs"))
+
+
 def test_dg_launch_materializes_everything(env, s3, bucket):
     done = run(env, "dg", "launch", "--job", "refresh_all")
     assert {"ins_dataset/raw/train.csv", "ins_dataset/raw/metadata/col_info.csv"} <= keys(s3, bucket)

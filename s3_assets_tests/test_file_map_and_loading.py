@@ -8,6 +8,7 @@ import io
 import re
 
 import boto3
+import botocore.session
 import pandas as pd
 import pytest
 import urllib3
@@ -15,7 +16,7 @@ from botocore.config import Config
 
 from s3_assets.lib.file_map import DuplicateNameError, FileMapRules, build_file_map
 from s3_assets.lib.listing import frame_from_rows, list_objects
-from s3_assets.lib.loading import LoadError, arrow_options, load_frames
+from s3_assets.lib.loading import ClientOrigin, LoadError, arrow_options, load_frames
 from s3_assets_tests.sigv4_proxy import SigV4OnlyProxy
 
 
@@ -62,39 +63,39 @@ def test_file_map_on_the_real_server(s3, bucket):
         "train": "ins_dataset/raw/train.csv"}
 
 
-def test_loads_csv_with_commas_and_compact_types(s3, bucket):
+def test_loads_csv_with_commas_and_compact_types(s3, bucket, origin):
     frame = pd.DataFrame({"0": range(300), "1": [-5] * 300, "2": [70000] * 300})
     s3.put_object(Bucket=bucket, Key="p/a.csv", Body=frame.to_csv(index=False).encode())
     s3.put_object(Bucket=bucket, Key="p/b.csv", Body=b"x,y\n1,2\n")
     progress: list[str] = []
-    frames = load_frames(s3, bucket, {"a": "p/a.csv", "b": "p/b.csv"}, {}, progress=progress.append)
+    frames = load_frames(s3, bucket, {"a": "p/a.csv", "b": "p/b.csv"}, {}, progress=progress.append, origin=origin)
     assert frames["a"].shape == (300, 3)  # not one text column, as read_table gave
     assert [str(t) for t in frames["a"].dtypes] == ["uint16", "int8", "uint32"]
     assert frames["b"].to_dict("list") == {"x": [1], "y": [2]}
     assert progress[-1].startswith("2/2 files")
 
 
-def test_broken_row_fails_naming_the_key(s3, bucket):
+def test_broken_row_fails_naming_the_key(s3, bucket, origin):
     s3.put_object(Bucket=bucket, Key="p/good.csv", Body=b"a,b\n1,2\n")
     s3.put_object(Bucket=bucket, Key="p/broken.csv", Body=b"a,b\n1,2\n3,4,5\n")
     with pytest.raises(LoadError, match="'p/broken.csv' is not a valid CSV.*Expected 2 columns, got 3"):
-        load_frames(s3, bucket, {"good": "p/good.csv", "broken": "p/broken.csv"}, {})
+        load_frames(s3, bucket, {"good": "p/good.csv", "broken": "p/broken.csv"}, {}, origin=origin)
 
 
-def test_missing_object_names_the_key(s3, bucket):
+def test_missing_object_names_the_key(s3, bucket, origin):
     with pytest.raises(LoadError, match=f"s3://{bucket}/p/gone.csv.*NoSuchKey"):
-        load_frames(s3, bucket, {"gone": "p/gone.csv"}, {})
+        load_frames(s3, bucket, {"gone": "p/gone.csv"}, {}, origin=origin)
 
 
 @pytest.mark.parametrize("botocore_only", [False, True], ids=["arrow", "botocore"])
-def test_file_over_the_size_limit_is_refused(s3, bucket, botocore_only):
+def test_file_over_the_size_limit_is_refused(s3, bucket, botocore_only, origin):
     with pytest.raises(LoadError, match="'p/big.csv' is 5,000 bytes, over the in-memory limit of 1,000"):
-        load_frames(s3, bucket, {"big": "p/big.csv"}, {"p/big.csv": 5000}, max_bytes=1000)
+        load_frames(s3, bucket, {"big": "p/big.csv"}, {"p/big.csv": 5000}, max_bytes=1000, origin=origin)
     # a listing older than the file (it grew since) is caught when the file is opened
     s3.put_object(Bucket=bucket, Key="p/grown.csv", Body=b"a\n" + b"1\n" * 600)
     with pytest.raises(LoadError, match="'p/grown.csv' is 1,202 bytes, over the in-memory limit of 1,000"):
         load_frames(s3, bucket, {"grown": "p/grown.csv"}, {"p/grown.csv": 10}, max_bytes=1000,
-                    botocore_only=botocore_only)
+                    botocore_only=botocore_only, origin=origin)
 
 
 BAD_BODIES = {
@@ -109,20 +110,20 @@ BAD_BODIES = {
 
 @pytest.mark.parametrize("botocore_only", [False, True], ids=["arrow", "botocore"])
 @pytest.mark.parametrize("case", sorted(BAD_BODIES))
-def test_bad_content_names_the_key_and_the_line(s3, bucket, case, botocore_only):
+def test_bad_content_names_the_key_and_the_line(s3, bucket, case, botocore_only, origin):
     body, message = BAD_BODIES[case]
     key = f"raw/{case.replace(' ', '_')}\x1b[31m.csv"
     s3.put_object(Bucket=bucket, Key="raw/good.csv", Body=b"a,b\n1,2\n")
     s3.put_object(Bucket=bucket, Key=key, Body=body)
     with pytest.raises(LoadError) as raised:
-        load_frames(s3, bucket, {"good": "raw/good.csv", "bad": key}, {}, botocore_only=botocore_only)
+        load_frames(s3, bucket, {"good": "raw/good.csv", "bad": key}, {}, botocore_only=botocore_only, origin=origin)
     text = str(raised.value)
     assert f"'raw/{case.replace(' ', '_')}\\x1b[31m.csv'" in text  # the key, its escape shown as text
     assert "\x1b" not in text
     assert re.search(message, text), text
 
 
-def test_a_big_file_that_fails_late_names_the_line(s3, bucket, monkeypatch):
+def test_a_big_file_that_fails_late_names_the_line(s3, bucket, monkeypatch, origin):
     from s3_assets.lib import loading
 
     monkeypatch.setattr(loading, "STREAM_FROM", 1000)  # parsed block by block, as a big file is
@@ -130,7 +131,7 @@ def test_a_big_file_that_fails_late_names_the_line(s3, bucket, monkeypatch):
     body = b"a,b\n" + b"1,2\n" * 3000 + b"3,4,5\n"
     s3.put_object(Bucket=bucket, Key="raw/late.csv", Body=body)
     with pytest.raises(LoadError, match="'raw/late.csv' is not a valid CSV.*line 3002: Expected 2 columns, got 3"):
-        load_frames(s3, bucket, {"late": "raw/late.csv"}, {"raw/late.csv": len(body)})
+        load_frames(s3, bucket, {"late": "raw/late.csv"}, {"raw/late.csv": len(body)}, origin=origin)
 
 
 BLOCKWISE = {
@@ -144,15 +145,15 @@ BLOCKWISE = {
 
 
 @pytest.mark.parametrize("case", sorted(BLOCKWISE))
-def test_blockwise_parsing_gives_the_frame_of_a_whole_read(s3, bucket, monkeypatch, case):
+def test_blockwise_parsing_gives_the_frame_of_a_whole_read(s3, bucket, monkeypatch, case, origin):
     from s3_assets.lib import loading
 
     body = BLOCKWISE[case].encode()
     s3.put_object(Bucket=bucket, Key="raw/x.csv", Body=body)
-    whole = load_frames(s3, bucket, {"x": "raw/x.csv"}, {"raw/x.csv": len(body)})["x"]
+    whole = load_frames(s3, bucket, {"x": "raw/x.csv"}, {"raw/x.csv": len(body)}, origin=origin)["x"]
     monkeypatch.setattr(loading, "STREAM_FROM", 1000)
     monkeypatch.setattr(loading, "BIG_BLOCK", 4096)  # several blocks
-    blockwise = load_frames(s3, bucket, {"x": "raw/x.csv"}, {"raw/x.csv": len(body)})["x"]
+    blockwise = load_frames(s3, bucket, {"x": "raw/x.csv"}, {"raw/x.csv": len(body)}, origin=origin)["x"]
     pd.testing.assert_frame_equal(blockwise, whole)
     expected = pd.read_csv(io.BytesIO(body))
     if case == "widening":
@@ -160,7 +161,7 @@ def test_blockwise_parsing_gives_the_frame_of_a_whole_read(s3, bucket, monkeypat
     pd.testing.assert_frame_equal(whole.astype(expected.dtypes.to_dict()), expected, check_dtype=False)
 
 
-def test_every_get_is_sigv4_one_per_object(s3_server, s3, bucket):
+def test_every_get_is_sigv4_one_per_object(s3_server, s3, bucket, origin):
     """Behind an endpoint that refuses SigV2 (as AWS, R2 and B2 do), each small object costs
     one GET, which also tells its current size: nothing is refused and nothing retried."""
     keys = {f"f{i}": f"raw/f{i:03d}.csv" for i in range(12)}
@@ -175,7 +176,7 @@ def test_every_get_is_sigv4_one_per_object(s3_server, s3, bucket):
         url = guarded.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": keys["f0"]})
         assert urllib3.request("GET", url).status == 400
         proxy.seen.clear()
-        frames = load_frames(guarded, bucket, keys, {})
+        frames = load_frames(guarded, bucket, keys, {}, origin=origin)
         seen = list(proxy.seen)
     assert sorted(frames) == sorted(keys) and all(f.shape == (1, 2) for f in frames.values())
     assert {s.signature for s in seen} == {"sigv4"}
@@ -185,7 +186,7 @@ def test_every_get_is_sigv4_one_per_object(s3_server, s3, bucket):
     assert len(seen) == len(keys)
 
 
-def test_http_proxy_of_the_client_is_used(s3_server, s3, bucket, monkeypatch):
+def test_http_proxy_of_the_client_is_used(s3_server, s3, bucket, monkeypatch, origin):
     """HTTP_PROXY as botocore resolves it (NO_PROXY included) carries the loads too: small
     files (botocore) and big ones (arrow)."""
     from s3_assets.lib import loading
@@ -198,9 +199,9 @@ def test_http_proxy_of_the_client_is_used(s3_server, s3, bucket, monkeypatch):
     with SigV4OnlyProxy(s3_server.state.ports.s3) as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         client = s3_server.client()  # created with the variable set, as botocore reads it then
-        assert arrow_options(client)["proxy_options"] == proxy.url
+        assert arrow_options(client, origin)["proxy_options"] == proxy.url
         frames = load_frames(client, bucket, {"a": "raw/a.csv", "big": "raw/big.csv"},
-                             {"raw/a.csv": 8, "raw/big.csv": 36})
+                             {"raw/a.csv": 8, "raw/big.csv": 36}, origin=origin)
         seen = list(proxy.seen)
     assert frames["a"].to_dict("list") == {"a": [1], "b": [2]} and frames["big"].shape == (8, 2)
     assert [(s.method, s.path, s.via_proxy) for s in seen if s.path.endswith("/raw/a.csv")] == [
@@ -216,29 +217,69 @@ def test_no_proxy_and_tls_settings_map_onto_arrow(monkeypatch, tmp_path):
     monkeypatch.setenv("NO_PROXY", "s3.example.org")
     monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
 
-    def client(endpoint: str, **kwargs):
-        session = boto3.session.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="s",
-                                        aws_session_token="token", region_name="eu-west-1")
-        return session.client("s3", endpoint_url=endpoint, **kwargs)
+    def client(endpoint: str | None, verify=None, **kwargs):
+        session = botocore.session.Session()
+        made = boto3.session.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="s",
+                                     aws_session_token="token", region_name="eu-west-1", botocore_session=session,
+                                     ).client("s3", endpoint_url=endpoint, verify=verify, **kwargs)
+        return made, ClientOrigin(session, verify)
 
-    custom = arrow_options(client("https://minio.example.com:9000",
-                                  config=Config(connect_timeout=3, read_timeout=7,
-                                                retries={"total_max_attempts": 4, "mode": "standard"})))
+    custom = arrow_options(*client("https://minio.example.com:9000",
+                                   config=Config(connect_timeout=3, read_timeout=7,
+                                                 retries={"total_max_attempts": 4, "mode": "standard"})))
     assert custom == {
         "region": "eu-west-1", "scheme": "https", "endpoint_override": "minio.example.com:9000",
         "tls_ca_file_path": str(bundle), "proxy_options": "http://proxy.internal:3128",
         "access_key": "AKIDEXAMPLE", "secret_key": "s", "session_token": "token",
         "connect_timeout": 3.0, "request_timeout": 7.0, "retry_strategy": ("standard", 4)}
-    assert "proxy_options" not in arrow_options(client("https://s3.example.org"))
-    assert arrow_options(client("https://minio.example.com", verify="/other/ca.pem"))["tls_ca_file_path"] == \
+    assert "proxy_options" not in arrow_options(*client("https://s3.example.org"))
+    assert arrow_options(*client("https://minio.example.com", verify="/other/ca.pem"))["tls_ca_file_path"] == \
         "/other/ca.pem"
-    aws = arrow_options(client(None))
+    aws = arrow_options(*client(None))
     assert "endpoint_override" not in aws and aws["region"] == "eu-west-1"
-    virtual = arrow_options(client("https://r2.example.com", config=Config(s3={"addressing_style": "virtual"})))
+    virtual = arrow_options(*client("https://r2.example.com", config=Config(s3={"addressing_style": "virtual"})))
     assert virtual["force_virtual_addressing"] is True
+    # proxies given to the client win over the environment's, as in botocore
+    explicit = arrow_options(*client("https://s3.example.org", config=Config(proxies={"https": "proxy.example:8080"})))
+    assert explicit["proxy_options"] == "http://proxy.example:8080"
     # settings arrow cannot carry send the load through botocore instead
-    assert arrow_options(client("https://minio.example.com", verify=False)) is None
-    assert arrow_options(client(None, config=Config(use_fips_endpoint=True))) is None
+    assert arrow_options(*client("https://minio.example.com", verify=False)) is None
+    assert arrow_options(*client(None, config=Config(use_fips_endpoint=True))) is None
+    # without the origin there are no credentials to give arrow: botocore loads
+    assert arrow_options(client("https://minio.example.com")[0], None) is None
+
+
+def test_credentials_come_from_the_connections_provider_chain(s3_server, s3, bucket, monkeypatch):
+    """A `custom` S3Connection whose keys and session token come from the environment (the
+    provider chain, as on SageMaker or with AWS_PROFILE): its origin gives arrow those
+    credentials, and arrow's requests through a SigV4-only endpoint succeed (HEAD + GET,
+    which only the arrow path sends: the file is loaded as a big one)."""
+    from s3_assets.defs.resources import S3Connection
+    from s3_assets.lib import loading
+
+    monkeypatch.setattr(loading, "STREAM_FROM", 4)  # raw/a.csv takes arrow's path
+
+    s3.put_object(Bucket=bucket, Key="raw/a.csv", Body=b"a,b\n1,2\n")
+    creds = s3_server.server.credentials()
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds.secret_access_key)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "a-session-token")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    with SigV4OnlyProxy(s3_server.state.ports.s3) as proxy:
+        connection = S3Connection(target="custom", endpoint_url=proxy.url, region_name="us-east-1", max_attempts=2)
+        client = connection.get_client()
+        options = arrow_options(client, connection.client_origin())
+        assert (options["access_key"], options["session_token"]) == (creds.access_key_id, "a-session-token")
+        monkeypatch.delenv("AWS_SESSION_TOKEN")  # SeaweedFS would refuse the made-up token itself
+        origin = connection.client_origin()
+        frames = load_frames(client, bucket, {"a": "raw/a.csv"}, {}, origin=origin)
+        seen = list(proxy.seen)
+    assert frames["a"].to_dict("list") == {"a": [1], "b": [2]}
+    assert [(s.method, s.signature) for s in seen if s.path == f"/{bucket}/raw/a.csv"] == [
+        ("HEAD", "sigv4"), ("GET", "sigv4")]
 
 
 @pytest.mark.parametrize("uri", [

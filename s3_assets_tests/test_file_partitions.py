@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s3_assets.defs.io_manager import S3ParquetIOManager
-from s3_assets.defs.per_file import file_frame, s3_files
-from s3_assets.defs.per_file.sensor import build_file_partitions_sensor
 from s3_assets.lib.file_partitions import partition_key, plan_partitions, relative_key
+from s3_assets.per_file import file_frame, s3_files
+from s3_assets.per_file.sensor import build_file_partitions_sensor
 
 
 @settings(max_examples=300, deadline=None)
@@ -126,7 +126,7 @@ def test_sensor_adds_deletes_and_reruns_partitions(s3, bucket, make_location, in
 def test_partitions_of_deleted_files_are_removed(bucket, make_location, instance):
     from dagster import build_op_context
 
-    from s3_assets.defs.per_file.retention import remove_file_partitions
+    from s3_assets.per_file.retention import remove_file_partitions
 
     location = make_location(bucket)
     instance.add_dynamic_partitions(s3_files.name, ["a.csv", "raw%2Fb.csv", "kept.csv"])
@@ -138,7 +138,7 @@ def test_partitions_of_deleted_files_are_removed(bucket, make_location, instance
 
 
 def test_sync_job_makes_one_partition_per_csv_file(s3, bucket, make_location, instance):
-    from s3_assets.defs.per_file import sync_file_partitions_job
+    from s3_assets.per_file import sync_file_partitions_job
 
     location = make_location(bucket)
     for name in ("a.csv", "raw/b.csv", "notes.txt"):

@@ -8,7 +8,6 @@ one PUT + one LIST at the start and one DELETE at the end; nothing left behind."
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import unicodedata
 import uuid
@@ -273,23 +272,3 @@ def test_a_run_costs_one_bucket_check_and_one_note_put_listed_and_deleted(s3_ser
     assert not [method for method, _ in note_paths if method not in ("PUT", "DELETE")]  # no GET of a body
     assert len(note_lists) == 1 and len(bucket_checks) == 1
     assert not notes_in(s3, bucket)
-
-
-# -- 6. the one private Dagster name ---------------------------------------------------------------
-
-def test_the_private_dagster_name_is_found_or_named_with_the_dagster_version(monkeypatch):
-    import importlib
-
-    import dagster
-
-    import s3_assets.defs.dagster_internals as internals
-
-    assert internals.AssetCheckEvaluationTargetMaterializationData.__name__ == \
-        "AssetCheckEvaluationTargetMaterializationData"
-    monkeypatch.setitem(sys.modules, "dagster._core.definitions.asset_checks.asset_check_evaluation", None)
-    try:
-        with pytest.raises(ImportError, match=f"dagster {dagster.__version__}"):
-            importlib.reload(internals)
-    finally:
-        monkeypatch.undo()
-        importlib.reload(internals)

@@ -52,45 +52,45 @@ def client(s3_server, proxy):
 
 
 # -- loading --------------------------------------------------------------------------------
-def test_loading_small_files_costs_one_get_each(s3, bucket, client, proxy):
+def test_loading_small_files_costs_one_get_each(s3, bucket, client, proxy, origin):
     keys = {f"f{i}": f"raw/f{i:03d}.csv" for i in range(40)}
     for index, key in enumerate(keys.values()):
         s3.put_object(Bucket=bucket, Key=key, Body=b"a,b\n" + b"1,2\n" * index)
     sizes = {key: 4 + 4 * index for index, key in enumerate(keys.values()) if index % 2}  # half of them known
-    frames = load_frames(client, bucket, keys, sizes)
+    frames = load_frames(client, bucket, keys, sizes, origin=origin)
     assert [frames[name].shape for name in keys] == [(index, 2) for index in range(40)]
     assert proxy.methods() == ["GET"] * 40  # was a HEAD and a GET each: 80
 
 
 def test_a_small_file_that_grew_past_streaming_since_the_listing_is_still_read_whole(s3, bucket, client, proxy,
-                                                                                    monkeypatch):
+                                                                                    monkeypatch, origin):
     monkeypatch.setattr(loading, "STREAM_FROM", 100)
     body = b"a,b\n" + b"1,2\n" * 100
     s3.put_object(Bucket=bucket, Key="raw/grown.csv", Body=body)
-    frame = load_frames(client, bucket, {"g": "raw/grown.csv"}, {"raw/grown.csv": 8})["g"]
+    frame = load_frames(client, bucket, {"g": "raw/grown.csv"}, {"raw/grown.csv": 8}, origin=origin)["g"]
     assert frame.shape == (100, 2)
     assert proxy.methods() == ["GET", "HEAD", "GET"]  # the GET said 404 bytes: block by block through arrow
 
 
-def test_one_filesystem_and_connection_pool_per_process(s3, bucket, client, proxy, monkeypatch):
+def test_one_filesystem_and_connection_pool_per_process(s3, bucket, client, proxy, monkeypatch, origin):
     monkeypatch.setattr(loading, "STREAM_FROM", 16)  # these files take arrow's path
     keys = {f"f{i}": f"raw/big{i}.csv" for i in range(8)}
     body = b"a,b\n" + b"1,2\n" * 50
     for key in keys.values():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
     sizes = dict.fromkeys(keys.values(), len(body))
-    load_frames(client, bucket, keys, sizes, max_workers=4)
+    load_frames(client, bucket, keys, sizes, max_workers=4, origin=origin)
     first = proxy.connections
     assert first >= 1
     for _ in range(3):
-        frames = load_frames(client, bucket, keys, sizes, max_workers=4)
+        frames = load_frames(client, bucket, keys, sizes, max_workers=4, origin=origin)
         assert all(frame.shape == (50, 2) for frame in frames.values())
     assert proxy.connections == first  # the same pool's connections: none new (was 4 or more each call)
     assert sorted(proxy.methods()) == ["GET"] * 32 + ["HEAD"] * 32
 
 
-def test_the_filesystem_cache_is_shared_across_threads_and_holds_no_secret(client):
-    options = arrow_options(client)
+def test_the_filesystem_cache_is_shared_across_threads_and_holds_no_secret(client, origin):
+    options = arrow_options(client, origin)
     assert options is not None
     with ThreadPoolExecutor(16) as pool:
         made = list(pool.map(lambda _: arrow_filesystem(options, 4), range(64)))

@@ -25,7 +25,7 @@ from harness.server import BUCKET, Bench, Target
 from harness.tools import NOTEBOOK, PROJECT, run_process, timed
 from s3_assets.lib.cleanup import delete_prefix
 from s3_assets.lib.listing import list_objects
-from s3_assets.lib.loading import load_frames
+from s3_assets.lib.loading import ClientOrigin, load_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 Results = dict[str, float | None]
@@ -104,10 +104,11 @@ def loading(target: Target, label: str, keys: list[str], sizes: dict[str, int], 
     mapping = {key: key for key in keys}
     slow = 1 if target.rtt_ms > 0 else repeat
     results: Results = {}
-    load_frames(target.client, BUCKET, {keys[0]: keys[0]}, sizes)  # arrow's S3 set-up, once per process
+    origin = ClientOrigin.with_keys(target.env["AWS_ACCESS_KEY_ID"], target.env["AWS_SECRET_ACCESS_KEY"])
+    load_frames(target.client, BUCKET, {keys[0]: keys[0]}, sizes, origin=origin)  # arrow's S3 set-up, once per process
     tools.CPU.clear()
     results[PROJECT + ": pyarrow.fs.S3FileSystem"], frames = timed(
-        lambda: load_frames(target.client, BUCKET, mapping, sizes), repeat, PROJECT + ": pyarrow.fs.S3FileSystem")
+        lambda: load_frames(target.client, BUCKET, mapping, sizes, origin=origin), repeat, PROJECT + ": pyarrow.fs.S3FileSystem")
     assert len(frames) == len(keys)
     del frames
     results["candidate: botocore get_object, threads"], _ = timed(

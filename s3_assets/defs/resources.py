@@ -45,6 +45,7 @@ from s3_assets.lib.stored_values import drop_expect_for_small_bodies, key_segmen
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from s3_assets.lib.loading import ClientOrigin
     from s3_assets.local_s3.server import EmbeddedS3, LocalS3Ports, ServerState
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -307,6 +308,19 @@ class S3Connection(S3Resource):
         return self.aws_session(botocore_session).client(
             "s3", endpoint_url=self.endpoint_url, use_ssl=self.use_ssl, verify=self.verify, config=config
         )
+
+    def client_origin(self) -> ClientOrigin:
+        """What `get_client()` makes its client from (credentials chain, `verify`), for pyarrow's
+        S3 filesystem (`s3_assets.lib.loading`): botocore exposes neither on the client."""
+        from s3_assets.lib.loading import ClientOrigin
+
+        botocore_session = self._botocore_session()
+        if self.target == "local":
+            creds = self.embedded_server().credentials()
+            botocore_session.set_credentials(creds.access_key_id, creds.secret_access_key)
+            return ClientOrigin(botocore_session)
+        self.aws_session(botocore_session)  # puts explicit keys, if any, on the botocore session
+        return ClientOrigin(botocore_session, self.verify)
 
     def storage_options(self) -> dict[str, Any]:
         """pandas' `storage_options` for s3fs, so a notebook reads the copies as the original did:

@@ -5,11 +5,12 @@ the size (checked against the limit before the body is read) and the body, which
 from memory without holding the GIL, so many small files load in parallel from Python threads.
 Bigger files go through `pyarrow.fs.S3FileSystem` (the AWS SDK for C++): a HEAD, then 16 MiB
 ranged GETs parsed block by block. Its options are derived from the boto3 client the project
-already configured (endpoint, region, credentials, addressing style, proxy, CA bundle,
-timeouts, retries): `arrow_options`; the filesystem, and its connection pool, is made once per
-process and set of options (`arrow_filesystem`). A client setting that arrow cannot carry
-(`verify=False`, proxy client certificates, a request parameter added by a hook such as
-ExpectedBucketOwner) sends big files through botocore too, never around the setting.
+already configured and what it was made from (`ClientOrigin`: endpoint, region, credentials,
+addressing style, proxy, CA bundle, timeouts, retries), through botocore's public API only:
+`arrow_options`; the filesystem, and its connection pool, is made once per process and set of
+options (`arrow_filesystem`). Without an origin, or with a client setting that arrow cannot
+carry (`verify=False`, proxy client certificates, a request parameter added by a hook such as
+ExpectedBucketOwner), big files go through botocore too, never around the setting.
 
 Memory follows the data: a big body is parsed from the stream (never held whole); a big file's
 integer columns are narrowed block by block, so the wide int64 table never exists whole; and
@@ -30,7 +31,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -56,24 +58,60 @@ class LoadError(S3AssetsError, RuntimeError):
 
 
 # -- how to reach S3: the client's settings as arrow options --------------------------------
-def arrow_options(client: Any) -> dict[str, Any] | None:
-    """`pyarrow.fs.S3FileSystem` keyword arguments that reach S3 as `client` does, or None
-    when the client has a setting arrow cannot carry (then botocore does the GETs).
+@dataclass(frozen=True)
+class ClientOrigin:
+    """What a boto3 client was made from, which botocore keeps only in private attributes: the
+    botocore session (its credential provider chain and config variables such as `ca_bundle`)
+    and the `verify` passed to `client()` (None: botocore's default)."""
 
-    Reads botocore's resolved settings: the endpoint's proxy after HTTP(S)_PROXY/NO_PROXY,
-    the CA bundle after AWS_CA_BUNDLE/`verify`, the credentials after the provider chain.
+    session: Any  # botocore.session.Session
+    verify: bool | str | None = None
+
+    @classmethod
+    def with_keys(cls, access_key: str, secret_key: str, token: str | None = None,
+                  verify: bool | str | None = None) -> ClientOrigin:
+        """For a client made with explicit keys (the embedded S3, tests)."""
+        import botocore.session
+
+        session = botocore.session.Session()
+        session.set_credentials(access_key, secret_key, token)
+        return cls(session, verify)
+
+    def resolved_verify(self) -> bool | str:
+        """botocore's order: `verify` given to the client, the `ca_bundle` config variable
+        (AWS_CA_BUNDLE, the profile), REQUESTS_CA_BUNDLE, else the default bundle."""
+        if self.verify is not None:
+            return self.verify
+        bundle = self.session.get_config_variable("ca_bundle")
+        if bundle is not None:
+            return str(bundle)
+        return os.environ.get("REQUESTS_CA_BUNDLE") or True
+
+
+def arrow_options(client: Any, origin: ClientOrigin | None) -> dict[str, Any] | None:
+    """`pyarrow.fs.S3FileSystem` keyword arguments that reach S3 as `client` does, or None
+    when there is no origin or the client has a setting arrow cannot carry (then botocore
+    does the GETs).
+
+    Public botocore only: the client's `meta.config` (proxies, timeouts, retries, signature
+    version), proxies from HTTP(S)_PROXY/NO_PROXY as botocore reads them when `proxies` is not
+    configured, the CA bundle as botocore resolves it, the credentials from the origin's
+    provider chain (session token included; refreshed credentials are read at each call).
     """
     import botocore
-    from botocore.httpsession import get_cert_path
+    from botocore.httpsession import ProxyConfiguration, get_cert_path
+    from botocore.utils import get_environ_proxies
 
+    if origin is None:
+        return None
     config = client.meta.config
-    http = client._endpoint.http_session  # botocore's resolved transport settings
     if getattr(config, "proxies_config", None) or config.client_cert:
         return None  # proxy CA / client certificates: no arrow option for them
-    verify = getattr(http, "_verify", True)
+    verify = origin.resolved_verify()
     if verify is False:
         return None  # arrow always verifies TLS
-    endpoint = urlsplit(client.meta.endpoint_url)
+    url = client.meta.endpoint_url
+    endpoint = urlsplit(url)
     options: dict[str, Any] = {"region": client.meta.region_name or "us-east-1", "scheme": endpoint.scheme}
     if not AWS_HOST.search(endpoint.hostname or ""):
         options["endpoint_override"] = endpoint.netloc
@@ -82,15 +120,15 @@ def arrow_options(client: Any) -> dict[str, Any] | None:
     if (config.s3 or {}).get("addressing_style") == "virtual":
         options["force_virtual_addressing"] = True
     if endpoint.scheme == "https":
-        options["tls_ca_file_path"] = get_cert_path(verify)
-    proxy = http._proxy_config.proxy_url_for(client.meta.endpoint_url)
+        options["tls_ca_file_path"] = get_cert_path(cast(Any, verify))  # a bundle path or True
+    proxies = config.proxies if config.proxies is not None else get_environ_proxies(url)
+    proxy = ProxyConfiguration(proxies=proxies).proxy_url_for(url)
     if proxy:
         options["proxy_options"] = proxy
-    signer = client._request_signer
-    if signer.signature_version == botocore.UNSIGNED:
+    if config.signature_version == botocore.UNSIGNED:
         options["anonymous"] = True
     else:
-        credentials = signer._credentials
+        credentials = origin.session.get_credentials()
         if credentials is None:
             return None  # let botocore raise its NoCredentials error
         frozen = credentials.get_frozen_credentials()
@@ -294,9 +332,9 @@ class Fetcher:
     arrow's HEAD: its GETs (one per 16 MiB block) outnumber it, and it is parsed block by block.
     """
 
-    def __init__(self, client: Any, bucket: str, workers: int, botocore_only: bool):
+    def __init__(self, client: Any, bucket: str, workers: int, botocore_only: bool, origin: ClientOrigin | None):
         self.client, self.bucket, self.workers = client, bucket, workers
-        self.options = None if botocore_only else arrow_options(client)
+        self.options = None if botocore_only else arrow_options(client, origin)
 
     @property
     def filesystem(self) -> Any:
@@ -433,13 +471,15 @@ def load_frames(
     max_workers: int = 32,
     max_bytes: int = 2 * 1024**3,
     botocore_only: bool = False,
+    origin: ClientOrigin | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, pd.DataFrame]:
     """name -> DataFrame for every file in the map, or an error naming the key that failed.
 
     `sizes` (from the listing) refuses files over `max_bytes` before any download; each size
     is checked again when the file is opened. `botocore_only`: the requests need something
-    only the boto3 client adds (e.g. ExpectedBucketOwner from a hook). Nothing half-loaded is
+    only the boto3 client adds (e.g. ExpectedBucketOwner from a hook). `origin`: what `client`
+    was made from, for arrow (`arrow_options`); without it botocore loads. Nothing half-loaded is
     returned: the first failure cancels the rest and is raised.
     """
     too_big = {key: sizes[key] for key in file_map.values() if sizes.get(key, 0) > max_bytes}
@@ -452,7 +492,7 @@ def load_frames(
     loaded_bytes = 0
     lock = threading.Lock()
     one_big_at_a_time = threading.Semaphore(1)
-    fetcher = Fetcher(client, bucket, max_workers, botocore_only)
+    fetcher = Fetcher(client, bucket, max_workers, botocore_only, origin)
 
     def load_one(name: str, key: str) -> tuple[str, pd.DataFrame]:
         nonlocal done, loaded_bytes

@@ -62,3 +62,25 @@ def raw_table_problems(frame: pd.DataFrame, table: UciTable, dictionary: DataDic
         problems += column_problems(series, label, dictionary.allowed_values(name),
                                     lambda index: f"line {int(str(index)) + 1}")
     return problems
+
+
+# Raw tables that only make sense together: row i of the test set is the customer whose CARAVAN
+# is row i of the ground truth. A copy of either is wrong unless both agree, so both copies wait
+# for this relation (the blocking `rows_align` check, and each copy again before it writes).
+ROW_ALIGNED: tuple[tuple[str, str], ...] = (("test", "ground_truth"),)
+
+
+def related_tables(asset: str) -> list[str]:
+    """The other raw tables whose rows must line up with `asset`'s."""
+    return [other for pair in ROW_ALIGNED if asset in pair for other in pair if other != asset]
+
+
+def relation_problems(frames: dict[str, pd.DataFrame], tables: dict[str, UciTable]) -> list[str]:
+    """Row alignment between related raw tables (`frames` and `tables` by asset name), naming
+    both files and their row counts; pairs not both in `frames` are not judged here."""
+    problems = []
+    for left, right in ROW_ALIGNED:
+        if left in frames and right in frames and len(frames[left]) != len(frames[right]):
+            problems.append(f"{tables[left].filename} has {len(frames[left]):,} rows and {tables[right].filename} "
+                            f"has {len(frames[right]):,}: their rows must correspond one to one")
+    return problems

@@ -18,14 +18,19 @@ import threading
 from functools import cached_property
 
 import psutil
-from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
-from dagster._core.origin import get_python_environment_entry_point
-from dagster._core.storage.dagster_run import DagsterRun
-from dagster._grpc.types import ExecuteRunArgs
-from dagster._serdes import ConfigurableClassData, serialize_value
+from dagster import DagsterRun, serialize_value
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.make_app import make_app
 
+from s3_assets.dagster_internals import (
+    CheckRunHealthResult,
+    ConfigurableClassData,
+    ExecuteRunArgs,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+    get_python_environment_entry_point,
+)
 from s3_assets.defs.cluster.executor import STEPS_ON_WORKERS_TAG
 from s3_assets.local_cluster.settings import QUEUE, app_args, cluster_dir
 

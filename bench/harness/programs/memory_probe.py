@@ -12,10 +12,11 @@ import threading
 import time
 
 import boto3
+import botocore.session
 from botocore.config import Config
 
 from s3_assets.lib.listing import list_objects
-from s3_assets.lib.loading import load_frames
+from s3_assets.lib.loading import ClientOrigin, load_frames
 
 step, endpoint, bucket, prefix = sys.argv[1:5]
 client = boto3.client("s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"}))
@@ -49,7 +50,7 @@ sampler.start()
 if step == "listing":
     result = list_objects(client, bucket, prefix)
 else:
-    result = load_frames(client, bucket, keys, sizes)
+    result = load_frames(client, bucket, keys, sizes, origin=ClientOrigin(botocore.session.Session()))
 running = False
 sampler.join()
 peak = max(peak, rss())

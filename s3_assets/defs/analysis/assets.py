@@ -32,7 +32,7 @@ from s3_assets.defs.metadata import (
     table_metadata,
 )
 from s3_assets.defs.resources import S3Prefix, normalise_prefix, project_path, validate_bucket_name
-from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
+from s3_assets.defs.s3_copies.assets import S3_COPY_KEYS
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
 from s3_assets.lib.errors import ConfigError
@@ -70,7 +70,7 @@ class ListingConfig(Config):
     )
 
 
-@asset(group_name=ANALYSIS_GROUP, kinds={"s3", "pandas"}, deps=S3_COPY_ASSETS)
+@asset(group_name=ANALYSIS_GROUP, kinds={"s3", "pandas"}, deps=S3_COPY_KEYS)
 def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix: S3Prefix) -> MaterializeResult:
     """Every object under the prefix: key, size, last modified, ETag, storage class, folder or
     file, depth, name, extension and URI (the notebook's `files.csv`, complete at any size)."""
@@ -279,7 +279,8 @@ def dataframes(context: AssetExecutionContext, config: LoadConfig, file_map: dic
     sizes = dict(zip(s3_listing["key"], s3_listing["size"], strict=True))
     frames = load_frames(s3_prefix.connect(), s3_prefix.resolved_bucket(), keys, sizes,
                          max_workers=config.max_workers, max_bytes=config.max_bytes,
-                         botocore_only=bool(s3_prefix.bucket_owner()), progress=context.log.info)
+                         botocore_only=bool(s3_prefix.bucket_owner()), origin=s3_prefix.s3.client_origin(),
+                         progress=context.log.info)
     frames = {name: type_by_domain(name_columns(name, frame, data_dictionary), data_dictionary)
               for name, frame in frames.items()}
     # One row per frame: a row count or schema of the dict as a whole would add up or pick

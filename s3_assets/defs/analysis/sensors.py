@@ -49,14 +49,14 @@ from dagster import (
 
 from s3_assets.defs.maintenance.checks import COPY_CHECKS_OF_S3, LISTING_IS_CURRENT, LISTING_KEY
 from s3_assets.defs.resources import S3Prefix
-from s3_assets.defs.s3_copies.assets import S3_COPY_ASSETS
+from s3_assets.defs.s3_copies.assets import S3_COPY_KEYS
 from s3_assets.lib.changes import Changes, ObjectState, diff_states, state_digest
 from s3_assets.lib.listing import RAW_SCHEMA, fast_path, list_page
 from s3_assets.lib.text import printable
 
 # The copies' checks that compare S3 with what the project wrote: a change someone else made to
 # a copy fails them in the run the sensor starts (the copy's health, not only the frames', shows it).
-COPY_S3_CHECK_KEYS = [AssetCheckKey(copy.key, name) for copy in S3_COPY_ASSETS for name in COPY_CHECKS_OF_S3]
+COPY_S3_CHECK_KEYS = [AssetCheckKey(key, name) for key in S3_COPY_KEYS for name in COPY_CHECKS_OF_S3]
 refresh_listing_job = define_asset_job(
     "refresh_listing",
     selection=AssetSelection.assets("s3_listing", "file_map", "dataframes") | AssetSelection.checks(*COPY_S3_CHECK_KEYS),
@@ -76,8 +76,8 @@ def _state_from_table(table: pa.Table) -> dict[str, ObjectState]:
 def _own_writes(context: SensorEvaluationContext, s3_prefix: S3Prefix) -> dict[str, ObjectState]:
     """key -> (ETag, size) of the S3 copies as their latest materializations recorded them."""
     own: dict[str, ObjectState] = {}
-    for copy in S3_COPY_ASSETS:
-        event = context.instance.get_latest_materialization_event(copy.key)
+    for copy_key in S3_COPY_KEYS:
+        event = context.instance.get_latest_materialization_event(copy_key)
         materialization = event.asset_materialization if event else None
         if materialization is None:
             continue

@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from dagster import executor, multiple_process_executor_requirements
-from dagster._core.execution.retries import RetryMode, get_retries_config
 
+from s3_assets.dagster_internals import RetryMode, get_retries_config, submit_celery_step
 from s3_assets.lib.errors import S3AssetsError
 
 STEPS_ON_WORKERS_TAG = "s3_assets/steps_on_workers"  # on runs whose steps are Celery tasks
@@ -69,14 +69,14 @@ class WatchedResult:
 
 
 def _celery_executor_class():
-    from dagster_celery.executor import CeleryExecutor, _submit_task
+    from dagster_celery.executor import CeleryExecutor
 
     class WatchedCeleryExecutor(CeleryExecutor):
         def execute(self, plan_context, execution_plan):
             from dagster_celery.core_execution_loop import core_celery_execution_loop
 
             def submit(app, context, step, queue, priority, known_state):
-                return WatchedResult(_submit_task(app, context, step, queue, priority, known_state), app, step.key)
+                return WatchedResult(submit_celery_step(app, context, step, queue, priority, known_state), app, step.key)
 
             return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
 

@@ -21,7 +21,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from s3_assets.defs.dagster_internals import AssetCheckEvaluationTargetMaterializationData
+from s3_assets.dagster_internals import AssetCheckEvaluationTargetMaterializationData  # not public in 1.13
 from s3_assets.defs.maintenance.checks import (
     COPY_CHECKS_OF_S3,
     LISTING_IS_CURRENT,
@@ -32,7 +32,6 @@ from s3_assets.defs.maintenance.checks import (
     stored_value_folder,
 )
 from s3_assets.defs.metadata import code_block
-from s3_assets.defs.per_file.retention import remove_file_partitions
 from s3_assets.defs.resources import S3Prefix, normalise_prefix, prefixes_overlap
 from s3_assets.lib import stored_values
 from s3_assets.lib.changes import state_digest, state_of
@@ -41,6 +40,7 @@ from s3_assets.lib.errors import ConfigError, S3AssetsError
 from s3_assets.lib.listing import list_objects
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
+from s3_assets.per_file.retention import remove_file_partitions
 
 SHOWN_KEYS = 50
 

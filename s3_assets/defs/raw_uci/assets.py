@@ -55,9 +55,6 @@ def raw_table_assets(uci_source: UciSource | None = None) -> list[AssetsDefiniti
     return [raw_table_asset(table, uci_source) for table in UCI_TABLES]
 
 
-RAW_TABLE_ASSETS = raw_table_assets()
-
-
 @asset(group_name=RAW_GROUP, kinds={"pandas"}, metadata={"expected_features": UCI_FEATURES, "expected_value_tables": "L0-L4"})
 def data_dictionary(dictionary_text: pd.DataFrame) -> MaterializeResult:
     """dictionary.txt as data: 86 features (name, description, domain, value table) and the

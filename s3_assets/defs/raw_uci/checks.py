@@ -1,5 +1,7 @@
 """Checks on the raw tables and the dictionary. Structural failures block; row counts that
-differ from the published UCI numbers only warn (a sample or a newer release is not broken data)."""
+differ from the published UCI numbers only warn (a sample or a newer release is not broken data).
+Whatever relates a raw table to the dictionary (`values`) or to another raw table (`rows_align`)
+blocks: a failure there means the S3 copy would be wrong, so the copy is never written."""
 
 
 import pandas as pd
@@ -8,15 +10,17 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetIn,
     MetadataValue,
     asset_check,
+    multi_asset_check,
 )
 
 from s3_assets.defs.metadata import code_block
 from s3_assets.lib.dictionary import DataDictionary
 from s3_assets.lib.source import UCI_TABLES, UciTable
-from s3_assets.lib.validation import raw_table_problems
+from s3_assets.lib.validation import ROW_ALIGNED, raw_table_problems, relation_problems
 
 # The published sizes of COIL 2000.
 UCI_ROWS = {"train": 5822, "test": 4000, "ground_truth": 4000}
@@ -76,5 +80,39 @@ def raw_values_check(table: UciTable) -> AssetChecksDefinition:
     return check
 
 
+ALIGNMENT_CHECK = "rows_align"
+
+
+def rows_align_check(left: UciTable, right: UciTable) -> AssetChecksDefinition:
+    """One check on both tables of a row-aligned pair, blocking on each: if they disagree,
+    neither S3 copy is written (Dagster skips both copies' steps), so S3 keeps the last good
+    pair instead of a new one beside an old one."""
+    tables = {left.asset: left, right.asset: right}
+    description = (f"{left.filename} and {right.filename} have the same number of rows (blocking: a failure "
+                   "stops both S3 copies from being written)")
+
+    @multi_asset_check(
+        name=f"{left.asset}_{right.asset}_{ALIGNMENT_CHECK}",
+        specs=[AssetCheckSpec(ALIGNMENT_CHECK, asset=table.asset, blocking=True, description=description,
+                              additional_deps=[other.asset for other in tables.values() if other is not table])
+               for table in tables.values()],
+        ins={table.asset: AssetIn(table.asset) for table in tables.values()},
+        description=description,
+    )
+    def check(context: AssetCheckExecutionContext, **frames: pd.DataFrame):
+        problems = relation_problems(frames, tables)
+        if problems:
+            context.log.error(f"neither {left.s3_relative} nor {right.s3_relative} is copied to S3: " + "; ".join(problems))
+        for table in tables.values():
+            yield AssetCheckResult(asset_key=table.asset, check_name=ALIGNMENT_CHECK, passed=not problems,
+                                   description="; ".join(problems) or None,
+                                   metadata={**{f"{name}_rows": len(frame) for name, frame in frames.items()},
+                                             "problems": "; ".join(problems) or "none"})
+
+    return check
+
+
 DATA_TABLES = [t for t in UCI_TABLES if not t.is_dictionary]
-RAW_CHECKS = [*(raw_shape_check(t) for t in DATA_TABLES), *(raw_values_check(t) for t in DATA_TABLES), dictionary_check]
+_BY_ASSET = {t.asset: t for t in UCI_TABLES}
+RAW_CHECKS = [*(raw_shape_check(t) for t in DATA_TABLES), *(raw_values_check(t) for t in DATA_TABLES), dictionary_check,
+              *(rows_align_check(_BY_ASSET[left], _BY_ASSET[right]) for left, right in ROW_ALIGNED)]

@@ -11,6 +11,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
     AssetsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -21,7 +22,7 @@ from s3_assets.defs.metadata import code_span, location_metadata, read_copy_snip
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.source import UCI_TABLES, BadInputError, UciTable
 from s3_assets.lib.uploading import upload_bytes
-from s3_assets.lib.validation import raw_table_problems
+from s3_assets.lib.validation import raw_table_problems, related_tables, relation_problems
 
 S3_GROUP = "s3_copies"
 # Sizes in bytes of the copies of the real UCI files (the notebook's, and this project's).
@@ -38,9 +39,13 @@ def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsD
     # The data tables are checked against the dictionary again right before the write, so that
     # no selection (say `train_csv` alone, re-copying a stored table that failed its `values`
     # check) can put bad data over the last good copy.
+    # Likewise a table whose rows must line up with another's (test and ground truth) is copied
+    # only together with a partner it agrees with.
     ins = {"frame": AssetIn(table.asset)}
     if not table.is_dictionary:
         ins["data_dictionary"] = AssetIn("data_dictionary")
+    partners = {other: next(t for t in UCI_TABLES if t.asset == other) for other in related_tables(table.asset)}
+    ins.update({f"partner_{other}": AssetIn(other) for other in partners})
 
     @asset(name=f"{table.copy_name}_csv", group_name=S3_GROUP, kinds={"s3", "csv"}, ins=ins,
            metadata=definition_metadata,
@@ -50,6 +55,8 @@ def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsD
         frame: pd.DataFrame = inputs["frame"]
         if "data_dictionary" in inputs:
             problems = raw_table_problems(frame, table, inputs["data_dictionary"])
+            problems += relation_problems({table.asset: frame, **{other: inputs[f"partner_{other}"] for other in partners}},
+                                          {table.asset: table, **partners})
             if problems:
                 raise BadInputError(f"{table.filename} is not copied to {s3_prefix.uri(s3_prefix.key(table.s3_relative))} "
                                     f"(S3 keeps the last good copy): {'; '.join(problems[:10])}")
@@ -78,4 +85,6 @@ def s3_copy_assets(s3_prefix: S3Prefix | None = None) -> list[AssetsDefinition]:
     return [s3_copy_asset(table, s3_prefix) for table in UCI_TABLES]
 
 
-S3_COPY_ASSETS = s3_copy_assets()
+# The copies' keys, for what depends on them (a module-level list of the assets themselves would
+# be loaded from the defs folder beside the configured ones in `defs.py`).
+S3_COPY_KEYS = [AssetKey(f"{table.copy_name}_csv") for table in UCI_TABLES]

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 from dagster import OpExecutionContext
 
-from s3_assets.defs.per_file.assets import S3_FILES, s3_files
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.file_partitions import partition_key
+from s3_assets.per_file.assets import S3_FILES, s3_files
 
 
 def remove_file_partitions(context: OpExecutionContext, s3_prefix: S3Prefix, deleted_keys: Iterable[str]) -> list[str]:

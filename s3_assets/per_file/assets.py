@@ -31,7 +31,8 @@ def file_frame(context: AssetExecutionContext, s3_prefix: S3Prefix) -> Materiali
     key = s3_prefix.key(relative_key(context.partition_key))
     client, bucket = s3_prefix.connect(), s3_prefix.resolved_bucket()
     head = client.head_object(Bucket=bucket, Key=key)
-    frame = load_frames(client, bucket, {"file": key}, {key: head["ContentLength"]}, max_workers=1)["file"]
+    frame = load_frames(client, bucket, {"file": key}, {key: head["ContentLength"]}, max_workers=1,
+                        botocore_only=bool(s3_prefix.bucket_owner()), origin=s3_prefix.s3.client_origin())["file"]
     etag = head["ETag"].strip('"')
     return MaterializeResult(value=frame, data_version=DataVersion(etag), metadata={
         "dagster/uri": MetadataValue.text(s3_prefix.uri(key)),  # copyable text: an s3:// link opens nothing

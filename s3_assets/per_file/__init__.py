@@ -4,8 +4,8 @@ backfill fans out over the run launcher (Celery workers with the cluster's DAGST
 
 from dagster import Definitions
 
-from s3_assets.defs.per_file.assets import PER_FILE_GROUP, file_frame, load_files_job, s3_files
-from s3_assets.defs.per_file.sensor import s3_file_partitions_sensor, sync_file_partitions_job
+from s3_assets.per_file.assets import PER_FILE_GROUP, file_frame, load_files_job, s3_files
+from s3_assets.per_file.sensor import s3_file_partitions_sensor, sync_file_partitions_job
 
 defs = Definitions(assets=[file_frame], jobs=[load_files_job, sync_file_partitions_job], sensors=[s3_file_partitions_sensor])
 

@@ -30,12 +30,12 @@ from dagster import (
     sensor,
 )
 
-from s3_assets.defs.per_file.assets import EXTENSIONS, S3_FILES, load_files_job, s3_files
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.changes import ObjectState
 from s3_assets.lib.file_partitions import MAX_CHANGES_PER_TICK, MAX_PARTITIONS, partition_key, plan_partitions
 from s3_assets.lib.listing import list_objects
 from s3_assets.lib.text import printable
+from s3_assets.per_file.assets import EXTENSIONS, S3_FILES, load_files_job, s3_files
 
 SHOWN = 10
 
