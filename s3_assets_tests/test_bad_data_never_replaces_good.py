@@ -215,13 +215,13 @@ def stored_pair(client, bucket: str) -> list[tuple[bytes, str]]:
 def test_misaligned_test_and_ground_truth_write_neither_copy(good_copy, uci_dir, tmp_path, case, selection):
     """Row alignment blocks before either copy is written: the run fails naming the check and
     both files, and S3 keeps the last good test.csv and gt.csv."""
-    location, cache, _, _, client = good_copy
+    location, cache, _, _, client, instance = good_copy  # later runs read the stored values through it
     before = stored_pair(client, location.bucket)
     filename, edit, expected = misaligned(case, uci_dir)
     source = edit_file(uci_dir, tmp_path / "bad", filename, edit)
     chosen = None if selection == "everything" else AssetSelection.assets("test_csv", "gt_csv").upstream()
     result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, source, cache), selection=chosen,
-                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+                         instance=instance, raise_on_error=False)
     assert not result.success
     text = failure_text(result)
     assert expected in text and "rows_align" in text
@@ -233,12 +233,11 @@ def test_misaligned_test_and_ground_truth_write_neither_copy(good_copy, uci_dir,
 def test_a_stored_misaligned_table_is_not_copied_alone(good_copy, uci_dir, tmp_path):
     """`gt_csv` selected alone re-copies the stored `ground_truth`: if that disagreed with the
     stored `test` (an earlier run's check failed), the copy refuses it before writing."""
-    location, cache, _, _, client = good_copy
+    location, cache, _, _, client, instance = good_copy  # the instance that recorded data_dictionary
     before = stored_pair(client, location.bucket)
     filename, edit, expected = misaligned("ground_truth_missing_a_row", uci_dir)
     source = edit_file(uci_dir, tmp_path / "bad", filename, edit)
     resources = graph_resources(location, source, cache)
-    instance = DagsterInstance.ephemeral()
     first = materialize([*ASSETS, *CHECKS], resources=resources, selection=AssetSelection.assets("test", "ground_truth"),
                         instance=instance, raise_on_error=False)
     assert not first.success and "rows_align" in failure_text(first)
