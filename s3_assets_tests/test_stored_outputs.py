@@ -301,3 +301,25 @@ def test_frame_names_that_cannot_name_an_object_are_refused_clearly(s3, bucket, 
         write_value(s3, bucket, "names/", {name: pd.DataFrame({"a": [1]}), "ok": pd.DataFrame({"a": [2]})})
     assert printable(str(error.value)) == str(error.value).replace("\\", "\\\\")
     assert not keys_under(s3, bucket, "names/")
+
+
+def test_dropping_expect_measures_streams_whose_seek_returns_nothing():
+    """s3transfer's part bodies (ReadFileChunk) return None from seek(): the size comes from
+    tell(), the position is kept, and a small part loses `Expect`, a big one keeps it."""
+    import io
+
+    from s3_assets.lib.stored_values import SMALL_BODY, _drop_expect
+
+    class SeekReturnsNone(io.BytesIO):
+        def seek(self, offset: int, whence: int = 0) -> None:  # type: ignore[override]
+            super().seek(offset, whence)
+
+    for size, keeps in ((10, False), (SMALL_BODY + 1, True)):
+        body = SeekReturnsNone(b"x" * (size + 3))
+        body.seek(3)
+        params = {"headers": {"Expect": "100-continue"}, "body": body}
+        _drop_expect(params)
+        assert ("Expect" in params["headers"]) is keeps and body.tell() == 3
+    params = {"headers": {"Expect": "100-continue"}, "body": b"small"}
+    _drop_expect(params)
+    assert "Expect" not in params["headers"]

@@ -113,12 +113,16 @@ def _drop_expect(params: dict, **kwargs: Any) -> None:
     headers, body = params.get("headers") or {}, params.get("body")
     if headers.get("Expect") != "100-continue" or body is None:
         return
-    try:
-        start = body.tell()
-        size = body.seek(0, 2) - start
-        body.seek(start)
-    except (AttributeError, OSError, ValueError):
-        return
+    if isinstance(body, bytes | bytearray):
+        size = len(body)
+    else:
+        try:  # seek's return value is not used: some streams (s3transfer's chunks) return None
+            start = body.tell()
+            body.seek(0, 2)
+            size = body.tell() - start
+            body.seek(start)
+        except (AttributeError, OSError, TypeError, ValueError):
+            return
     if size <= SMALL_BODY:
         del headers["Expect"]
 
