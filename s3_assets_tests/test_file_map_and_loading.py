@@ -270,12 +270,11 @@ def test_credentials_come_from_the_connections_provider_chain(s3_server, s3, buc
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     with SigV4OnlyProxy(s3_server.state.ports.s3) as proxy:
         connection = S3Connection(target="custom", endpoint_url=proxy.url, region_name="us-east-1", max_attempts=2)
-        client = connection.get_client()
-        options = arrow_options(client, connection.client_origin())
+        options = arrow_options(connection.get_client(), connection.client_origin())
         assert (options["access_key"], options["session_token"]) == (creds.access_key_id, "a-session-token")
         monkeypatch.delenv("AWS_SESSION_TOKEN")  # SeaweedFS would refuse the made-up token itself
-        origin = connection.client_origin()
-        frames = load_frames(client, bucket, {"a": "raw/a.csv"}, {}, origin=origin)
+        client, origin = connection.get_client(), connection.client_origin()
+        frames = load_frames(client, bucket, {"a": "raw/a.csv"}, {"raw/a.csv": 8}, origin=origin)
         seen = list(proxy.seen)
     assert frames["a"].to_dict("list") == {"a": [1], "b": [2]}
     assert [(s.method, s.signature) for s in seen if s.path == f"/{bucket}/raw/a.csv"] == [
