@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
+from dagster import DagsterInstance
 
 from s3_assets.settings import build_resources
 
@@ -23,12 +25,38 @@ def test_the_typed_frames_load_in_a_notebook_through_the_io_manager(s3_server, b
     `modelling_table` and `dataframes` back, typed as the run left them."""
     from s3_assets.definitions import build_definitions
 
-    result = run_graph(make_location(bucket), uci_dir)
+    instance = DagsterInstance.ephemeral()
+    result = run_graph(make_location(bucket), uci_dir, instance=instance)
     defs = build_definitions({"S3_ASSETS_LOCAL_DIR": s3_server.local_dir, "S3_ASSETS_BUCKET": bucket})
-    table = defs.load_asset_value("modelling_table")
+    table = defs.load_asset_value("modelling_table", instance=instance)
     pd.testing.assert_frame_equal(table, result.output_for_node("modelling_table"))
     assert {"split", "CARAVAN", "MOSTYPE"} <= set(table.columns) and table["MOSTYPE"].dtype == "uint8"
-    frames = defs.load_asset_value("dataframes")
+    frames = defs.load_asset_value("dataframes", instance=instance)
     assert sorted(frames) == ["gt", "test", "train"]
     for name, frame in frames.items():
         pd.testing.assert_frame_equal(frame, result.output_for_node("dataframes")[name])
+
+
+def test_a_notebook_without_dagster_home_reads_through_the_projects_instance(
+        s3_server, bucket, make_location, run_graph, uci_dir, tmp_path, monkeypatch):
+    """README's `defs.load_asset_value("modelling_table")` in a notebook that has no DAGSTER_HOME:
+    the values are read through the checkout's own instance (`.dagster_home`), where README's
+    command 1 recorded them; with no such instance the error says what to set."""
+    from s3_assets.definitions import build_definitions
+    from s3_assets.defs import io_manager
+    from s3_assets.lib.stored_values import StoredValueError
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with DagsterInstance.from_config(str(home)) as instance:
+        result = run_graph(make_location(bucket), uci_dir, instance=instance)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(io_manager, "PROJECT_INSTANCE", home)
+    monkeypatch.setattr(io_manager, "_project_instance", None)
+    defs = build_definitions({"S3_ASSETS_LOCAL_DIR": s3_server.local_dir, "S3_ASSETS_BUCKET": bucket})
+    pd.testing.assert_frame_equal(defs.load_asset_value("modelling_table"), result.output_for_node("modelling_table"))
+    monkeypatch.setattr(io_manager, "PROJECT_INSTANCE", tmp_path / "nowhere")
+    monkeypatch.setattr(io_manager, "_project_instance", None)
+    with pytest.raises(StoredValueError, match="set DAGSTER_HOME"):
+        defs.load_asset_value("modelling_table")

@@ -23,6 +23,8 @@ from dagster import (
     AssetRecordsFilter,
     ConfigurableIOManager,
     DagsterEventType,
+    DagsterInstance,
+    DagsterInvariantViolationError,
     InitResourceContext,
     InputContext,
     MetadataValue,
@@ -30,7 +32,7 @@ from dagster import (
 )
 from pydantic import PrivateAttr
 
-from s3_assets.defs.resources import S3Prefix
+from s3_assets.defs.resources import PROJECT_ROOT, S3Prefix
 from s3_assets.lib import stored_values
 from s3_assets.lib.stored_values import StoredValueError, ValueStore, key_segment
 from s3_assets.lib.text import printable
@@ -70,12 +72,34 @@ class RunMemory:
 
 
 MEMORY = RunMemory()
+# The project's own instance (written by `pip install -e .`, docs/INSTANCE.md): the one a notebook
+# in this checkout reads stored values through when DAGSTER_HOME is unset.
+PROJECT_INSTANCE = PROJECT_ROOT / ".dagster_home"
+_project_instance: DagsterInstance | None = None
+
+
+def instance_of(context: InputContext) -> DagsterInstance:
+    """The instance that recorded the stored values: the run's; outside a run (a notebook's
+    `defs.load_asset_value` without DAGSTER_HOME), the project's own."""
+    global _project_instance
+    try:
+        return context.instance
+    except DagsterInvariantViolationError:
+        pass
+    if not (PROJECT_INSTANCE / "dagster.yaml").is_file():
+        raise StoredValueError(
+            "loading a stored value needs the Dagster instance that recorded it: set DAGSTER_HOME to it, or pass "
+            f"instance= to load_asset_value (this checkout has no instance at {printable(str(PROJECT_INSTANCE))}: "
+            "`pip install -e .` makes it)")
+    if _project_instance is None:
+        _project_instance = DagsterInstance.from_config(str(PROJECT_INSTANCE))
+    return _project_instance
 
 
 def recorded_materialization(context: InputContext, asset_key: AssetKey, partition: str | None) -> Mapping | None:
     """The metadata of the latest materialization of `asset_key` (and `partition`) that this
     Dagster instance recorded, or None."""
-    records = context.instance.fetch_materializations(
+    records = instance_of(context).fetch_materializations(
         AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition is not None else None),
         limit=1).records
     if not records or records[0].asset_materialization is None:
@@ -87,7 +111,7 @@ def recorded_op_output(context: InputContext, run_id: str, step_key: str, output
     """The metadata of the output event with which run `run_id` stored `step_key`'s
     `output_name`, or None. Dagster has no public call for a run's output events:
     `DagsterInstance.all_logs` is the one used (test_io_manager_trust.py checks it still works)."""
-    for entry in context.instance.all_logs(run_id, of_type=DagsterEventType.HANDLED_OUTPUT):
+    for entry in instance_of(context).all_logs(run_id, of_type=DagsterEventType.HANDLED_OUTPUT):
         event = entry.dagster_event
         if event is None or event.step_key != step_key:
             continue
