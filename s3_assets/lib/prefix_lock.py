@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import os
@@ -262,14 +263,14 @@ class PrefixLocks:
         body = json.dumps({"kind": kind, "ttl_seconds": self.ttl, "owner": owner, "roots": list(roots),
                            "host": socket.gethostname()[:255], "pid": os.getpid()}).encode()
         self._put(key, body)
+        refused = True
         try:
             self._refuse_conflicts(key, kind, owner, tuple(roots), what, is_finished or (lambda run_id: None))
-        except BaseException:
-            try:
-                self._delete(key)
-            except S3AssetsError:  # noqa: S110 - the note then expires by itself after ttl
-                pass
-            raise
+            refused = False
+        finally:
+            if refused:  # take the own note back; if that fails too, it expires by itself after ttl
+                with contextlib.suppress(S3AssetsError):
+                    self._delete(key)
         return Hold(self, key, body)
 
     def _refuse_conflicts(self, own: str, kind: str, owner: str, roots: tuple[str, ...], what: str,

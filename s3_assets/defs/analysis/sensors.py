@@ -51,6 +51,7 @@ from s3_assets.defs.maintenance.checks import COPY_CHECKS_OF_S3, LISTING_IS_CURR
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.defs.s3_copies.assets import S3_COPY_KEYS
 from s3_assets.lib.changes import Changes, ObjectState, diff_states, state_digest
+from s3_assets.lib.errors import S3AssetsError
 from s3_assets.lib.listing import RAW_SCHEMA, fast_path, list_page
 from s3_assets.lib.text import printable
 
@@ -120,7 +121,7 @@ _TIMES = ("listed_from", "sweep_from")
 _MAX_TOKEN = 4096
 
 
-class CursorRejected(ValueError):
+class CursorRejected(S3AssetsError, ValueError):
     """A cursor this sensor did not make (set in the UI, or by hand); the message names the field."""
 
 
