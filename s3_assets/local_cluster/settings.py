@@ -17,7 +17,7 @@ QUEUE = "dagster"
 class ClusterSettings(Config):
     """The cluster's settings: not a resource (the executor, the run launcher, the workers and
     `s3-assets-cluster` read them), but fields like the resources', set by the same reader
-    (`s3_assets.settings.load_cluster_settings`) and listed in README's configuration table."""
+    (`s3_assets.settings.load_cluster_settings`) and listed in docs/CONFIGURATION.md's configuration table."""
 
     cluster_dir: str = Field(
         default=DEFAULT_DIR,
@@ -67,7 +67,7 @@ def celery_config() -> dict:
         "result_expires": 24 * 3600,
         "broker_connection_retry_on_startup": True,
         # Acknowledged when a step starts: a step whose worker process dies is reported as
-        # failed (WorkerLostError), not silently run a second time (see README, Clusters).
+        # failed (WorkerLostError), not silently run a second time (see docs/CLUSTER.md).
         "task_acks_late": False,
         # A worker takes a step only when its process is free: no message waits, unacknowledged,
         # in a worker that may die (Redis would hand it out again after the visibility timeout).
