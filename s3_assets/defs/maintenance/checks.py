@@ -71,7 +71,7 @@ def object_exists_check(table: UciTable) -> AssetChecksDefinition:
 
 @asset_check(asset=LISTING_KEY, name=LISTING_IS_CURRENT,
              description="the listing still describes what is under the prefix (a fresh listing finds no new, "
-                         "changed or deleted key); a cleanup records a warning until the next materialization")
+                         "changed or deleted key); after a cleanup it shows failed (an error) until the next materialization")
 def listing_is_current(s3_listing: pd.DataFrame, s3_prefix: S3Prefix) -> AssetCheckResult:
     fresh = list_objects(s3_prefix.connect(), s3_prefix.resolved_bucket(), s3_prefix.root)
     changes = diff_states(state_of(s3_listing["key"], s3_listing["etag"], s3_listing["size"]),
