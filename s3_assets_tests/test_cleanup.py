@@ -135,3 +135,22 @@ def test_only_keys_under_the_prefix_can_ever_be_deleted(prefix, suffixes, others
     if near_misses:
         with pytest.raises(OutsidePrefixError):
             keys_to_delete(inside + near_misses, root)
+
+
+def test_versioning_that_cannot_be_asked_is_reported_not_raised():
+    """A network failure of GetBucketVersioning (asked beside the deletes) becomes 'unknown: …' in
+    the report; raised, it would lose the report of deletes already sent."""
+    import socket
+
+    import boto3
+    from botocore.config import Config
+
+    from s3_assets.lib.cleanup import bucket_versioning
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                          aws_access_key_id="k", aws_secret_access_key="s",
+                          config=Config(retries={"total_max_attempts": 1}, connect_timeout=2))
+    assert bucket_versioning(client, "b") == "unknown: EndpointConnectionError"

@@ -245,6 +245,12 @@ def test_no_proxy_and_tls_settings_map_onto_arrow(monkeypatch, tmp_path):
     # settings arrow cannot carry send the load through botocore instead
     assert arrow_options(*client("https://minio.example.com", verify=False)) is None
     assert arrow_options(*client(None, config=Config(use_fips_endpoint=True))) is None
+    # AWS hosts other than S3's regional endpoints (a VPC interface endpoint, an access point):
+    # arrow would reach the public endpoint by region instead, so botocore loads
+    for host in ("https://bucket.vpce-0a1b2c3d-e4f5g6h7.s3.us-east-1.vpce.amazonaws.com",
+                 "https://ap-123456789012.s3-accesspoint.us-east-1.amazonaws.com"):
+        assert arrow_options(*client(host)) is None, host
+    assert "endpoint_override" not in arrow_options(*client("https://s3.us-east-1.amazonaws.com"))
     # without the origin there are no credentials to give arrow: botocore loads
     assert arrow_options(client("https://minio.example.com")[0], None) is None
 

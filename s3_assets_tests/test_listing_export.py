@@ -122,7 +122,8 @@ def test_dot_segments_are_refused_as_the_server_refuses_them(s3, bucket, make_lo
 
 @pytest.mark.parametrize("spelling", [*SPELLINGS, "dagster-io/ins_dataset/train", "dagster-io\\ins_dataset\\file_map",
                                       "/dagster-io//other/x.csv", "ins_dataset", "\\\\dagster-io",
-                                      ".s3-assets-locks/v1/run.120.x.0123456789abcdef.@", ".s3-assets-locks\\x"])
+                                      ".s3-assets-locks/v1/run.120.x.0123456789abcdef.@", ".s3-assets-locks\\x",
+                                      "INS_DATASET/raw/train.csv", ".S3-Assets-Locks/x", "Dagster-IO/ins_dataset/x"])
 def test_s3_targets_over_the_copies_or_the_outputs_are_refused(s3, bucket, make_location, spelling):
     location = make_location(bucket)
     s3.put_object(Bucket=bucket, Key="ins_dataset/raw/train.csv", Body=b"the copy")

@@ -10,9 +10,11 @@ the assets use: one bucket and one prefix in it. Every key, URI and prefix rule 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import os
 import re
+import secrets
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -384,6 +386,7 @@ class _Shared:
 
 
 _SHARED_GUARD = threading.Lock()
+_SHARED_SALT = secrets.token_bytes(32)
 _SHARED: dict[tuple, _Shared] = {}
 
 
@@ -601,7 +604,9 @@ class S3Prefix(ConfigurableResource):
 
     def _connect_shared(self) -> S3Client:
         assert self._run_id is not None
-        key = (hashlib.sha256(repr(self.s3).encode()).hexdigest(), self.resolved_bucket(), self.bucket_owner(),
+        # The connection's settings (secrets among them) as an HMAC with a key of this process only.
+        key = (hmac.new(_SHARED_SALT, repr(self.s3).encode(), hashlib.sha256).hexdigest(), self.resolved_bucket(),
+               self.bucket_owner(),
                self.root, self.outputs_root(), tuple(sorted(self.write_args().items())), self._run_id)
         with _SHARED_GUARD:
             shared = _SHARED.get(key)

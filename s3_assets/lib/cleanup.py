@@ -147,6 +147,8 @@ def bucket_versioning(client: Any, bucket: str) -> str:
         return client.get_bucket_versioning(Bucket=bucket).get("Status", "")
     except ClientError as error:
         return f"unknown: {error.response.get('Error', {}).get('Code', '?')}"
+    except S3_FAILURES as error:  # a network failure: the deletes' report must not be lost for it
+        return f"unknown: {type(error).__name__}"
 
 
 def list_targets(client: Any, bucket: str, root: str, *, versions: bool) -> list[Target]:

@@ -50,7 +50,10 @@ BIG_FILE = 64 * 1024**2  # larger files load one at a time
 STREAM_FROM = 8 * 1024**2  # larger files are parsed block by block, 16 MiB (one GET) each
 BIG_BLOCK = 16 * 1024**2
 GZIP_MAGIC = b"\x1f\x8b"
-AWS_HOST = re.compile(r"(^|\.)s3([.-][a-z0-9-]+)*\.amazonaws\.com(\.cn)?$")
+# S3's public regional endpoints, which arrow reaches by region alone; any other AWS host (VPC
+# interface endpoints `vpce-…`, access points, FIPS) goes through botocore, never around it.
+AWS_HOST = re.compile(r"^s3([.-][a-z0-9-]+)?\.amazonaws\.com(\.cn)?$")
+OTHER_AWS_HOST = re.compile(r"\.amazonaws\.com(\.cn)?$")
 
 
 class LoadError(S3AssetsError, RuntimeError):
@@ -113,7 +116,10 @@ def arrow_options(client: Any, origin: ClientOrigin | None) -> dict[str, Any] | 
     url = client.meta.endpoint_url
     endpoint = urlsplit(url)
     options: dict[str, Any] = {"region": client.meta.region_name or "us-east-1", "scheme": endpoint.scheme}
-    if not AWS_HOST.search(endpoint.hostname or ""):
+    host = endpoint.hostname or ""
+    if not AWS_HOST.search(host):
+        if OTHER_AWS_HOST.search(host):
+            return None
         options["endpoint_override"] = endpoint.netloc
     elif config.use_fips_endpoint or config.use_dualstack_endpoint or (config.s3 or {}).get("use_accelerate_endpoint"):
         return None

@@ -336,7 +336,8 @@ class PrefixLocks:
         try:
             yield hold
         finally:
-            hold.release()
+            with contextlib.suppress(S3AssetsError):  # a note not deleted expires by itself after its ttl
+                hold.release()
 
 
 class Hold:
@@ -356,6 +357,9 @@ class Hold:
                 self.locks._put(self.key, self._body)  # noqa: SLF001 - the note's own writer
             except S3AssetsError:  # noqa: S110 - a missed renewal only shortens the hold; the next one retries
                 pass
+            if self._stop.is_set():  # released while this PUT was under way: take the late note back
+                with contextlib.suppress(S3AssetsError):
+                    self.locks._delete(self.key)  # noqa: SLF001
 
     def stop(self) -> None:
         """Stop renewing (the note then expires by itself); `release` also deletes it."""

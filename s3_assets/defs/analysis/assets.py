@@ -39,7 +39,7 @@ from s3_assets.lib.errors import ConfigError
 from s3_assets.lib.file_map import FileMapRules, keys_under_prefix, select_data_files
 from s3_assets.lib.listing import list_objects, ls_lines, ls_recursive_lines, subfolders
 from s3_assets.lib.loading import load_frames
-from s3_assets.lib.prefix_lock import LOCKS_FOLDER
+from s3_assets.lib.prefix_lock import LOCKS_FOLDER, overlap_form
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
 from s3_assets.lib.uploading import upload_bytes
@@ -164,8 +164,8 @@ def _export_to_s3(body: bytes, target: str, s3_prefix: S3Prefix) -> str:
             "the stored outputs (S3_ASSETS_IO_PREFIX)": server_key_root(normalise_prefix(s3_prefix.io_prefix)),
             "the lock notes of runs and cleanups": server_key_root(LOCKS_FOLDER),
         }
-        for what, root in guarded.items():
-            if not root or (key + "/").startswith(root):
+        for what, root in guarded.items():  # folded as the lock notes compare: a server may fold case
+            if not root or overlap_form(key + "/").startswith(overlap_form(root)):
                 raise ConfigError(
                     f"export_csv {printable(target)!r} is s3://{bucket}/{printable(key)} as the server stores it, "
                     f"under {what} s3://{bucket}/{printable(root)}: choose a key outside it")
