@@ -43,3 +43,13 @@ def step_pids(instance: DagsterInstance, run_id: str) -> dict[str, int]:
     """step key -> pid of the process that started it (the worker's pool process)."""
     return {event.step_key: event.dagster_event.pid
             for event in instance.all_logs(run_id, of_type=DagsterEventType.STEP_START)}
+
+
+def failures(instance: DagsterInstance, run_id: str) -> list[str]:
+    """What a failed run said: its step and run failure messages, for an assertion's message."""
+    said = []
+    for event in instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}):
+        data = event.dagster_event.event_specific_data if event.dagster_event else None
+        error = getattr(data, "error", None)
+        said.append(f"{event.step_key}: {event.message} {error.to_string() if error else ''}"[-3000:])
+    return said

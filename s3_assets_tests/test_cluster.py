@@ -27,6 +27,7 @@ from s3_assets_tests.cluster_support import (
     REPO,
     cli_env,
     dagster_cli,
+    failures,
     parent_pid,
     step_pids,
     worker_env,
@@ -96,7 +97,8 @@ def test_launched_whole_graph_runs_do_not_hold_the_workers_their_steps_need(
             break
         assert time.monotonic() < deadline, [(run.run_id, str(run.status)) for run in runs]
         time.sleep(1)  # polling the runs' status, not ordering a race
-    assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * 2
+    assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * 2, [
+        failures(instance, run.run_id) for run in runs]
     for run in runs:
         # Not a Celery task (it held no worker) but a process of its own, ended with the run.
         assert DAGSTER_CELERY_TASK_ID_TAG not in run.tags and RUN_PROCESS_TAG in run.tags
