@@ -50,6 +50,9 @@ def failures(instance: DagsterInstance, run_id: str) -> list[str]:
     said = []
     for event in instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}):
         data = event.dagster_event.event_specific_data if event.dagster_event else None
-        error = getattr(data, "error", None)
-        said.append(f"{event.step_key}: {event.message} {error.to_string() if error else ''}"[-3000:])
+        error, messages = getattr(data, "error", None), []
+        while error is not None:  # the error's own words and its causes', not the stack
+            messages.append(error.message.strip())
+            error = error.cause
+        said.append(f"{event.step_key}: {event.message} {' <- '.join(messages)}"[:3000])
     return said

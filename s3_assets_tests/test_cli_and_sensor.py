@@ -34,7 +34,7 @@ def cli(s3_server, bucket, uci_dir, tmp_path):
             raise AssertionError(f"dagster {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
         return done
 
-    run.home = home
+    run.home, run.env, run.root, run.dagster = home, env, ROOT, DAGSTER
     return run
 
 

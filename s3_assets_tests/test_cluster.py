@@ -17,6 +17,7 @@ import redis
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context
 
 from s3_assets.lib.file_partitions import partition_key
+from s3_assets.lib.prefix_lock import NOTES_ROOT
 from s3_assets.local_cluster.broker import CONFIG_FILE, PASSWORD_FILE
 from s3_assets.local_cluster.cluster import LocalCluster
 from s3_assets.per_file import s3_files
@@ -72,6 +73,8 @@ def test_whole_graph_runs_on_two_worker_processes(s3_server, s3, bucket, tmp_pat
     for relative, source in COPIES.items():
         body = s3.get_object(Bucket=bucket, Key=f"ins_dataset/{relative}")["Body"].read()
         assert body == notebook_csv(uci_dir / source, header=None)
+    # The run's process held the run's lock note throughout and deleted it at the end; so did each step.
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix=NOTES_ROOT).get("Contents")
 
 
 

@@ -31,6 +31,7 @@ from s3_assets_tests.test_cleanup_safety import (
     run_cleanup,
     seed_copies,
 )
+from s3_assets_tests.test_cli_and_sensor import cli  # noqa: F401 - the fixture
 from s3_assets_tests.test_listing import put_many
 
 
@@ -272,3 +273,58 @@ def test_a_run_costs_one_bucket_check_and_one_note_put_listed_and_deleted(s3_ser
     assert not [method for method, _ in note_paths if method not in ("PUT", "DELETE")]  # no GET of a body
     assert len(note_lists) == 1 and len(bucket_checks) == 1
     assert not notes_in(s3, bucket)
+
+
+def test_a_step_per_process_run_holds_its_prefix_between_steps(s3_server, s3, bucket, uci_dir, tmp_path,
+                                                              cli):  # noqa: F811 - the imported fixture
+    """Each step of a multiprocess (or Celery) run holds the note only while it runs; between
+    steps no step process is alive. The run's own process holds the note for the whole run, so a
+    cleanup in that gap is refused, and the run leaves no note behind."""
+    import os
+    import subprocess
+
+    from dagster import DagsterInstance
+
+    from s3_assets_tests.step_gap_jobs import FIRST_KEY, SECOND_KEY
+
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    os.mkfifo(pause / "release")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"ops:\n  wait_between:\n    config:\n      pause_dir: {pause}\n")
+    run = subprocess.Popen([cli.dagster, "job", "execute", "-m", "s3_assets_tests.step_gap_jobs", "-j", "step_gap",
+                            "-c", str(config)], cwd=cli.root, env=cli.env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    try:
+        while not (pause / "paused").exists():
+            assert run.poll() is None, run.communicate()[0][-3000:]
+            threading.Event().wait(0.05)  # polling for the step's marker, not ordering a race
+        assert s3.head_object(Bucket=bucket, Key=f"ins_dataset/{FIRST_KEY}")  # the first step is done
+        with DagsterInstance.from_config(str(cli.home)) as instance:
+            [record] = instance.get_runs()
+        locks = PrefixLocks(s3, bucket)
+        with pytest.raises(PrefixBusyError, match=f"run {record.run_id}"):
+            with locks.cleanup("gap-cleanup", ["ins_dataset/"], what="the gap's prefix"):
+                pass
+    finally:
+        open(pause / "release", "w").close()
+        output = run.communicate(timeout=600)[0]
+    assert run.returncode == 0, output[-3000:]
+    assert s3.get_object(Bucket=bucket, Key=f"ins_dataset/{SECOND_KEY}")["Body"].read() == b"2"
+    assert notes_in(s3, bucket) == set()  # the run's process deleted its note at the end
+
+
+def test_every_job_whose_steps_run_elsewhere_holds_the_run_from_its_own_process():
+    """A job with an executor that runs steps in other processes must use one that holds the
+    run's note from the run's process (`s3_assets.defs.executors`), or cleanups find gaps."""
+    from dagster import in_process_executor
+
+    from s3_assets.definitions import defs
+    from s3_assets.defs.cluster.executor import s3_celery_executor
+    from s3_assets.defs.executors import held_multiprocess_executor
+    from s3_assets.per_file_definitions import build_definitions as build_per_file_definitions
+
+    holding = {held_multiprocess_executor, s3_celery_executor}
+    for definitions in (defs, build_per_file_definitions()):
+        for job in definitions.resolve_all_job_defs():
+            assert job.executor_def is in_process_executor or job.executor_def in holding, job.name

@@ -9,10 +9,10 @@ from dagster import (
     HookContext,
     ScheduleDefinition,
     define_asset_job,
-    multiprocess_executor,
     success_hook,
 )
 
+from s3_assets.defs.executors import held_multiprocess_executor
 from s3_assets.defs.resources import S3Prefix
 
 # The asset that nothing else depends on: its step is the last asset step of a whole-graph run
@@ -65,7 +65,7 @@ refresh_all_job = define_asset_job(
 # Each step in its own process: what dagster-k8s / dagster-celery executors do across machines.
 # Step outputs travel through the S3 IO manager, which every process can reach.
 refresh_all_multiprocess_job = define_asset_job(
-    "refresh_all_multiprocess", selection=AssetSelection.all(), executor_def=multiprocess_executor,
+    "refresh_all_multiprocess", selection=AssetSelection.all(), executor_def=held_multiprocess_executor,
     description="The whole graph, each step in its own process (slower here: see docs/EXECUTORS.md).",
     hooks={where_the_data_is_hook},
 )

@@ -613,12 +613,19 @@ class S3Prefix(ConfigurableResource):
             if shared is None:
                 client = self._new_client()
                 # A run holds the prefix from its first request on: a cleanup refuses meanwhile.
-                hold = self.prefix_locks(client).hold_for_run(self._run_id, self.written_roots(),
-                                                               what=self.uri(self.root))
-                shared = _SHARED[key] = _Shared(client, hold)
+                shared = _SHARED[key] = _Shared(client, self._hold_for(client, self._run_id))
             shared.users += 1
         self._shared_key = key
         return shared.client
+
+    def hold_run(self, run_id: str) -> Hold:
+        """Hold this prefix for run `run_id` (its data and stored outputs) until the hold is
+        released: a cleanup refuses meanwhile. For a run's own process when its steps run in
+        others (`s3_assets.defs.executors`)."""
+        return self._hold_for(self.connect(), run_id)
+
+    def _hold_for(self, client: S3Client, run_id: str) -> Hold:
+        return self.prefix_locks(client).hold_for_run(run_id, self.written_roots(), what=self.uri(self.root))
 
     def written_roots(self) -> list[str]:
         """Every root a run of this prefix writes: the data and the stored outputs."""

@@ -1,5 +1,6 @@
 """dagster-celery's executor on the project's broker: every step is a Celery task that a worker
-process runs; outputs pass between steps through the S3 IO manager.
+process runs; outputs pass between steps through the S3 IO manager; the run's own process holds
+the run's lock note throughout (`s3_assets.defs.executors`).
 
 The broker comes from `S3_ASSETS_CELERY_BROKER_URL` or the local cluster's directory when a run
 starts, so its password is in neither the run config nor the UI.
@@ -18,6 +19,7 @@ from typing import Any
 from dagster import executor, multiple_process_executor_requirements
 
 from s3_assets.dagster_internals import RetryMode, get_retries_config, submit_celery_step
+from s3_assets.defs.executors import RunHoldingExecutor
 from s3_assets.lib.errors import S3AssetsError
 
 STEPS_ON_WORKERS_TAG = "s3_assets/steps_on_workers"  # on runs whose steps are Celery tasks
@@ -95,8 +97,8 @@ def s3_celery_executor(init_context):
 
         LocalCluster().check_settings(dict(os.environ))
     args = app_args()
-    return _celery_executor_class()(
+    return RunHoldingExecutor(_celery_executor_class()(
         retries=RetryMode.from_config(init_context.executor_config["retries"]),
         broker=args["broker"], backend=args["backend"], include=args["include"],
         config_source=vars(args["config_source"]),
-    )
+    ))
