@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from s3_assets_tests.dev_server import dev_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -120,28 +118,9 @@ def free_port() -> int:
 
 def serve_until_ready(env: dict[str, str], command: list[str], port: int, timeout: float = 300) -> str:
     """Start a dev server, wait until its webserver answers, stop it; its stderr."""
-    process = subprocess.Popen([str(BIN / command[0]), *command[1:]], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert process.poll() is None, f"{command} exited {process.returncode}: {process.stderr.read()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            assert time.monotonic() < deadline, f"{command} did not serve on port {port} in {timeout:.0f}s"
-            time.sleep(0.5)  # polling for readiness, not ordering a race
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            _, stderr = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            _, stderr = process.communicate()
-    return stderr
+    with dev_server(command, ROOT, env, port, timeout) as server:
+        pass
+    return server.stderr
 
 
 @pytest.mark.parametrize("cli", ["dg", "dagster"])

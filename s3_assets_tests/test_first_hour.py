@@ -14,16 +14,16 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from s3_assets_tests.dev_server import dev_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -106,30 +106,10 @@ LATEST = ('{ assetOrError(assetKey: {path: ["modelling_table"]}) '
 def what_the_ui_shows(project: Path, env: dict[str, str], command: list[str], port: int) -> tuple[dict, dict]:
     """Start a dev server as README says, ask its GraphQL API for the runs and the latest
     materialization of modelling_table, stop it."""
-    process = subprocess.Popen([str(BIN / command[0]), *command[1:]], cwd=project, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, f"{command} exited {process.returncode}: {process.stderr.read()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            assert time.monotonic() < deadline, f"{command} did not serve on port {port}"
-            time.sleep(0.5)  # polling for readiness, not ordering a race
+    with dev_server(command, project, env, port):
         runs = graphql(port, RUNS)["runsOrError"]["results"]
         latest = graphql(port, LATEST)["assetOrError"]["assetMaterializations"]
-        return {r["runId"]: r["status"] for r in runs}, (latest[0] if latest else {})
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+    return {r["runId"]: r["status"] for r in runs}, (latest[0] if latest else {})
 
 
 def test_command_1_then_dg_dev_and_dagster_dev_show_the_same_run(project, env, bucket, tmp_path):

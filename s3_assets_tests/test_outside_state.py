@@ -97,29 +97,37 @@ def victim(tmp_path: Path) -> Path:
     return path
 
 
+def replaced_by_symlink_to_victim(tmp_path: Path, path: Path) -> Path:
+    """`path` made a symlink to a file the project must never write or chmod; that file."""
+    target = victim(tmp_path)
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+    return target
+
+
+def untouched(target: Path) -> bool:
+    return target.read_text() == "precious\n" and mode(target) == 0o644
+
+
 @pytest.mark.parametrize("name", ["credentials.json", ".lock"])
 def test_local_s3_never_writes_or_chmods_through_a_symlink(tmp_path, name):
     data = tmp_path / "s3"
     EmbeddedS3(data).credentials()
-    target = victim(tmp_path)
-    (data / name).unlink(missing_ok=True)
-    (data / name).symlink_to(target)
+    target = replaced_by_symlink_to_victim(tmp_path, data / name)
     server = EmbeddedS3(data)
     with pytest.raises(UnsafeDirectoryError, match=f"refusing the file {data / name}: it is a symlink"):
         server.credentials() if name == "credentials.json" else server.ensure_running()
-    assert target.read_text() == "precious\n" and mode(target) == 0o644
+    assert untouched(target)
 
 
 @pytest.mark.parametrize("name", ["broker-password", ".broker.lock"])
 def test_cluster_never_writes_or_chmods_through_a_symlink(tmp_path, name):
     directory = tmp_path / "cluster"
     LocalBroker(directory).password()
-    target = victim(tmp_path)
-    (directory / name).unlink(missing_ok=True)
-    (directory / name).symlink_to(target)
+    target = replaced_by_symlink_to_victim(tmp_path, directory / name)
     with pytest.raises(UnsafeDirectoryError, match="it is a symlink"):
         LocalBroker(directory).password() if name == "broker-password" else LocalCluster(directory, workers=1).stop()
-    assert target.read_text() == "precious\n" and mode(target) == 0o644
+    assert untouched(target)
 
 
 @pytest.mark.parametrize("sub", ["broker-data", "dagster-home", "security", "logs"])

@@ -36,6 +36,8 @@ from typing import TypeVar
 
 import pytest
 
+from s3_assets_tests.dev_server import stop_group
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -110,13 +112,7 @@ def dagster_dev(s3_server, bucket, uci_dir, tmp_path) -> Iterator[tuple[str, Pat
         poll(answers, 120, lambda: f"dagster dev did not answer on {url} within 120 s; log tail:\n{log_tail(log)}")
         yield url, log
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, signal.SIGTERM)
 
 
 @pytest.fixture
