@@ -110,7 +110,7 @@ def test_local_s3_never_writes_or_chmods_through_a_symlink(tmp_path, name):
     assert target.read_text() == "precious\n" and mode(target) == 0o644
 
 
-@pytest.mark.parametrize("name", ["broker-password", ".broker.lock"])
+@pytest.mark.parametrize("name", ["broker-password", ".broker.lock", "workers-settings.key", "workers-settings.json"])
 def test_cluster_never_writes_or_chmods_through_a_symlink(tmp_path, name):
     directory = tmp_path / "cluster"
     LocalBroker(directory).password()
@@ -118,7 +118,12 @@ def test_cluster_never_writes_or_chmods_through_a_symlink(tmp_path, name):
     (directory / name).unlink(missing_ok=True)
     (directory / name).symlink_to(target)
     with pytest.raises(UnsafeDirectoryError, match="it is a symlink"):
-        LocalBroker(directory).password() if name == "broker-password" else LocalCluster(directory, workers=1).stop()
+        if name == "broker-password":
+            LocalBroker(directory).password()
+        elif name == ".broker.lock":
+            LocalCluster(directory, workers=1).stop()
+        else:  # the settings' HMAC key and digests (written at a start of the workers)
+            LocalCluster(directory, workers=1).record_settings(WORKERS_ENV)
     assert target.read_text() == "precious\n" and mode(target) == 0o644
 
 
