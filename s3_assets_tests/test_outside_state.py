@@ -15,7 +15,7 @@ import pytest
 
 from s3_assets.lib.local_process import MARKER, UnsafeDirectoryError, private_dir
 from s3_assets.local_cluster.broker import LocalBroker
-from s3_assets.local_cluster.cluster import SETTINGS_FILE, LocalCluster, settings_fingerprint
+from s3_assets.local_cluster.cluster import SETTINGS_FILE, SETTINGS_KEY_FILE, LocalCluster
 from s3_assets.local_s3.server import EmbeddedS3
 
 
@@ -120,13 +120,18 @@ def test_local_s3_never_writes_or_chmods_through_a_symlink(tmp_path, name):
     assert untouched(target)
 
 
-@pytest.mark.parametrize("name", ["broker-password", ".broker.lock"])
+@pytest.mark.parametrize("name", ["broker-password", ".broker.lock", "workers-settings.key", "workers-settings.json"])
 def test_cluster_never_writes_or_chmods_through_a_symlink(tmp_path, name):
     directory = tmp_path / "cluster"
     LocalBroker(directory).password()
     target = replaced_by_symlink_to_victim(tmp_path, directory / name)
     with pytest.raises(UnsafeDirectoryError, match="it is a symlink"):
-        LocalBroker(directory).password() if name == "broker-password" else LocalCluster(directory, workers=1).stop()
+        if name == "broker-password":
+            LocalBroker(directory).password()
+        elif name == ".broker.lock":
+            LocalCluster(directory, workers=1).stop()
+        else:  # the settings' HMAC key and digests (written at a start of the workers)
+            LocalCluster(directory, workers=1).record_settings(WORKERS_ENV)
     assert untouched(target)
 
 
@@ -166,26 +171,71 @@ WORKERS_ENV = {
     ("AWS_PROFILE", "analyst-two"), ("AWS_DEFAULT_REGION", "us-west-2"), ("AWS_REGION", "us-west-2"),
     ("AWS_CONFIG_FILE", "/elsewhere/config"), ("AWS_SHARED_CREDENTIALS_FILE", "/elsewhere/creds"),
     ("AWS_ACCESS_KEY_ID", "AKIAOTHER"), ("AWS_SECRET_ACCESS_KEY", "another-very-secret-key"),
-    ("AWS_SESSION_TOKEN", "token-secret"), ("AWS_ROLE_ARN", "arn:aws:iam::1:role/x"),
+    ("AWS_ROLE_ARN", "arn:aws:iam::1:role/x"),
     ("AWS_CA_BUNDLE", "/elsewhere/ca.pem"), ("AWS_USE_FIPS_ENDPOINT", "true"),
     ("S3_ASSETS_BUCKET", "bucket-two"), ("S3_ASSETS_SECRET_ACCESS_KEY", "a-secret-setting"),
 ])
 def test_a_run_choosing_another_target_or_caller_is_refused_by_name(tmp_path, name, value):
     cluster = LocalCluster(tmp_path / "cluster", workers=1)
-    cluster.directory.mkdir()
-    (cluster.directory / SETTINGS_FILE).write_text(json.dumps(settings_fingerprint(WORKERS_ENV)))
+    cluster.record_settings(WORKERS_ENV)
     cluster.check_settings(dict(WORKERS_ENV))  # the same environment runs
     with pytest.raises(Exception, match="started with other settings") as raised:
         cluster.check_settings({**WORKERS_ENV, name: value})
     message = str(raised.value)
     assert f"({name} differ)" in message
-    for secret in (value, WORKERS_ENV["AWS_SECRET_ACCESS_KEY"], *settings_fingerprint(WORKERS_ENV).values()):
+    digests = json.loads((cluster.directory / SETTINGS_FILE).read_text()).values()
+    for secret in (value, WORKERS_ENV["AWS_SECRET_ACCESS_KEY"], *digests):
         assert secret not in message
 
 
 def test_tuning_and_the_clusters_own_variables_do_not_count(tmp_path):
     cluster = LocalCluster(tmp_path / "cluster", workers=1)
-    cluster.directory.mkdir()
-    (cluster.directory / SETTINGS_FILE).write_text(json.dumps(settings_fingerprint(WORKERS_ENV)))
+    cluster.record_settings(WORKERS_ENV)
     cluster.check_settings({**WORKERS_ENV, "AWS_MAX_ATTEMPTS": "9", "S3_ASSETS_CLUSTER_DIR": "/y", "HOME": "/h"})
     assert "very-secret-worker-key" not in (cluster.directory / SETTINGS_FILE).read_text()
+
+
+# -- the settings file is no offline-guessable copy of a secret; a rotating session token is no mismatch --
+
+SESSION_ENV = {**WORKERS_ENV, "AWS_ACCESS_KEY_ID": "ASIAWORKERSESSION01", "AWS_SESSION_TOKEN": "session-token-one",
+               "AWS_SECURITY_TOKEN": "session-token-one", "AWS_CREDENTIAL_EXPIRATION": "2026-12-03T13:00:00Z"}
+
+
+def test_the_settings_file_holds_no_plain_hash_of_a_secret(tmp_path):
+    import hashlib
+
+    cluster = LocalCluster(tmp_path / "cluster", workers=1)
+    cluster.record_settings(SESSION_ENV)
+    stored = (cluster.directory / SETTINGS_FILE).read_text()
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "S3_ASSETS_BUCKET"):
+        value = SESSION_ENV[name]
+        assert len(value) < 6 or value not in stored
+        assert hashlib.sha256(value.encode()).hexdigest() not in stored, f"a plain SHA-256 of {name} is stored"
+    # The HMAC key: random, owner-only, in the cluster's owner-only folder, never the digest's input.
+    key = cluster.directory / SETTINGS_KEY_FILE
+    assert mode(key) == 0o600 and mode(cluster.directory) == 0o700 and (cluster.directory / MARKER).is_file()
+    assert len(key.read_text().strip()) >= 32
+    other = LocalCluster(tmp_path / "other", workers=1)
+    other.record_settings(SESSION_ENV)
+    assert other.directory.joinpath(SETTINGS_KEY_FILE).read_text() != key.read_text()
+    assert json.loads(other.directory.joinpath(SETTINGS_FILE).read_text()) != json.loads(stored)  # keyed per cluster
+
+
+def test_a_rotated_session_token_is_no_mismatch_and_a_changed_secret_key_still_is(tmp_path):
+    cluster = LocalCluster(tmp_path / "cluster", workers=1)
+    cluster.record_settings(SESSION_ENV)
+    cluster.record_settings(SESSION_ENV)  # a restart of the workers keeps the key
+    rotated = {**SESSION_ENV, "AWS_SESSION_TOKEN": "session-token-two", "AWS_SECURITY_TOKEN": "session-token-two",
+               "AWS_CREDENTIAL_EXPIRATION": "2026-12-03T14:00:00Z"}
+    cluster.check_settings(rotated)
+    cluster.check_settings({name: value for name, value in SESSION_ENV.items() if "TOKEN" not in name})
+    stored = (cluster.directory / SETTINGS_FILE).read_text()
+    assert "AWS_SESSION_TOKEN" not in stored and "AWS_SECURITY_TOKEN" not in stored
+    with pytest.raises(Exception, match=r"\(AWS_SECRET_ACCESS_KEY differ\)") as raised:
+        cluster.check_settings({**rotated, "AWS_SECRET_ACCESS_KEY": "a-rotated-secret-key"})
+    assert "a-rotated-secret-key" not in str(raised.value) and "very-secret-worker-key" not in str(raised.value)
+    # Workers started by a version that stored plain hashes have no key: nothing can be compared,
+    # so a run is refused with the restart it needs, never let through.
+    (cluster.directory / SETTINGS_KEY_FILE).unlink()
+    with pytest.raises(Exception, match="s3-assets-cluster stop"):
+        cluster.check_settings(dict(SESSION_ENV))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,6 +28,7 @@ from s3_assets.local_cluster.settings import QUEUE, cluster_dir, cluster_setting
 
 WORKERS_FILE = "workers.json"
 SETTINGS_FILE = "workers-settings.json"
+SETTINGS_KEY_FILE = "workers-settings.key"  # the HMAC key of SETTINGS_FILE's digests, owner-only
 # The cluster's own variables; every other S3_ASSETS_* setting must match between the workers
 # and the process that runs a job, or steps would read and write another bucket or prefix.
 CLUSTER_VARIABLES = {"S3_ASSETS_CLUSTER_DIR", "S3_ASSETS_CLUSTER_WORKERS", "S3_ASSETS_CELERY_BROKER_URL",
@@ -38,18 +41,32 @@ AWS_TUNING_VARIABLES = {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_METADATA_SERV
                         "AWS_RESPONSE_CHECKSUM_VALIDATION", "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME"}
 
 
+# A session's token (and its expiry), left out of the comparison: see `chooses_target`.
+AWS_ROTATING_VARIABLES = {"AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CREDENTIAL_EXPIRATION"}
+
+
 def chooses_target(name: str) -> bool:
-    """Whether an environment variable chooses where data goes or who the caller is."""
+    """Whether an environment variable chooses where data goes or who the caller is.
+
+    A session token is not compared: it rotates (each refresh of a role, SSO or
+    `credential_process` session issues a new one) while the caller it proves is named by what is
+    compared (AWS_ACCESS_KEY_ID and its secret, AWS_PROFILE, AWS_ROLE_ARN, ...). The workers'
+    botocore credential chain refreshes such a session itself; a token given in the environment
+    that has expired fails their requests with S3's ExpiredToken, which names it. Comparing it
+    would refuse every run after each refresh until the workers restart, guarding nothing."""
     if name.startswith("S3_ASSETS_"):
         return name not in CLUSTER_VARIABLES
-    return name.startswith("AWS_") and name not in AWS_TUNING_VARIABLES
+    return name.startswith("AWS_") and name not in AWS_TUNING_VARIABLES | AWS_ROTATING_VARIABLES
 
 
-def settings_fingerprint(env: dict[str, str]) -> dict[str, str]:
-    """name -> digest of each variable that chooses the target (S3_ASSETS_*, botocore's AWS_*),
-    to compare the workers' settings with a run's. Digests, never values: some are secrets."""
-    return {name: hashlib.sha256(value.strip().encode()).hexdigest() for name, value in sorted(env.items())
-            if chooses_target(name) and value.strip()}
+def settings_fingerprint(env: dict[str, str], key: bytes) -> dict[str, str]:
+    """name -> HMAC-SHA256 (under the cluster's own random `key`) of each variable that chooses
+    the target (S3_ASSETS_*, botocore's AWS_*), to compare the workers' settings with a run's.
+    Keyed digests, never values nor plain hashes: some are secrets, and a plain hash of one is a
+    copy that can be guessed offline; without the key (owner-only, in the cluster's folder) a
+    digest says nothing."""
+    return {name: hmac.new(key, value.strip().encode(), hashlib.sha256).hexdigest()
+            for name, value in sorted(env.items()) if chooses_target(name) and value.strip()}
 
 
 DAGSTER_YAML = """\
@@ -128,7 +145,7 @@ class LocalCluster:
             if pids:
                 self.check_settings(self.worker_env())
             else:
-                write_private(self.directory / SETTINGS_FILE, json.dumps(settings_fingerprint(self.worker_env())))
+                self.record_settings(self.worker_env())
             for name in self.node_names():
                 if name not in pids:
                     pids[name] = self._start_worker(name)
@@ -172,6 +189,28 @@ class LocalCluster:
                 return
         raise ClusterError(f"the workers did not answer within {timeout:.0f}s; see the logs in {self.directory}")
 
+    def _settings_key(self, create: bool = False) -> bytes | None:
+        """The cluster's HMAC key for the settings digests: random, made once per cluster folder
+        (owner-only, never through a symlink); None if there is none (workers started by a
+        version that stored plain hashes: their settings cannot be compared, so they differ)."""
+        path = self.directory / SETTINGS_KEY_FILE
+        if create:
+            private_dir(self.directory, "the local cluster's directory (S3_ASSETS_CLUSTER_DIR)")
+            with contextlib.suppress(FileExistsError):
+                write_private(path, secrets.token_hex(32), exclusive=True)
+        try:
+            with os.fdopen(open_private(path, os.O_RDONLY)) as handle:
+                key = handle.read().strip()
+        except FileNotFoundError:
+            return None
+        return key.encode() if len(key) >= 32 else None
+
+    def record_settings(self, env: dict[str, str]) -> None:
+        """Keep the digests of the workers' target-choosing settings, for `check_settings`."""
+        key = self._settings_key(create=True)
+        assert key is not None  # just made, owner-only
+        write_private(self.directory / SETTINGS_FILE, json.dumps(settings_fingerprint(env, key)))
+
     def check_settings(self, env: dict[str, str]) -> None:
         """Refuse to use workers started with other settings (S3_ASSETS_*, botocore's AWS_*
         variables that choose the target or the caller), naming the variables, never their values."""
@@ -179,7 +218,11 @@ class LocalCluster:
             theirs = json.loads((self.directory / SETTINGS_FILE).read_text())
         except (OSError, ValueError):
             theirs = {}
-        ours = settings_fingerprint(env)
+        if not isinstance(theirs, dict):
+            theirs = {}
+        key = self._settings_key()
+        ours = settings_fingerprint(env, key) if key else {name: "" for name, value in env.items()
+                                                                if chooses_target(name) and value.strip()}
         differing = sorted(name for name in theirs.keys() | ours.keys() if theirs.get(name) != ours.get(name))
         if differing:
             raise ClusterError(

@@ -40,6 +40,7 @@ from s3_assets.lib.local_process import (
     terminate,
     write_private,
 )
+from s3_assets.lib.text import printable
 from s3_assets.local_s3.security import ensure_tls, security_dir, write_security_toml
 
 LOOPBACK = "127.0.0.1"
@@ -358,6 +359,19 @@ def _wrapper(unshare: str, mount: str, data_dir: Path, binary: str) -> list[str]
     return [unshare, *_UNSHARE_ARGS, str(data_dir), mount, str(data_dir), binary, "--"]
 
 
+_said_no_private_tmp: set[tuple[Path, str]] = set()
+
+
+def _say_no_private_tmp(data_dir: Path, binary: str, why: str) -> None:
+    """The fallback is said once per process, data directory and binary (a warning, no
+    traceback): every later start of the same server runs without the namespace silently."""
+    if (data_dir, binary) in _said_no_private_tmp:
+        return
+    _said_no_private_tmp.add((data_dir, binary))
+    log.warning("the embedded S3 runs without a private /tmp (%s): its gRPC sockets go to /tmp, "
+                "owner-only and behind mTLS like its TCP ports", why)
+
+
 @functools.cache
 def _private_tmp_works(unshare: str, mount: str, data_dir: Path, binary: str) -> bool:
     """Whether weed runs in the namespace here: `weed version` is run in it once per process,
@@ -368,24 +382,29 @@ def _private_tmp_works(unshare: str, mount: str, data_dir: Path, binary: str) ->
             [*_wrapper(unshare, mount, data_dir, binary), binary, "version"],
             stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False, cwd=data_dir,
         )
-        works, why = done.returncode == 0, f"exit code {done.returncode}"
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        works = done.returncode == 0
+        why = f"exit code {done.returncode}" + (f": {printable(said[-1][:200])}" if said else "")
     except (OSError, subprocess.SubprocessError) as error:
         works, why = False, type(error).__name__
     if not works:
-        log.warning(
-            "the embedded S3 runs without a private /tmp (%s in a private mount namespace failed: %s): "
-            "its gRPC sockets go to /tmp, owner-only and behind mTLS like its TCP ports", binary, why)
+        _say_no_private_tmp(data_dir, binary, f"{printable(binary)} in a private mount namespace failed: {why}")
     return works
 
 
 def private_tmp_wrapper(data_dir: Path, binary: str = "weed") -> list[str] | None:
     """The command prefix that runs `binary` with `data_dir`/tmp as its /tmp, or None where the
-    system allows no unprivileged mount namespace (e.g. some containers) or weed does not run
-    in one: then weed's hard-coded /tmp/seaweedfs-*-grpc-<port>.sock sockets are created
-    owner-only (umask 077) and need the mTLS client certificate like the TCP ports.
-    `data_dir`/tmp must exist."""
+    system allows no unprivileged mount namespace (e.g. some containers), `unshare` or `mount`
+    is not on PATH, or weed does not run in one: then weed's hard-coded
+    /tmp/seaweedfs-*-grpc-<port>.sock sockets are created owner-only (umask 077) and need the
+    mTLS client certificate like the TCP ports, and that is said once. `data_dir`/tmp must exist."""
+    if str(data_dir) == "/tmp":
+        return None  # /tmp is weed's /tmp already
     unshare, mount = shutil.which("unshare"), shutil.which("mount")
-    if str(data_dir) == "/tmp" or not unshare or not mount or not _private_tmp_works(unshare, mount, data_dir, binary):
+    if not unshare or not mount:
+        _say_no_private_tmp(data_dir, binary, f"`{'mount' if unshare else 'unshare'}` is not on PATH")
+        return None
+    if not _private_tmp_works(unshare, mount, data_dir, binary):
         return None
     return _wrapper(unshare, mount, data_dir, binary)
 
