@@ -190,7 +190,9 @@ def test_a_run_killed_between_storing_and_recording_leaves_the_recorded_value_re
     # ... and goes once it is marked (the UI's Terminate), with the first run's, now superseded.
     instance.report_run_canceled(killed)
     third = materialize([shared], instance=instance, resources={"io_manager": manager})
-    assert {stored_values.version_run(v) for v in versions(s3, bucket, folder)} == {second.run_id, third.run_id}
+    # (the second run's goes too if Dagster recorded the third's before the removal ran)
+    assert third.run_id in {stored_values.version_run(v) for v in versions(s3, bucket, folder)} <= {
+        second.run_id, third.run_id}
 
 
 KILLED_RUN = """
