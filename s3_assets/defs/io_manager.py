@@ -7,15 +7,21 @@ multiprocess and Celery executors work; a step that reads a value its own proces
 same run gets it from memory instead (see `RunMemory`).
 
 Trust: each output's metadata records the SHA-256 of what was stored (`stored_value_sha256`)
-and its version; loading takes them from the Dagster instance (the latest materialization of
-that asset and partition; for an op output, the run's own output event), never from the bucket,
-and refuses a stored value that does not match, naming it.
+and its version; loading takes them from the Dagster instance, never from the bucket, and refuses
+a stored value that does not match, naming it. Which record: an asset this run materialized, the
+run's own materialization (two runs of the same asset at once each read their own value); any
+other asset, the instance's latest materialization (read again if that version was removed since
+the lookup: a newer one was recorded); an op output, the run's own output event.
+
+Removal (docs/STORED_OUTPUTS.md): a write removes, in the background, the folder's versions that
+no reader can still need; `keep_decision` says which of them a reader may need.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagster import (
@@ -29,17 +35,25 @@ from dagster import (
     InputContext,
     MetadataValue,
     OutputContext,
+    RunsFilter,
 )
 from pydantic import PrivateAttr
 
 from s3_assets.defs.resources import PROJECT_ROOT, S3Prefix
 from s3_assets.lib import stored_values
-from s3_assets.lib.stored_values import StoredValueError, ValueStore, key_segment
+from s3_assets.lib.stored_values import KeepDecision, StoredValueError, StoredValueGone, ValueStore, key_segment
 from s3_assets.lib.text import printable
 
 SHA256 = "stored_value_sha256"
 VERSION = "stored_value_version"
 OP_OUTPUTS = ".op-outputs"  # a leading dot: never an encoded asset key segment
+# A version written by a run this instance does not know (another DAGSTER_HOME or an ephemeral
+# instance on the same prefix, a deleted run, a run id that could not name a version) is kept this
+# long after it was written: such a run may still read it, and nothing here can tell when it ends.
+UNKNOWN_RUN_KEEP_SECONDS = 24 * 3600
+# How many times a load follows the instance's latest record to a newer one when the version it
+# looked up was removed meanwhile (each time another run recorded a newer version).
+LATEST_RETRIES = 5
 
 
 class RunMemory:
@@ -96,15 +110,57 @@ def instance_of(context: InputContext) -> DagsterInstance:
     return _project_instance
 
 
-def recorded_materialization(context: InputContext, asset_key: AssetKey, partition: str | None) -> Mapping | None:
+def recorded_materialization(instance: DagsterInstance, asset_key: AssetKey, partition: str | None) -> Mapping | None:
     """The metadata of the latest materialization of `asset_key` (and `partition`) that this
     Dagster instance recorded, or None."""
-    records = instance_of(context).fetch_materializations(
+    records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition is not None else None),
         limit=1).records
     if not records or records[0].asset_materialization is None:
         return None
     return records[0].asset_materialization.metadata
+
+
+def recorded_in_run(instance: DagsterInstance, run_id: str, asset_key: AssetKey, partition: str | None) -> Mapping | None:
+    """The metadata of the last materialization of `asset_key` (and `partition`) that run
+    `run_id` recorded with a stored version, or None. `AssetRecordsFilter` has no run filter: the
+    run's own events, through `DagsterInstance.all_logs` as in `recorded_op_output`."""
+    found = None
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = entry.asset_materialization
+        if (materialization is not None and materialization.asset_key == asset_key
+                and materialization.partition == partition and _text(materialization.metadata, VERSION)):
+            found = materialization.metadata
+    return found
+
+
+def keep_decision(instance: DagsterInstance, recorded: Callable[[], Mapping | None]) -> KeepDecision:
+    """Which superseded versions a reader may still need: the one `recorded()` names (the
+    instance's latest materialization), those written by a run this instance has not seen finish,
+    and those of a run it does not know for UNKNOWN_RUN_KEEP_SECONDS. Run states are read before
+    the latest record: a run that finishes between the two has recorded its version by then."""
+
+    def keep(versions: list[str]) -> set[str]:
+        runs = {version: stored_values.version_run(version) for version in versions}
+        ids = sorted({run for run in runs.values() if run})
+        finished = {record.dagster_run.run_id: record.dagster_run.is_finished
+                    for record in (instance.get_run_records(RunsFilter(run_ids=ids)) if ids else [])}
+        latest = _text(recorded(), VERSION)
+        now = time.time_ns()
+        kept = set()
+        for version, run in runs.items():
+            if version == latest:
+                kept.add(version)
+            elif run is None:
+                continue  # written outside a run or by an older release: only the latest record keeps it
+            elif run in finished:
+                if not finished[run]:
+                    kept.add(version)
+            elif now - stored_values.version_written_ns(version) < UNKNOWN_RUN_KEEP_SECONDS * 1_000_000_000:
+                kept.add(version)
+        return kept
+
+    return keep
 
 
 def recorded_op_output(context: InputContext, run_id: str, step_key: str, output_name: str) -> Mapping | None:
@@ -136,9 +192,11 @@ class S3ParquetIOManager(ConfigurableIOManager):
 
     _store: ValueStore | None = PrivateAttr(default=None)
     _run_id: str | None = PrivateAttr(default=None)
+    _instance: DagsterInstance | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._run_id = context.run.run_id if context.run else None
+        self._instance = context.instance
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._run_id:
@@ -168,6 +226,8 @@ class S3ParquetIOManager(ConfigurableIOManager):
 
     # -- storing -------------------------------------------------------------------------
     def handle_output(self, context: OutputContext, obj: Any) -> None:
+        instance = self._instance
+        keep = None
         if context.has_asset_key:
             partition = None
             if context.has_asset_partitions:
@@ -177,10 +237,15 @@ class S3ParquetIOManager(ConfigurableIOManager):
                                            "as one run per partition")
                 partition = keys[0]
             folder = self._asset_folder(context.asset_key, partition)
+            if instance is not None:
+                asset_key, recorder = context.asset_key, instance
+                keep = keep_decision(instance, lambda: recorded_materialization(recorder, asset_key, partition))
         else:
             folder = self._op_folder(context.run_id, context.step_key, context.name)
+            if instance is not None:  # only this run writes here, and it has not finished
+                keep = keep_decision(instance, lambda: None)
         context.log.debug(f"Storing the output as {printable(self._uri(folder))}")
-        stored = self._values().write(folder, obj)
+        stored = self._values().write(folder, obj, run_id=context.run_id, keep=keep)
         MEMORY.put(context.run_id, folder, obj)
         context.add_output_metadata({
             "stored_output": MetadataValue.text(self._uri(stored.manifest_key)),
@@ -210,7 +275,30 @@ class S3ParquetIOManager(ConfigurableIOManager):
         folder = self._asset_folder(asset_key, partition)
         name = printable(asset_key.to_user_string())
         what = f"asset {name!r}" + (f" partition {printable(partition)!r}" if partition is not None else "")
-        return self._load(context, folder, what, lambda: recorded_materialization(context, asset_key, partition))
+        run_id = self._run_id
+        looked_up: list[str | None] = []  # the versions the instance's latest record named, in turn
+
+        def recorded() -> Mapping | None:
+            instance = instance_of(context)
+            if run_id and not looked_up:
+                own = recorded_in_run(instance, run_id, asset_key, partition)
+                if own is not None:
+                    return own  # this run stored it: its own version, kept while the run lives
+            metadata = recorded_materialization(instance, asset_key, partition)
+            looked_up.append(_text(metadata, VERSION))
+            return metadata
+
+        while True:
+            try:
+                return self._load(context, folder, what, recorded)
+            except StoredValueGone:
+                # The instance's latest version was superseded and removed since it was looked up
+                # (another run recorded a newer one): read the one it records now, if it records a
+                # newer one. Never for this run's own version, which stays while the run lives.
+                if not looked_up or len(looked_up) > LATEST_RETRIES:
+                    raise
+                if _text(recorded_materialization(instance_of(context), asset_key, partition), VERSION) == looked_up[-1]:
+                    raise
 
     def _load(self, context: InputContext, folder: str, what: str, recorded: Any) -> Any:
         if self._run_id:

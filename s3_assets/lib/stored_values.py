@@ -14,11 +14,19 @@ reader sees the old value or the new one, never half of each. Every version fold
 folder) that would union different frames or versions fails loudly instead; reading one
 `<frame>.parquet` gives that frame with its names, types and index.
 
+A version is named `v<ns since 1970, 20 digits>-<8 hex>[-<run tag>]`: the writing run's id
+(`run_tag`), so that the removal can ask whether that run may still read it.
+
 Trust: `write` returns the SHA-256 of the version's manifest; the caller records it (Dagster:
 the materialization's metadata) and `read` takes it back, checks the manifest against it and each
 file against the manifest, so that nothing planted in the bucket is read. Verifying costs no
-request beyond the reads themselves. The previous version, named by the manifest being replaced
-(read while the new files upload), is removed in the background; `finish()` waits for that.
+request beyond the reads themselves.
+
+Removal: after a write (in the background, off the write's path; `finish()` waits for it) the
+folder is listed and every version is removed but the one just written, the one the folder's
+manifest names, and those the caller's `keep` decision keeps (the IO manager: the one its
+instance recorded last and those of runs not finished): a version is removed only when no reader
+can still need it.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import quote
@@ -51,7 +59,9 @@ from s3_assets.lib.text import printable
 MANIFEST = "manifest.json"
 FORMAT = "s3-assets/stored-value/2"
 OLD_FORMATS = ("s3-assets/stored-value/1",)
-VERSION = re.compile(r"^v\d{20}-[0-9a-f]{8}$")
+# `v<ns>-<random>` (older releases) or `v<ns>-<random>-<run tag>`.
+VERSION = re.compile(r"^v(\d{20})-[0-9a-f]{8}(?:-([A-Za-z0-9_-]{1,64}))?$")
+_RUN_TAG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Bodies up to this size go in one PutObject (without `Expect: 100-continue`) and are read into
 # memory; larger ones go multipart from a temporary file and are read through one.
 SMALL_BODY = 8 * 1024**2
@@ -69,6 +79,38 @@ DATACLASSES: dict[str, type] = {"DataDictionary": DataDictionary}
 
 class StoredValueError(S3AssetsError, ValueError):
     """A value cannot be stored, or what is stored is not a value this project wrote."""
+
+
+class StoredValueGone(StoredValueError):
+    """A recorded version's files are no longer in the bucket (removed or replaced)."""
+
+
+# Decides, from candidate version names (none of them the one just written or the one the
+# folder's manifest names), which must stay: the names returned are kept, the others removed.
+KeepDecision = Callable[[list[str]], Collection[str]]
+
+
+def run_tag(run_id: str) -> str:
+    """The part of a version's name that names the run writing it: its id when that is a safe
+    key text (Dagster's ids are UUIDs), else `h<sha256 prefix>`, which no instance knows."""
+    if _RUN_TAG.match(run_id):
+        return run_id
+    return "h" + hashlib.sha256(run_id.encode()).hexdigest()[:32]
+
+
+def version_run(version: str) -> str | None:
+    """The run tag in a version's name, None for a version written outside a run or by an older
+    release."""
+    match = VERSION.match(version)
+    return match.group(2) if match else None
+
+
+def version_written_ns(version: str) -> int:
+    """When a version was written (ns since 1970, the writer's clock), from its name."""
+    match = VERSION.match(version)
+    if not match:
+        raise StoredValueError(f"{printable(repr(version))} is not a version name this project writes")
+    return int(match.group(1))
 
 
 def key_segment(text: str) -> str:
@@ -206,12 +248,14 @@ class ValueStore:
         self._lock = threading.Lock()
 
     # -- writing ------------------------------------------------------------------------
-    def write(self, base: str, value: Any) -> Stored:
-        """Store `value` under the folder `base` (ending in '/')."""
-        version = f"v{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+    def write(self, base: str, value: Any, *, run_id: str | None = None, keep: KeepDecision | None = None) -> Stored:
+        """Store `value` under the folder `base` (ending in '/'); `run_id` (the writing run) goes
+        into the version's name. Superseded versions are removed in the background afterwards:
+        all but this one, the one the folder's manifest names and those `keep` keeps (without
+        `keep`, none: for a single writer, such as tools and tests)."""
+        version = f"v{time.time_ns():020d}-{uuid.uuid4().hex[:8]}" + (f"-{run_tag(run_id)}" if run_id else "")
         frames: dict[str, pd.DataFrame] = {}
         description = _plan(value, frames)
-        previous = self._pool.submit(self._previous_files, base)
         uploads = {name: self._pool.submit(self._put_frame, f"{base}{version}/{name}", frame)
                    for name, frame in frames.items()}
         wait(uploads.values())  # all of them, so that a failure leaves nothing still uploading
@@ -227,11 +271,8 @@ class ValueStore:
         puts = [self._pool.submit(self._put, key, body, "application/json") for key in (version_manifest, pointer)]
         for put in puts:
             put.result()
-        try:
-            stale = previous.result()
-        except S3AssetsError:
-            stale = []  # a manifest we cannot read names nothing we may delete
-        self._remove_later([key for key in stale if not key.startswith(f"{base}{version}/")])
+        with self._lock:
+            self._removals.append(self._background.submit(self._remove_superseded, base, version, keep))
         return Stored(version, hashlib.sha256(body).hexdigest(), len(files), manifest["bytes"], version_manifest)
 
     def _put(self, key: str, body: bytes, content_type: str) -> None:
@@ -261,24 +302,53 @@ class ValueStore:
                 raise describe_client_error(error, bucket=self.bucket, key=key) from error
         return {"sha256": digest.hexdigest(), "bytes": size}
 
-    def _previous_files(self, base: str) -> list[str]:
-        """The keys of the version the current manifest names (this format or the old one), each
-        checked to lie in that version's folder: what a new write supersedes."""
+    def _remove_superseded(self, base: str, written: str, keep: KeepDecision | None) -> None:
+        """Remove the versions under `base` that no reader can still need. One LIST (the folder's
+        versions, their files and the ETags that tell which version the folder's manifest
+        copies), a GET of that manifest only when no ETag matches, then DeleteObjects."""
+        versions, pointer_etag = self._versions(base)
+        named = next((v for v, (_, etag) in versions.items() if etag is not None and etag == pointer_etag), None)
+        if named is None and pointer_etag is not None:
+            try:
+                body = self._get(base + MANIFEST, f"the stored value s3://{self.bucket}/{printable(base)}")
+                parsed = json.loads(body)
+            except StoredValueGone:
+                parsed = None  # replaced since the listing: a newer write removes what this one leaves
+            except ValueError:
+                parsed = None  # not JSON: names nothing
+            named = parsed.get("version") if isinstance(parsed, dict) else None
+        candidates = sorted(set(versions) - {written, named})
+        if not candidates:
+            return
+        kept = set(keep(candidates)) if keep is not None else set()
+        self._delete([key for version in candidates if version not in kept for key in versions[version][0]])
+
+    def _versions(self, base: str) -> tuple[dict[str, tuple[list[str], str | None]], str | None]:
+        """The version folders directly under `base` (name -> (keys, ETag of its manifest)) and the
+        ETag of the folder's manifest. A folder named like a version that holds folders is not one
+        (an asset key or partition segment that looks like a version): never listed as one."""
+        versions: dict[str, tuple[list[str], str | None]] = {}
+        nested: set[str] = set()
+        pointer_etag = None
         try:
-            manifest = self._get_json(base + MANIFEST, missing_ok=True)
-        except StoredValueError:
-            return []
-        if manifest is None or manifest.get("format") not in (FORMAT, *OLD_FORMATS):
-            return []
-        version = manifest.get("version")
-        if not isinstance(version, str) or not VERSION.match(version):
-            return []
-        if manifest["format"] == FORMAT:
-            names = list(manifest.get("files") or {}) + [MANIFEST]
-        else:  # format 1: the entries name `<version>/part-NNNN.parquet`
-            names = [file.split("/", 1)[-1] for file in _old_files(manifest.get("value"))]
-        return [f"{base}{version}/{name}" for name in names
-                if isinstance(name, str) and name and "/" not in name and name not in (".", "..")]
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+                for item in page.get("Contents", []):
+                    rest = item["Key"][len(base):]
+                    if rest == MANIFEST:
+                        pointer_etag = item.get("ETag")
+                        continue
+                    folder, _, name = rest.partition("/")
+                    if not VERSION.match(folder) or not name:
+                        continue
+                    if "/" in name:
+                        nested.add(folder)
+                        continue
+                    keys, etag = versions.get(folder, ([], None))
+                    keys.append(item["Key"])
+                    versions[folder] = (keys, item.get("ETag") if name == MANIFEST else etag)
+        except (ClientError, BotoCoreError) as error:
+            raise describe_client_error(error, bucket=self.bucket, key=base) from error
+        return {name: entry for name, entry in versions.items() if name not in nested}, pointer_etag
 
     def _remove_later(self, keys: list[str]) -> None:
         if not keys:
@@ -348,7 +418,7 @@ class ValueStore:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise StoredValueError(f"{what}: s3://{self.bucket}/{printable(key)} is gone (removed or replaced "
+                raise StoredValueGone(f"{what}: s3://{self.bucket}/{printable(key)} is gone (removed or replaced "
                                        "since it was recorded): materialize it again") from None
             raise describe_client_error(error, bucket=self.bucket, key=key) from error
         except BotoCoreError as error:
@@ -421,7 +491,7 @@ class ValueStore:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise StoredValueError(f"{what}: s3://{self.bucket}/{printable(key)} is gone: materialize it again") \
+                raise StoredValueGone(f"{what}: s3://{self.bucket}/{printable(key)} is gone: materialize it again") \
                     from None
             raise describe_client_error(error, bucket=self.bucket, key=key) from error
         digest, size = hashlib.sha256(), 0
@@ -447,18 +517,6 @@ class ValueStore:
             buffer.seek(0)
             table = pq.read_table(buffer if spilled else pa.BufferReader(buffer.getvalue()))
         return table.to_pandas(self_destruct=True, split_blocks=True)
-
-
-def _old_files(entry: Any) -> list[str]:
-    """The files a format-1 manifest's value names (to remove them when superseded)."""
-    if not isinstance(entry, dict):
-        return []
-    if entry.get("kind") == "frame" and isinstance(entry.get("file"), str):
-        return [entry["file"]]
-    children = entry.get("frames") if entry.get("kind") == "frames" else entry.get("fields")
-    if isinstance(children, dict):
-        return [file for child in children.values() for file in _old_files(child)]
-    return []
 
 
 # -- one-call forms, for tools and tests ------------------------------------------------------
