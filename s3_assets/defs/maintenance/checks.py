@@ -82,7 +82,8 @@ def object_exists_check(table: UciTable) -> AssetChecksDefinition:
 
 @asset_check(asset=LISTING_KEY, name=LISTING_IS_CURRENT,
              description="the listing still describes what is under the prefix (a fresh listing finds no new, "
-                         "changed or deleted key); after a cleanup it shows failed (an error) until the next materialization")
+                         "changed or deleted key; in the run that listed, that run's listing, after which it writes "
+                         "nothing there); after a cleanup it shows failed (an error) until the next materialization")
 def listing_is_current(context: AssetCheckExecutionContext, s3_listing: pd.DataFrame,
                        s3_prefix: S3Prefix) -> AssetCheckResult:
     listed = materialized_in_this_run(context, LISTING_KEY)
