@@ -13,8 +13,8 @@ run's own materialization (two runs of the same asset at once each read their ow
 other asset, the instance's latest materialization (read again if that version was removed since
 the lookup: a newer one was recorded); an op output, the run's own output event.
 
-Removal (docs/STORED_OUTPUTS.md): a write removes, in the background, the folder's versions that
-no reader can still need; `keep_decision` says which of them a reader may need.
+Removal (docs/STORED_OUTPUTS.md): at the end of the run's steps in this process (teardown), the
+folders' versions that no reader can still need go, in one DeleteObjects; `keep_decision` says which of them a reader may need.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ the materialization's metadata) and `read` takes it back, checks the manifest ag
 file against the manifest, so that nothing planted in the bucket is read. Verifying costs no
 request beyond the reads themselves.
 
-Removal: after a write (in the background, off the write's path; `finish()` waits for it) the
-folder is listed and every version is removed but the one just written, the one the folder's
+Removal: when the writer finishes (`finish()`, at the end of a run's steps in a process: off
+the steps' path) each folder written is listed and every version is removed but the one just written, the one the folder's
 manifest names, and those the caller's `keep` decision keeps (the IO manager: the one its
 instance recorded last and those of runs not finished): a version is removed only when no reader
 can still need it.
@@ -237,7 +237,8 @@ def copy_value(value: Any) -> Any:
 
 class ValueStore:
     """Stored values in one bucket through one client: files written and read in parallel,
-    previous versions removed in the background."""
+    superseded versions removed together when the writer finishes (`finish`, at the end of a
+    run's steps in this process): a LIST per value written, one DeleteObjects for them all."""
 
     def __init__(self, client: Any, bucket: str, extra_args: dict[str, str] | None = None):
         self.client, self.bucket, self.extra_args = client, bucket, dict(extra_args or {})
@@ -245,12 +246,13 @@ class ValueStore:
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="stored-values")
         self._background = ThreadPoolExecutor(1, thread_name_prefix="stored-values-removal")
         self._removals: list[Future[None]] = []
+        self._superseding: list[tuple[str, str, KeepDecision | None]] = []  # (base, version written, keep)
         self._lock = threading.Lock()
 
     # -- writing ------------------------------------------------------------------------
     def write(self, base: str, value: Any, *, run_id: str | None = None, keep: KeepDecision | None = None) -> Stored:
         """Store `value` under the folder `base` (ending in '/'); `run_id` (the writing run) goes
-        into the version's name. Superseded versions are removed in the background afterwards:
+        into the version's name. Superseded versions are removed by `finish`:
         all but this one, the one the folder's manifest names and those `keep` keeps (without
         `keep`, none: for a single writer, such as tools and tests)."""
         version = f"v{time.time_ns():020d}-{uuid.uuid4().hex[:8]}" + (f"-{run_tag(run_id)}" if run_id else "")
@@ -272,7 +274,7 @@ class ValueStore:
         for put in puts:
             put.result()
         with self._lock:
-            self._removals.append(self._background.submit(self._remove_superseded, base, version, keep))
+            self._superseding.append((base, version, keep))
         return Stored(version, hashlib.sha256(body).hexdigest(), len(files), manifest["bytes"], version_manifest)
 
     def _put(self, key: str, body: bytes, content_type: str) -> None:
@@ -302,10 +304,10 @@ class ValueStore:
                 raise describe_client_error(error, bucket=self.bucket, key=key) from error
         return {"sha256": digest.hexdigest(), "bytes": size}
 
-    def _remove_superseded(self, base: str, written: str, keep: KeepDecision | None) -> None:
-        """Remove the versions under `base` that no reader can still need. One LIST (the folder's
-        versions, their files and the ETags that tell which version the folder's manifest
-        copies), a GET of that manifest only when no ETag matches, then DeleteObjects."""
+    def _superseded(self, base: str, written: str, keep: KeepDecision | None) -> list[str]:
+        """The keys of the versions under `base` that no reader can still need. One LIST (the
+        folder's versions, their files and the ETags that tell which version the folder's
+        manifest copies), a GET of that manifest only when no ETag matches."""
         versions, pointer_etag = self._versions(base)
         named = next((v for v, (_, etag) in versions.items() if etag is not None and etag == pointer_etag), None)
         if named is None and pointer_etag is not None:
@@ -319,9 +321,9 @@ class ValueStore:
             named = parsed.get("version") if isinstance(parsed, dict) else None
         candidates = sorted(set(versions) - {written, named})
         if not candidates:
-            return
+            return []
         kept = set(keep(candidates)) if keep is not None else set()
-        self._delete([key for version in candidates if version not in kept for key in versions[version][0]])
+        return [key for version in candidates if version not in kept for key in versions[version][0]]
 
     def _versions(self, base: str) -> tuple[dict[str, tuple[list[str], str | None]], str | None]:
         """The version folders directly under `base` (name -> (keys, ETag of its manifest)) and the
@@ -371,12 +373,24 @@ class ValueStore:
                                        f"{printable(str(first.get('Code')))}")
 
     def finish(self) -> list[str]:
-        """Wait for the background removals; what failed, as messages (they never fail a run:
-        a superseded version left behind is only space, and cleanup removes it)."""
+        """Remove what the writes so far superseded (their folders listed in parallel, then one
+        DeleteObjects per 1,000 keys) and wait for the background removals; what failed, as
+        messages (they never fail a run: a superseded version left behind is only space, and
+        cleanup removes it)."""
         with self._lock:
             removals, self._removals = self._removals, []
-        wait(removals)
-        return [str(removal.exception()) for removal in removals if removal.exception() is not None]
+            superseding, self._superseding = self._superseding, []
+        found = [self._pool.submit(self._superseded, *entry) for entry in superseding]
+        every: list[Future[Any]] = [*removals, *found]
+        wait(every)
+        failures = [str(f.exception()) for f in every if f.exception() is not None]
+        keys = [key for f in found if f.exception() is None for key in f.result()]
+        if keys:
+            try:
+                self._delete(keys)
+            except S3AssetsError as error:
+                failures.append(str(error))
+        return failures
 
     def close(self) -> list[str]:
         failures = self.finish()
