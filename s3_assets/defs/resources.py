@@ -620,6 +620,12 @@ class S3Prefix(ConfigurableResource):
         self._shared_key = key
         return shared.client
 
+    def run_hold(self) -> Hold | None:
+        """This run's lock note in this process once `connect` took it (else None: outside a run,
+        or a cleanup's client): writers call its `ensure_live` before each PUT of data."""
+        shared = _SHARED.get(self._shared_key) if self._shared_key is not None else None
+        return None if shared is None else shared.hold
+
     def written_roots(self) -> list[str]:
         """Every root a run of this prefix writes: the data and the stored outputs."""
         return [self.root, self.outputs_root()]
