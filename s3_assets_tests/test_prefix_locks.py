@@ -385,3 +385,28 @@ def test_a_runs_copy_is_not_written_after_its_lease_lapsed(s3_server, s3, bucket
     assert f"before writing s3://{bucket}/ins_dataset/raw/train.csv" in message
     assert s3.get_object(Bucket=bucket, Key="ins_dataset/raw/train.csv")["Body"].read() == b"old\n"
     assert not notes_in(s3, bucket)
+
+
+def test_a_runs_stored_value_is_not_made_current_after_lapse(s3_server, s3, bucket, run_graph, uci_dir):
+    """Through the IO manager: the run's first stored file is held at the proxy while the
+    renewals fail; no manifest is put after, in that step or any later one."""
+    ttl = 9
+    renewals = FailingRenewals(ttl, kind="run")
+    outputs = "/dagster-io/ins_dataset/"
+    gate = Gate(lambda method, path: method == "PUT" and outputs in path and ".parquet" in path)
+    with FaultProxy(s3_server.state.ports.s3, rule=renewals, on_request=gate) as proxy:
+        location = short_lease_prefix(ttl)(s3=custom(proxy.url, s3_server), bucket=bucket)
+        thread, box = in_thread(lambda: run_graph(location, uci_dir, selection="*train_csv", raise_on_error=False))
+        try:
+            assert gate.reached.wait(120)
+            renewals.refuse.set()
+            assert renewals.lapsed.wait(120)
+        finally:
+            gate.release.set()
+        thread.join(120)
+    run = box["result"]
+    message = failure_of(run)
+    assert not run.success and "LeaseLapsedError" in message and run.run_id in message
+    assert re.search(rf"before putting s3://{bucket}/dagster-io/ins_dataset/\S+/manifest\.json", message)
+    assert not [key for key in keys_in(s3, bucket) if key.endswith("/manifest.json")]
+    assert not notes_in(s3, bucket)
