@@ -450,7 +450,8 @@ class Hold:
             failed = "; it is no longer renewed (stopped)"
         else:
             failed = "; no renewal was answered since (one may be under way, or this process was paused)"
-        return (f"the {self.kind} hold of {self.kind} run {self.owner} (this process: host "
+        holder = f"run {self.owner}" if self.kind == "run" else f"cleanup run {self.owner}"
+        return (f"the hold of {holder} (this process: host "
                 f"{printable(socket.gethostname()[:255])}, pid {os.getpid()}) on {roots} {state}: its lock note "
                 f"{self.locks._where(self.key)} was last renewed successfully {ago:.1f} s ago (a note counts "
                 f"{self.locks.ttl} s after its last renewal; renewed every {self.interval:g} s){failed}. "
