@@ -4,11 +4,15 @@ reported as such, no leftovers, versioned buckets, and runs vs cleanup excluding
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
+from botocore.config import Config
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunConfig
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
@@ -28,6 +32,7 @@ from s3_assets.lib.cleanup import (
 from s3_assets.lib.prefix_lock import NOTES_ROOT, PrefixBusyError, PrefixLocks
 from s3_assets.lib.text import printable
 from s3_assets_tests.fault_proxy import FaultProxy
+from s3_assets_tests.lease_faults import FailingRenewals, short_lease_prefix
 from s3_assets_tests.test_cleanup import keys_in, op_metadata
 from s3_assets_tests.test_cli_and_sensor import cli  # noqa: F401 - the fixture
 from s3_assets_tests.test_listing import put_many
@@ -429,6 +434,67 @@ def test_run_and_cleanup_started_together_never_both_succeed_with_data_lost(s3_s
     if not run.success:  # a refused run names the cleanup
         assert cleaned.run_id in failure_of(run)
     # Both refusing is possible (each saw the other's note) and loses nothing.
+
+
+def test_a_cleanup_whose_lease_lapsed_stops_before_the_next_batch_and_says_what_it_deleted(s3_server, s3, bucket):
+    ttl = 9
+    keys = [f"ins_dataset/raw/f{i:05d}.csv" for i in range(1100)]  # two listed pages: two batches
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: s3.put_object(Bucket=bucket, Key=key, Body=b"x"), keys))
+    s3.put_object(Bucket=bucket, Key="ins_dataset_old/keep.csv", Body=b"x")
+    renewals = FailingRenewals(ttl, kind="cleanup")
+    first_batch = threading.Event()
+
+    def on_request(method: str, path: str) -> None:
+        if method == "POST" and "delete" in path:  # the first batch is on its way: renewals fail from now on
+            first_batch.set()
+            renewals.refuse.set()
+        if method == "GET" and "continuation-token=" in path:  # the second page waits for the lapse
+            assert first_batch.wait(120) and renewals.lapsed.wait(120)
+
+    with FaultProxy(s3_server.state.ports.s3, rule=renewals, on_request=on_request) as proxy:
+        location = short_lease_prefix(ttl)(s3=custom(proxy.url, s3_server), bucket=bucket)
+        result = run_cleanup(location, raise_on_error=False, dry_run=False)
+        deletes = [path for method, path, _ in proxy.requests if method == "POST" and "delete" in path]
+    assert not result.success and len(deletes) == 1  # the second batch was never sent
+    message = failure_of(result)
+    assert "CleanupError" in message and "stopped before it was done: 1000 object(s) deleted" in message
+    assert "the listing stopped too: objects not yet listed were not deleted either" in message
+    assert f"cleanup run {result.run_id}" in message and f"{NOTES_ROOT}cleanup." in message
+    assert re.search(r"last renewed successfully \d+\.\d s ago", message) and "nothing more is deleted" in message
+    assert keys_in(s3, bucket) == set(keys[1000:]) | {"ins_dataset_old/keep.csv"}  # no note left either
+
+
+def test_a_delete_queued_before_the_lease_lapsed_is_not_sent_after(s3_server, s3, bucket):
+    """One worker: the batch of plain keys is held at the proxy until the lease lapsed; the keys
+    that go one by one (control characters) were queued while it was live, and are not sent."""
+    ttl = 6
+    plain = [f"ins_dataset/plain/{i:03d}.csv" for i in range(20)]
+    odd = [f"ins_dataset/odd/{i}-\x01-{i}" for i in range(3)]
+    put_many(s3, bucket, plain + odd + ["ins_dataset_old/keep.csv"])
+    renewals = FailingRenewals(ttl, kind="cleanup")
+
+    def on_request(method: str, path: str) -> None:
+        if method == "POST" and "delete" in path:  # the batch is sent while the lease is live; then it lapses
+            renewals.refuse.set()
+            assert renewals.lapsed.wait(120)
+
+    with FaultProxy(s3_server.state.ports.s3, rule=renewals, on_request=on_request) as proxy:
+        client = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",
+                              aws_access_key_id=s3_server.server.credentials().access_key_id,
+                              aws_secret_access_key=s3_server.server.credentials().secret_access_key,
+                              config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}))
+        with PrefixLocks(client, bucket, ttl_seconds=ttl).cleanup("lapsing-cleanup", ["ins_dataset/"],
+                                                                   what="t") as hold:
+            with pytest.raises(CleanupError) as raised:
+                clean(client, bucket, ["ins_dataset/"], dry_run=False, workers=1, check=hold.check_before)
+        single = [path for method, path, _ in proxy.requests if method == "DELETE" and "/ins_dataset/odd/" in path]
+    report, text = raised.value.report, str(raised.value)
+    assert not single and sorted(report.not_sent) == sorted(odd)
+    assert "stopped before it was done: 20 object(s) deleted, 3 of the 23 listed object(s) not deleted" in text
+    assert "cleanup run lapsing-cleanup" in text and "3 listed object(s) were not sent for deletion" in text
+    assert printable(odd[0]) in text and "\x01" not in text  # escaped
+    assert keys_in(s3, bucket) == set(odd) | {"ins_dataset_old/keep.csv"}
 
 
 # -- C. checks show what a cleanup removed -------------------------------------------------------

@@ -8,19 +8,29 @@ one PUT + one LIST at the start and one DELETE at the end; nothing left behind."
 from __future__ import annotations
 
 import json
+import re
 import threading
 import unicodedata
 import uuid
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pandas as pd
 import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
 from s3_assets.defs.resources import S3Connection, S3Prefix, prefixes_overlap, validate_prefix
 from s3_assets.lib.errors import ConfigError, S3AssetsError
-from s3_assets.lib.prefix_lock import NOTES_ROOT, NoteError, PrefixBusyError, PrefixLocks, note_key
+from s3_assets.lib.prefix_lock import (
+    NOTES_ROOT,
+    LeaseLapsedError,
+    NoteError,
+    PrefixBusyError,
+    PrefixLocks,
+    note_key,
+)
 from s3_assets.lib.text import printable
 from s3_assets_tests.fault_proxy import FaultProxy, carries_condition, refuse_conditional
+from s3_assets_tests.lease_faults import FailingRenewals, short_lease_prefix
 from s3_assets_tests.test_aws_account import SECRET, moto_url  # noqa: F401 - the fixture
 from s3_assets_tests.test_cleanup import keys_in
 from s3_assets_tests.test_cleanup_safety import (
@@ -328,3 +338,131 @@ def test_every_job_whose_steps_run_elsewhere_holds_the_run_from_its_own_process(
     for definitions in (defs, build_per_file_definitions()):
         for job in definitions.resolve_all_job_defs():
             assert job.executor_def is in_process_executor or job.executor_def in holding, job.name
+
+
+# -- 6. a holder is told when its lease lapsed --------------------------------------------------------
+
+def _proxied_client(s3_server, proxy: FaultProxy, attempts: int = 1):
+    import boto3
+    from botocore.config import Config
+
+    creds = s3_server.server.credentials()
+    return boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",
+                        aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+                        config=Config(s3={"addressing_style": "path"},
+                                      retries={"mode": "standard", "total_max_attempts": attempts}))
+
+
+def test_a_hold_whose_renewals_fail_past_its_lease_says_so_and_stays_lost(s3_server, s3, bucket):
+    ttl = 6
+    renewals = FailingRenewals(ttl, kind="run")
+    with FaultProxy(s3_server.state.ports.s3, rule=renewals) as proxy:
+        locks = PrefixLocks(_proxied_client(s3_server, proxy), bucket, ttl_seconds=ttl)
+        hold = locks.hold_for_run("lapsing-run", ["ins_dataset/", "dagster-io/ins_dataset/"], what="t")
+        try:
+            hold.ensure_live()  # just taken: live
+            renewals.refuse.set()  # every renewal from now on: 503 SlowDown
+            assert renewals.lapsed.wait(120)
+            with pytest.raises(LeaseLapsedError) as raised:
+                hold.ensure_live(before="writing s3://b/ins_dataset/raw/train.csv")
+            text = str(raised.value)
+            assert isinstance(raised.value, S3AssetsError)
+            assert printable(hold.key) in text and "run lapsing-run" in text and "pid" in text
+            assert re.search(r"last renewed successfully \d+\.\d s ago", text)
+            assert "renewal(s) failed since" in text and "SlowDown" in text
+            assert "before writing s3://b/ins_dataset/raw/train.csv" in text and "nothing more is written" in text
+            # A failed renewal is retried soon, not a whole interval (2 s) later: more than the
+            # 3 tries a fixed interval allows within the ttl, and no flood (at most one per 1/8 interval).
+            assert 6 <= renewals.refused_before_lapse <= 8 * 3 + 2
+            # S3 answers again: the note is renewed, but the lease stays lost (a cleanup may have
+            # started meanwhile and will not look again).
+            renewals.refuse.clear()
+            assert renewals.passed_again.wait(120)
+            assert hold.left() > 0
+            with pytest.raises(LeaseLapsedError, match="lapsed"):
+                hold.ensure_live()
+        finally:
+            hold.release()
+    assert not notes_in(s3, bucket)
+
+
+def test_a_stored_value_is_not_made_current_after_the_lease_lapsed(s3_server, s3, bucket):
+    from s3_assets.lib.stored_values import MANIFEST, ValueStore, read_value
+
+    ttl = 6
+    renewals = FailingRenewals(ttl, kind="run")
+    base = "dagster-io/ins_dataset/train/"
+    frame_put = Gate(lambda method, path: method == "PUT" and f"/{base}v" in unquote(path) and path.endswith(".parquet"))
+    first = pd.DataFrame({"a": [1, 2]})
+    with FaultProxy(s3_server.state.ports.s3, rule=renewals, on_request=frame_put) as proxy:
+        client = _proxied_client(s3_server, proxy)
+        hold = PrefixLocks(client, bucket, ttl_seconds=ttl).hold_for_run("value-run", [base], what="t")
+        store = ValueStore(client, bucket, before_write=hold.check_before)
+        try:
+            frame_put.reached.set()  # the first value passes the gate
+            store.write(base, first)
+            frame_put.reached.clear()
+            renewals.refuse.set()
+            thread, box = in_thread(lambda: store.write(base, pd.DataFrame({"a": [3, 4, 5]})))
+            assert frame_put.reached.wait(120)  # its file is being put ...
+            assert renewals.lapsed.wait(120)  # ... while the lease lapses
+            frame_put.release.set()
+            thread.join(120)
+        finally:
+            frame_put.release.set()
+            store.close()
+            hold.release()
+    assert isinstance(box.get("error"), LeaseLapsedError)
+    assert f"s3://{bucket}/{base}{MANIFEST}" in str(box["error"]) and "value-run" in str(box["error"])
+    assert read_value(s3, bucket, base).equals(first)  # the old value stays current
+    assert not notes_in(s3, bucket)
+
+
+def test_a_runs_copy_is_not_written_after_its_lease_lapsed(s3_server, s3, bucket, run_graph, uci_dir):
+    ttl = 9
+    seed_copies(s3, bucket, b"old\n")
+    renewals = FailingRenewals(ttl, kind="run")
+    # The run pauses at its look at raw/train.csv (a HEAD, before the PUT) while its renewals fail.
+    gate = Gate(lambda method, path: method == "HEAD" and path.endswith("/ins_dataset/raw/train.csv"))
+    with FaultProxy(s3_server.state.ports.s3, rule=renewals, on_request=gate) as proxy:
+        location = short_lease_prefix(ttl)(s3=custom(proxy.url, s3_server), bucket=bucket)
+        thread, box = in_thread(lambda: run_graph(location, uci_dir, selection="*train_csv", raise_on_error=False))
+        try:
+            assert gate.reached.wait(120)
+            renewals.refuse.set()
+            assert renewals.lapsed.wait(120)
+        finally:
+            gate.release.set()
+        thread.join(120)
+    run = box["result"]
+    message = failure_of(run)
+    assert not run.success and "LeaseLapsedError" in message
+    assert run.run_id in message and f"{NOTES_ROOT}run." in message and "last renewed successfully" in message
+    assert f"before writing s3://{bucket}/ins_dataset/raw/train.csv" in message
+    assert s3.get_object(Bucket=bucket, Key="ins_dataset/raw/train.csv")["Body"].read() == b"old\n"
+    assert not notes_in(s3, bucket)
+
+
+def test_a_runs_stored_value_is_not_made_current_after_lapse(s3_server, s3, bucket, run_graph, uci_dir):
+    """Through the IO manager: the run's first stored file is held at the proxy while the
+    renewals fail; no manifest is put after, in that step or any later one."""
+    ttl = 9
+    renewals = FailingRenewals(ttl, kind="run")
+    outputs = "/dagster-io/ins_dataset/"
+    gate = Gate(lambda method, path: method == "PUT" and outputs in path and ".parquet" in path)
+    with FaultProxy(s3_server.state.ports.s3, rule=renewals, on_request=gate) as proxy:
+        location = short_lease_prefix(ttl)(s3=custom(proxy.url, s3_server), bucket=bucket)
+        thread, box = in_thread(lambda: run_graph(location, uci_dir, selection="*train_csv", raise_on_error=False))
+        try:
+            assert gate.reached.wait(120)
+            renewals.refuse.set()
+            assert renewals.lapsed.wait(120)
+        finally:
+            gate.release.set()
+        thread.join(120)
+    run = box["result"]
+    message = failure_of(run)
+    assert not run.success and "LeaseLapsedError" in message and run.run_id in message
+    assert re.search(rf"before putting s3://{bucket}/dagster-io/ins_dataset/\S+/manifest\.json", message)
+    assert not [key for key in keys_in(s3, bucket) if key.endswith("/manifest.json")]
+    assert not notes_in(s3, bucket)

@@ -14,6 +14,7 @@ from botocore.config import Config
 from s3_assets.lib import loading
 from s3_assets.lib.cleanup import clean
 from s3_assets.lib.loading import arrow_filesystem, arrow_options, load_frames
+from s3_assets.lib.prefix_lock import PrefixLocks
 from s3_assets_tests.fault_proxy import FaultProxy
 
 
@@ -134,3 +135,23 @@ def test_each_delete_batch_is_sent_while_the_next_page_is_listed(s3, bucket, s3_
     assert listed_between  # the listing went on while batches were deleted
     # versioning check, 3 pages, 3 batches, the confirming listing (was 21: 16 listing requests)
     assert len(requests) == 8
+
+
+def test_a_held_cleanup_sends_the_same_requests(s3, bucket, client, proxy):
+    """The cleanup's lease is checked before each delete request locally: with the check (its
+    note taken outside the proxy) the same requests go as without."""
+    def sent(check) -> list[str]:
+        put_keys = [f"ins_dataset/raw/f{i:04d}.csv" for i in range(1200)] + ["ins_dataset/odd\x01key"]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda key: s3.put_object(Bucket=bucket, Key=key, Body=b"x"), put_keys))
+        with proxy.lock:
+            proxy.requests.clear()
+        report = clean(client, bucket, ["ins_dataset/"], dry_run=False, check=check)
+        assert report.count == len(put_keys)
+        return sorted(proxy.methods())
+
+    unheld = sent(None)
+    with PrefixLocks(s3, bucket).cleanup("counted-cleanup", ["ins_dataset/"], what="t") as hold:
+        held = sent(hold.check_before)
+    # 2 DeleteObjects batches and 1 DeleteObject (the key XML cannot carry); the rest are GETs
+    assert held == unheld and held.count("POST") == 2 and held.count("DELETE") == 1 and len(held) == 7

@@ -33,7 +33,7 @@ def run_hold(plan_context: Any) -> Iterator[None]:
     config = (run.run_config.get("resources") or {}).get(RESOURCE_KEY)
     with build_resources({RESOURCE_KEY: definition}, instance=plan_context.instance,
                          resource_config={RESOURCE_KEY: config} if config is not None else None) as resources:
-        hold = getattr(resources, RESOURCE_KEY).hold_run(run.run_id)
+        hold = getattr(resources, RESOURCE_KEY).hold_prefix_for(run.run_id)
         try:
             yield
         finally:

@@ -209,8 +209,10 @@ class S3ParquetIOManager(ConfigurableIOManager):
 
     def _values(self) -> ValueStore:
         if self._store is None:
-            self._store = ValueStore(self.s3_prefix.connect(), self.s3_prefix.resolved_bucket(),
-                                     self.s3_prefix.write_args())
+            client = self.s3_prefix.connect()
+            hold = self.s3_prefix.run_hold()  # this run's lock note: values are stored only while it is live
+            self._store = ValueStore(client, self.s3_prefix.resolved_bucket(), self.s3_prefix.write_args(),
+                                     before_write=None if hold is None else hold.check_before)
         return self._store
 
     # -- where ---------------------------------------------------------------------------

@@ -618,7 +618,7 @@ class S3Prefix(ConfigurableResource):
         self._shared_key = key
         return shared.client
 
-    def hold_run(self, run_id: str) -> Hold:
+    def hold_prefix_for(self, run_id: str) -> Hold:
         """Hold this prefix for run `run_id` (its data and stored outputs) until the hold is
         released: a cleanup refuses meanwhile. For a run's own process when its steps run in
         others (`s3_assets.defs.executors`)."""
@@ -626,6 +626,12 @@ class S3Prefix(ConfigurableResource):
 
     def _hold_for(self, client: S3Client, run_id: str) -> Hold:
         return self.prefix_locks(client).hold_for_run(run_id, self.written_roots(), what=self.uri(self.root))
+
+    def run_hold(self) -> Hold | None:
+        """This run's lock note in this process once `connect` took it (else None: outside a run,
+        or a cleanup's client): writers call its `ensure_live` before each PUT of data."""
+        shared = _SHARED.get(self._shared_key) if self._shared_key is not None else None
+        return None if shared is None else shared.hold
 
     def written_roots(self) -> list[str]:
         """Every root a run of this prefix writes: the data and the stored outputs."""

@@ -13,6 +13,10 @@ parser reads `\\r` as `\\n` (another key). Such keys go one at a time with `Dele
 carries the key in the URL. A failure of a whole batch is reported as the batch's, per-key
 `Errors` as that key's, and a listing after the deletes shows what is really gone.
 
+Held: `check` (the cleanup's lock-note lease, `Hold.ensure_live`) is called right before each
+delete request is sent and before each listed page is queued; once it fails nothing more is
+sent or listed, and the report says what was deleted and what was not, and why.
+
 Versioned buckets: a delete without VersionId only adds a delete marker. The report says whether
 the bucket is versioned; `delete_versions` removes every version and marker under the roots.
 """
@@ -20,6 +24,7 @@ the bucket is versioned; `delete_versions` removes every version and marker unde
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,6 +86,9 @@ class CleanupReport:
     remaining: list[str] = field(default_factory=list)  # listed again after the deletes
     unconfirmed: str = ""  # why the listing after the deletes failed (escaped text), if it did
     interrupted: str = ""  # why the listing stopped after some deletes were sent (escaped text)
+    stopped: str = ""  # why the cleanup stopped deleting (its lease lapsed), escaped text
+    stopped_listing: bool = False  # the stop came before the roots were all listed
+    not_sent: list[str] = field(default_factory=list)  # targets listed but not sent once stopped
 
     @property
     def keys(self) -> list[str]:
@@ -93,7 +101,7 @@ class CleanupReport:
     batch_failed: list[str] = field(default_factory=list)  # targets in batches that failed as a whole
 
     def not_deleted(self) -> set[str]:
-        return set(self.failed) | set(self.remaining) | set(self.batch_failed)
+        return set(self.failed) | set(self.remaining) | set(self.batch_failed) | set(self.not_sent)
 
     @property
     def count(self) -> int:
@@ -206,10 +214,49 @@ def _delete_one(client: Any, bucket: str, target: Target) -> tuple[dict[str, str
 Job = Callable[[], tuple[dict[str, str], list[Target], str | None]]
 
 
+class _Stop:
+    """The lease check, shared by the listing loop and the delete workers: once it fails, no
+    request more is sent, and the targets of every job not sent are recorded."""
+
+    def __init__(self, check: Callable[[str], None] | None):
+        self.check, self.why = check, ""
+        self.not_sent: list[str] = []
+        self.lock = threading.Lock()
+
+    def live(self, what: str) -> bool:
+        """Whether deleting may go on (before `what`); the first failed check records why."""
+        with self.lock:
+            if self.why:
+                return False
+        if self.check is None:
+            return True
+        try:
+            self.check(what)
+        except S3AssetsError as error:
+            with self.lock:
+                self.why = self.why or str(error)
+            return False
+        return True
+
+    def guard(self, targets: list[Target], job: Job) -> Job:
+        def run() -> tuple[dict[str, str], list[Target], str | None]:
+            span = printable(targets[0].key) + (f" .. {printable(targets[-1].key)}" if len(targets) > 1 else "")
+            # Checked right before the request is sent, not when it was queued.
+            if not self.live(f"deleting {len(targets)} object(s) ({span})"):
+                with self.lock:
+                    self.not_sent += [t.label() for t in targets]
+                return {}, [], None
+            return job()
+        return run
+
+
 def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_versions: bool = False,
-          exclude: tuple[str, ...] = (), workers: int = 8) -> CleanupReport:
+          exclude: tuple[str, ...] = (), workers: int = 8, check: Callable[[str], None] | None = None) -> CleanupReport:
     """Delete every object under each root except those under `exclude` (or, dry run, say what
     would go). Raises CleanupError naming what was not deleted.
+
+    `check(what)` raises S3AssetsError when deleting must stop (the cleanup's lease lapsed):
+    called, locally, before each delete request and each listed page; nothing more is sent after.
 
     Pipelined: each listed page's keys are checked and sent as a batch at once, while the next
     page is listed (and the versioning check runs alongside, unless it decides what is listed).
@@ -222,14 +269,20 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
             report.versioning = versioning.result()  # versions or objects: decides what is listed
         versions = delete_versions and report.versioned
         sent: list[Future[tuple[dict[str, str], list[Target], str | None]]] = []
+        stop = _Stop(None if dry_run else check)
         try:
             for root in roots:
                 for page in target_pages(client, bucket, root, versions=versions):
+                    if not stop.live(f"queueing the deletes of the next {len(page)} listed object(s)"):
+                        report.stopped_listing = True
+                        break
                     targets = [t for t in page if not t.key.startswith(exclude)]
                     keys_to_delete([t.key for t in targets], root)  # before any of the page is sent
                     report.targets += targets
                     if not dry_run:
-                        sent += [pool.submit(job) for job in delete_jobs(client, bucket, targets)]
+                        sent += [pool.submit(stop.guard(chunk, job)) for chunk, job in planned_jobs(client, bucket, targets)]
+                if report.stopped_listing:
+                    break
         except S3AssetsError as error:
             if not sent or isinstance(error, OutsidePrefixError):
                 raise
@@ -237,36 +290,51 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
         finally:
             results = [future.result() for future in sent]  # what was sent is waited for, and reported
             report.versioning = versioning.result()
+            report.stopped, report.not_sent = stop.why, stop.not_sent
             for failed, batch, batch_error in results:
                 report.failed.update(failed)
                 report.batch_failed += [t.label() for t in batch]
                 if batch_error:
                     report.batch_errors.append(batch_error)
-    if dry_run or not report.targets:
+    if dry_run or (not report.targets and not report.stopped):
         return report
     # What is really gone: a server may answer 204 for a key it cannot name.
     try:
         left = {t.label() for root in roots for t in list_targets(client, bucket, root, versions=versions)}
     except S3AssetsError as error:  # the deletes happened: report them, and that they are unconfirmed
         left, report.unconfirmed = set(), str(error)
-    report.remaining = sorted(({t.label() for t in report.targets} & left) - set(report.failed) - set(report.batch_failed))
-    if report.failed or report.batch_errors or report.remaining or report.unconfirmed or report.interrupted:
+    report.remaining = sorted(({t.label() for t in report.targets} & left) - set(report.failed)
+                              - set(report.batch_failed) - set(report.not_sent))
+    if (report.failed or report.batch_errors or report.remaining or report.unconfirmed or report.interrupted
+            or report.stopped):
         raise CleanupError(failure_message(report), report)
     return report
 
 
-def delete_jobs(client: Any, bucket: str, targets: list[Target]) -> list[Job]:
-    """`DeleteObjects` batches for the keys XML carries, `DeleteObject` for each other one."""
+def planned_jobs(client: Any, bucket: str, targets: list[Target]) -> list[tuple[list[Target], Job]]:
+    """`DeleteObjects` batches for the keys XML carries, `DeleteObject` for each other one, each
+    with the targets it deletes."""
     batchable_targets = [t for t in targets if batchable(t.key)]
-    jobs: list[Job] = [partial(_delete_batch, client, bucket, batchable_targets[i:i + BATCH])
-                       for i in range(0, len(batchable_targets), BATCH)]
-    return jobs + [partial(_delete_one, client, bucket, t) for t in targets if not batchable(t.key)]
+    chunks = [batchable_targets[i:i + BATCH] for i in range(0, len(batchable_targets), BATCH)]
+    jobs: list[tuple[list[Target], Job]] = [(chunk, partial(_delete_batch, client, bucket, chunk)) for chunk in chunks]
+    return jobs + [([t], partial(_delete_one, client, bucket, t)) for t in targets if not batchable(t.key)]
 
 
 def failure_message(report: CleanupReport, shown: int = 10) -> str:
     where = " and ".join(f"s3://{report.bucket}/{printable(root)}" for root in report.roots)
     parts = [(f"{len(report.not_deleted())} of {len(report.targets)} object(s) under {where} "
               "were not deleted")]
+    if report.stopped:  # first what is deleted and what is not, then why
+        deleted = len(report.targets) - len(report.not_deleted())
+        parts = [f"the cleanup of {where} stopped before it was done: {deleted} object(s) deleted, "
+                 f"{len(report.not_deleted())} of the {len(report.targets)} listed object(s) not deleted"
+                 + (" (the listing stopped too: objects not yet listed were not deleted either)"
+                    if report.stopped_listing else "")
+                 + f". It stopped because {report.stopped}"]
+        if report.not_sent:
+            parts.append(f"{len(report.not_sent)} listed object(s) were not sent for deletion: "
+                         + "; ".join(printable(label) for label in report.not_sent[:shown])
+                         + (f" and {len(report.not_sent) - shown} more" if len(report.not_sent) > shown else ""))
     if report.interrupted:
         parts.append(f"listing the prefix failed after {len(report.targets)} listed object(s) had been sent for "
                      f"deletion; the rest were not listed, so not deleted: {report.interrupted}")

@@ -21,6 +21,10 @@ Expiry: a note counts while it is younger than its ttl on the server's clock (La
 against the LIST response's Date); its holder renews it every third of that and deletes it at
 its end. A cleanup's Dagster instance may say that a run is finished: its note then stops
 counting at once. Notes expired for a whole ttl more are swept (deleted) by whoever lists them.
+
+Lease: the holder itself counts its note live for ttl - 1 s from the sending of its last
+successful PUT, and every write or delete under its roots first checks that, locally
+(`Hold.ensure_live`): a holder whose renewals failed past it is told, by name, and stops.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,10 +64,16 @@ OWNER = re.compile(r"[A-Za-z0-9_-]{1,100}")
 TOKEN = re.compile(r"[0-9a-f]{16}")
 B64URL = re.compile(r"[A-Za-z0-9_-]+")
 ROOTS_IN_BODY = "@"
+CLOCK_STEP = 1.0  # seconds: LastModified and Date are whole seconds, so a note may count 1 s less
 
 
 class PrefixBusyError(S3AssetsError, RuntimeError):
     """The prefix is held by the other side (a cleanup, or runs that use it); the message names it."""
+
+
+class LeaseLapsedError(S3AssetsError, RuntimeError):
+    """A hold's note was not renewed in time: the other side may have proceeded, so the holder
+    writes or deletes nothing more; the message names the note, its holder and its last renewal."""
 
 
 class NoteError(S3AssetsError):
@@ -262,6 +273,7 @@ class PrefixLocks:
         key = note_key(kind, self.ttl, owner, token, roots)
         body = json.dumps({"kind": kind, "ttl_seconds": self.ttl, "owner": owner, "roots": list(roots),
                            "host": socket.gethostname()[:255], "pid": os.getpid()}).encode()
+        sent = time.monotonic()  # the lease counts from the PUT's sending, not its answer
         self._put(key, body)
         refused = True
         try:
@@ -271,7 +283,7 @@ class PrefixLocks:
             if refused:  # take the own note back; if that fails too, it expires by itself after ttl
                 with contextlib.suppress(S3AssetsError):
                     self._delete(key)
-        return Hold(self, key, body)
+        return Hold(self, key, body, kind=kind, owner=owner, roots=tuple(roots), sent=sent)
 
     def _refuse_conflicts(self, own: str, kind: str, owner: str, roots: tuple[str, ...], what: str,
                           is_finished: Callable[[str], bool | None]) -> None:
@@ -341,25 +353,112 @@ class PrefixLocks:
 
 
 class Hold:
-    """One note of this process, renewed every third of its ttl on a daemon thread until released."""
+    """One note of this process, renewed every third of its ttl on a daemon thread until released.
 
-    def __init__(self, locks: PrefixLocks, key: str, body: bytes):
+    The lease: the note counts for others until `ttl` seconds after its last renewal landed on
+    the server, judged on whole seconds (LastModified and Date), so for the holder it lasts
+    `ttl - 1` seconds from the moment the last successful PUT was *sent* (an earlier moment
+    than the server's). `ensure_live` checks that locally, with no request, before each write
+    or delete: past it the other side may have proceeded, and the holder stops. A renewal that
+    fails is retried soon (every eighth of the interval), not a whole interval later."""
+
+    def __init__(self, locks: PrefixLocks, key: str, body: bytes, *, kind: str = "run", owner: str = "",
+                 roots: tuple[str, ...] = (), sent: float | None = None):
         self.locks, self.key, self._body = locks, key, body
+        self.kind, self.owner, self.roots = kind, owner, roots
         self._stop = threading.Event()
         self.interval = max(locks.ttl / 3, 0.001)
+        self.retry = self.interval / 8
+        self.lease = locks.ttl - CLOCK_STEP
+        self.margin = locks.ttl / 4
+        self._guard = threading.Lock()
+        self._last_sent = time.monotonic() if sent is None else sent
+        self._failures, self._last_error = 0, ""
+        self._broken = ""  # why the lease was lost for good (a renewal answered after it ended)
+        self._released = False
         self._thread = threading.Thread(target=self._renew, name="s3-assets-lock-heartbeat", daemon=True)
         if locks.ttl:
             self._thread.start()
 
     def _renew(self) -> None:
-        while not self._stop.wait(self.interval):
+        delay = self.interval
+        while not self._stop.wait(delay):
+            sent = time.monotonic()
             try:
                 self.locks._put(self.key, self._body)  # noqa: SLF001 - the note's own writer
-            except S3AssetsError:  # noqa: S110 - a missed renewal only shortens the hold; the next one retries
-                pass
+            except S3AssetsError as error:  # the lease shortens; ensure_live tells the writers when it ends
+                with self._guard:
+                    self._failures += 1
+                    self._last_error = str(error)
+                delay = self.retry
+            else:
+                answered = time.monotonic()
+                with self._guard:
+                    if not self._broken and answered > self._last_sent + self.lease:
+                        # The note may have expired before this PUT landed: another party may have
+                        # started meanwhile and will not look again. The lease is lost for good.
+                        self._broken = (f"a renewal was answered {answered - self._last_sent:.1f} s after the "
+                                        f"previous successful one was sent, after the note may have expired")
+                    self._last_sent, self._failures, self._last_error = sent, 0, ""
+                delay = max(0.0, sent + self.interval - time.monotonic())
             if self._stop.is_set():  # released while this PUT was under way: take the late note back
                 with contextlib.suppress(S3AssetsError):
                     self.locks._delete(self.key)  # noqa: SLF001
+
+    def left(self) -> float:
+        """Seconds of the lease left on this process's monotonic clock (negative: lapsed)."""
+        with self._guard:
+            return self._last_sent + self.lease - time.monotonic()
+
+    def ensure_live(self, margin: float | None = None, *, before: str = "") -> None:
+        """Raise LeaseLapsedError unless more than `margin` seconds (default: a quarter of the
+        ttl) of the lease are left. Local: no request. `before`: what is about to be done."""
+        margin = self.margin if margin is None else margin
+        now = time.monotonic()
+        with self._guard:
+            last_sent, failures, last_error = self._last_sent, self._failures, self._last_error
+            left = last_sent + self.lease - now
+            if left <= 0 and not self._broken:
+                self._broken = "no renewal succeeded in time"
+            broken, released = self._broken, self._released
+        if left >= margin and not broken and not released:
+            return
+        raise LeaseLapsedError(self._lapsed_message(now - last_sent, left, margin, failures, last_error,
+                                                    "" if released else broken, released, before))
+
+    def check_before(self, what: str) -> None:
+        """`ensure_live` with the default margin, before `what` (a write or a delete)."""
+        self.ensure_live(before=what)
+
+    def _lapsed_message(self, ago: float, left: float, margin: float, failures: int, last_error: str,
+                        broken: str, released: bool, before: str) -> str:
+        other = "a cleanup may be deleting" if self.kind == "run" else "a run may be writing"
+        roots = ", ".join(f"s3://{self.locks.bucket}/{printable(root)}" for root in self.roots) or "its prefixes"
+        if released:
+            state = "was already released"
+        elif broken:
+            state = f"has lapsed ({broken})"
+        elif left <= 0:
+            state = "has lapsed"
+        else:
+            state = f"is about to lapse ({left:.1f} s left, less than the safety margin of {margin:.1f} s)"
+        if failures:
+            failed = f"; {failures} renewal(s) failed since, the last: {last_error}"
+        elif released:
+            failed = ""
+        elif self._stop.is_set():
+            failed = "; it is no longer renewed (stopped)"
+        else:
+            failed = "; no renewal was answered since (one may be under way, or this process was paused)"
+        holder = f"run {self.owner}" if self.kind == "run" else f"cleanup run {self.owner}"
+        return (f"the hold of {holder} (this process: host "
+                f"{printable(socket.gethostname()[:255])}, pid {os.getpid()}) on {roots} {state}: its lock note "
+                f"{self.locks._where(self.key)} was last renewed successfully {ago:.1f} s ago (a note counts "
+                f"{self.locks.ttl} s after its last renewal; renewed every {self.interval:g} s){failed}. "
+                f"{other.capitalize()} {roots} now, so this {self.kind} stops"
+                + (f" before {printable(before)}" if before else "") + ": nothing more is "
+                + ("written" if self.kind == "run" else "deleted")
+                + ". Check that S3 is reachable and not throttling, then run it again")
 
     def stop(self) -> None:
         """Stop renewing (the note then expires by itself); `release` also deletes it."""
@@ -371,4 +470,6 @@ class Hold:
         """Stop renewing and delete the note; raises S3AssetsError if the delete failed (the
         note then expires by itself after its ttl)."""
         self.stop()
+        with self._guard:
+            self._released = True
         self.locks._delete(self.key)  # noqa: SLF001

@@ -240,8 +240,12 @@ class ValueStore:
     superseded versions removed together when the writer finishes (`finish`, at the end of a
     run's steps in this process): a LIST per value written, one DeleteObjects for them all."""
 
-    def __init__(self, client: Any, bucket: str, extra_args: dict[str, str] | None = None):
+    def __init__(self, client: Any, bucket: str, extra_args: dict[str, str] | None = None,
+                 before_write: Callable[[str], None] | None = None):
+        """before_write(what): called before a value's files and before its manifests are put (a
+        run's lease check, local): it raises to stop the write, and no manifest names the value."""
         self.client, self.bucket, self.extra_args = client, bucket, dict(extra_args or {})
+        self._before_write = before_write or (lambda what: None)
         drop_expect_for_small_bodies(client)
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="stored-values")
         self._background = ThreadPoolExecutor(1, thread_name_prefix="stored-values-removal")
@@ -258,6 +262,7 @@ class ValueStore:
         version = f"v{time.time_ns():020d}-{uuid.uuid4().hex[:8]}" + (f"-{run_tag(run_id)}" if run_id else "")
         frames: dict[str, pd.DataFrame] = {}
         description = _plan(value, frames)
+        self._before_write(f"storing a value under s3://{self.bucket}/{base}")
         uploads = {name: self._pool.submit(self._put_frame, f"{base}{version}/{name}", frame)
                    for name, frame in frames.items()}
         wait(uploads.values())  # all of them, so that a failure leaves nothing still uploading
@@ -270,6 +275,11 @@ class ValueStore:
                     "bytes": sum(f["bytes"] for f in files.values())}
         body = json.dumps(manifest, indent=1, sort_keys=True).encode()
         version_manifest, pointer = f"{base}{version}/{MANIFEST}", f"{base}{MANIFEST}"
+        try:  # the manifests make the value current: put only while the run's hold is live
+            self._before_write(f"putting s3://{self.bucket}/{pointer}, which would make the stored value current")
+        except S3AssetsError:
+            self._remove_later([f"{base}{version}/{name}" for name in files])
+            raise
         puts = [self._pool.submit(self._put, key, body, "application/json") for key in (version_manifest, pointer)]
         for put in puts:
             put.result()

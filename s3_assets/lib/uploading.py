@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,9 +90,11 @@ def difference(stored: StoredObject | None, size: int, sha256: str) -> str | Non
 
 
 def upload_bytes(client: Any, bucket: str, key: str, body: bytes, *, extra_args: dict | None = None,
-                 multipart_threshold: int | None = None) -> Uploaded:
+                 multipart_threshold: int | None = None, before_write: Callable[[str], None] | None = None) -> Uploaded:
     """Put `body` at `key` unless identical bytes are there already (same size and SHA-256).
-    Bodies from `multipart_threshold` bytes (default MULTIPART_THRESHOLD) go multipart."""
+    Bodies from `multipart_threshold` bytes (default MULTIPART_THRESHOLD) go multipart.
+    `before_write(what)` is called right before the upload starts (a run's lease check: it
+    raises to stop the write); not when the bytes are already there."""
     threshold = multipart_threshold or MULTIPART_THRESHOLD
     md5 = hashlib.md5(body, usedforsecurity=False)
     sha256 = hashlib.sha256(body)
@@ -101,6 +104,8 @@ def upload_bytes(client: Any, bucket: str, key: str, body: bytes, *, extra_args:
         existing = stored_object(client, bucket, key)
         if existing is not None and difference(existing, len(body), sha256.hexdigest()) is None:
             return Uploaded(key, len(body), existing.etag, md5.hexdigest(), sha256.hexdigest(), changed=False)
+        if before_write is not None:
+            before_write(f"writing s3://{bucket}/{key}")
         if len(body) < threshold:
             # Content-MD5 and the SHA-256 checksum make S3 reject a body that arrived damaged.
             response = client.put_object(

@@ -38,6 +38,7 @@ from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.cleanup import CleanupError, CleanupReport, clean
 from s3_assets.lib.errors import ConfigError, S3AssetsError
 from s3_assets.lib.listing import list_objects
+from s3_assets.lib.prefix_lock import Hold
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
 from s3_assets.per_file.retention import remove_file_partitions
@@ -163,9 +164,10 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
         run = run_status(run_id)
         return None if run is None else run.is_finished
 
-    def run_clean() -> tuple[CleanupReport, CleanupError | None]:
+    def run_clean(hold: Hold | None = None) -> tuple[CleanupReport, CleanupError | None]:
         try:
-            return clean(client, bucket, roots, dry_run=config.dry_run, delete_versions=config.delete_versions), None
+            return clean(client, bucket, roots, dry_run=config.dry_run, delete_versions=config.delete_versions,
+                         check=None if hold is None else hold.check_before), None
         except CleanupError as error:
             return error.report, error
 
@@ -173,9 +175,10 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
         report, failure = run_clean()
     else:
         # Held on every root it deletes: a run that writes any overlapping root (data or stored
-        # outputs, of any configuration) excludes it, and it them.
-        with locks.cleanup(context.run_id, roots, what=s3_prefix.uri(data_root), is_finished=is_finished):
-            report, failure = run_clean()
+        # outputs, of any configuration) excludes it, and it them. Each delete request is sent
+        # only while the hold's lease is live (checked locally): a lapsed one stops the deletes.
+        with locks.cleanup(context.run_id, roots, what=s3_prefix.uri(data_root), is_finished=is_finished) as hold:
+            report, failure = run_clean(hold)
             deleted = set(report.keys) - {label.split(" (version ", 1)[0] for label in report.not_deleted()}
             # Recorded while the prefix is still held: no run can write it again before these land.
             yield from staleness_evaluations(context, s3_prefix, report, deleted, client)

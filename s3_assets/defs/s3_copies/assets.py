@@ -62,8 +62,10 @@ def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsD
                                     f"(S3 keeps the last good copy): {'; '.join(problems[:10])}")
         body = frame.to_csv(index=False).encode()
         key = s3_prefix.key(table.s3_relative)
-        uploaded = upload_bytes(s3_prefix.connect(), s3_prefix.resolved_bucket(), key, body,
-                                extra_args=s3_prefix.write_args())
+        client = s3_prefix.connect()
+        hold = s3_prefix.run_hold()  # this run's lock note: the PUT goes only while its lease is live
+        uploaded = upload_bytes(client, s3_prefix.resolved_bucket(), key, body, extra_args=s3_prefix.write_args(),
+                                before_write=None if hold is None else hold.check_before)
         context.log.info(f"{'wrote' if uploaded.changed else 'unchanged'}: {s3_prefix.uri(key)} ({uploaded.size:,} bytes)")
         return MaterializeResult(metadata={
             "dagster/uri": MetadataValue.text(s3_prefix.uri(key)),  # copyable text: an s3:// link opens nothing
