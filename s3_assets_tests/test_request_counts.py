@@ -104,20 +104,21 @@ def test_the_filesystem_cache_is_shared_across_threads_and_holds_no_secret(clien
 
 # -- deleting -------------------------------------------------------------------------------
 def test_each_delete_batch_is_sent_while_the_next_page_is_listed(s3, bucket, s3_server):
-    """The first DeleteObjects is held at the proxy until the listing asks for its next page:
-    pipelined, that request comes; listed first and deleted after (the old way), it never does."""
+    """The listing's second page is held at the proxy until the first DeleteObjects arrives:
+    pipelined, that request comes while the listing waits; listed first and deleted after (the
+    old way), it never does (the page is released after 60 s and the test fails)."""
     keys = [f"ins_dataset/raw/f{i:05d}.csv" for i in range(2500)]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda key: s3.put_object(Bucket=bucket, Key=key, Body=b"x"), keys))
     s3.put_object(Bucket=bucket, Key="ins_dataset_old/keep.csv", Body=b"x")
-    next_page = threading.Event()
+    first_delete = threading.Event()
     held: list[bool] = []
 
     def on_request(method: str, path: str) -> None:
-        if method == "GET" and "continuation-token=" in path:
-            next_page.set()
-        if method == "POST" and "delete" in path and not held:
-            held.append(next_page.wait(timeout=60))  # released at once when pipelined
+        if method == "POST" and "delete" in path:
+            first_delete.set()
+        if method == "GET" and "continuation-token=" in path and not held:
+            held.append(first_delete.wait(timeout=60))  # released at once when pipelined
 
     with FaultProxy(urlsplit(s3_server.state.endpoint_url).port, on_request=on_request) as proxy:
         creds = s3_server.server.credentials()
@@ -126,13 +127,10 @@ def test_each_delete_batch_is_sent_while_the_next_page_is_listed(s3, bucket, s3_
                               config=Config(s3={"addressing_style": "path"}))
         report = clean(client, bucket, ["ins_dataset/"], dry_run=False)
         requests = [(method, path) for method, path, _ in proxy.requests]
-    assert held == [True]
+    assert held == [True]  # the first batch went out while the listing was still at its second page
     assert report.count == 2500 and not report.remaining
     assert [key["Key"] for key in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["ins_dataset_old/keep.csv"]
-    deletes = [i for i, (method, _) in enumerate(requests) if method == "POST"]
-    assert len(deletes) == 3
-    listed_between = [path for method, path in requests[deletes[0]:deletes[-1]] if "list-type" in path]
-    assert listed_between  # the listing went on while batches were deleted
+    assert len([method for method, _ in requests if method == "POST"]) == 3
     # versioning check, 3 pages, 3 batches, the confirming listing (was 21: 16 listing requests)
     assert len(requests) == 8
 
