@@ -372,8 +372,9 @@ def test_a_hold_whose_renewals_fail_past_its_lease_says_so_and_stays_lost(s3_ser
             assert "renewal(s) failed since" in text and "SlowDown" in text
             assert "before writing s3://b/ins_dataset/raw/train.csv" in text and "nothing more is written" in text
             # A failed renewal is retried soon, not a whole interval (2 s) later: more than the
-            # 3 tries a fixed interval allows within the ttl, and no flood (at most one per 1/8 interval).
-            assert 6 <= renewals.refused_before_lapse <= 8 * 3 + 2
+            # 3 tries a fixed interval allows within the ttl (4: slack for a loaded machine), and no flood
+            # (at most one per 1/8 interval).
+            assert 4 <= renewals.refused_before_lapse <= 8 * 3 + 2
             # S3 answers again: the note is renewed, but the lease stays lost (a cleanup may have
             # started meanwhile and will not look again).
             renewals.refuse.clear()
