@@ -93,6 +93,21 @@ def test_taken_port_is_a_clear_error(tmp_path):
             EmbeddedS3(tmp_path / "s3", ports).ensure_running()
 
 
+def test_default_ports_lie_below_the_ephemeral_range():
+    """Every port the default server binds (HTTP and gRPC, as configured by default) lies below
+    the kernel's ephemeral range, so no outgoing connection of a busy machine holds one when the
+    server starts (the old admin gRPC port, 33646, was taken so on a machine running tests)."""
+    from s3_assets.defs.resources import S3Connection
+
+    low = 32768  # Linux's default ip_local_port_range starts here; IANA's dynamic range at 49152
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    listening = S3Connection().local_ports().listening()
+    assert listening and all(port < min(low, 32768) for port in listening.values()), listening
+
+
 def test_missing_binary_is_a_clear_error(tmp_path):
     with pytest.raises(EmbeddedS3Error, match="S3_ASSETS_WEED_BINARY=.*not an executable"):
         EmbeddedS3(tmp_path / "s3", free_ports(), weed_binary=str(tmp_path / "no-weed-here")).ensure_running()

