@@ -38,10 +38,11 @@ def test_the_typed_frames_load_in_a_notebook_through_the_io_manager(s3_server, b
 
 
 def test_a_notebook_without_dagster_home_reads_through_the_projects_instance(
-        s3_server, bucket, make_location, run_graph, uci_dir, tmp_path, monkeypatch):
+        s3_server, bucket, make_location, run_graph, uci_dir, tmp_path, monkeypatch, capfd):
     """README's `defs.load_asset_value("modelling_table")` in a notebook that has no DAGSTER_HOME:
     the values are read through the checkout's own instance (`.dagster_home`), where README's
-    command 1 recorded them; with no such instance the error says what to set."""
+    command 1 recorded them, and nothing is printed; with no such instance the error says what
+    to set."""
     from s3_assets.definitions import build_definitions
     from s3_assets.defs import io_manager
     from s3_assets.lib.stored_values import StoredValueError
@@ -55,7 +56,10 @@ def test_a_notebook_without_dagster_home_reads_through_the_projects_instance(
     monkeypatch.setattr(io_manager, "PROJECT_INSTANCE", home)
     monkeypatch.setattr(io_manager, "_project_instance", None)
     defs = build_definitions({"S3_ASSETS_LOCAL_DIR": s3_server.local_dir, "S3_ASSETS_BUCKET": bucket})
+    capfd.readouterr()
     pd.testing.assert_frame_equal(defs.load_asset_value("modelling_table"), result.output_for_node("modelling_table"))
+    printed = capfd.readouterr()
+    assert "DEBUG" not in printed.out + printed.err  # a notebook cell shows the frame, not Dagster's log
     monkeypatch.setattr(io_manager, "PROJECT_INSTANCE", tmp_path / "nowhere")
     monkeypatch.setattr(io_manager, "_project_instance", None)
     with pytest.raises(StoredValueError, match="set DAGSTER_HOME"):

@@ -318,5 +318,6 @@ class S3ParquetIOManager(ConfigurableIOManager):
             raise StoredValueError(f"{what} was stored without a recorded hash (by an older version of s3-assets, "
                                    f"or not by this IO manager), so its stored value at {where} cannot be proven: "
                                    "materialize it again")
-        context.log.debug(f"Loading {what} from {where}{version}/")
+        if self._run_id:  # a step's event log; a notebook's load_asset_value prints nothing
+            context.log.debug(f"Loading {what} from {where}{version}/")
         return self._values().read(folder, version, sha256, f"{what} ({where})")
