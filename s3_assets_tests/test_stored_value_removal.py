@@ -216,6 +216,10 @@ def test_superseded_versions_of_finished_runs_are_removed(s3, bucket, make_locat
     location = make_location(bucket)
     folder = location.stored_value_folder(["shared"])
     manager = S3ParquetIOManager(s3_prefix=location)
+    # A version of a run the instance does not know, named in the future (planted, or a clock far
+    # ahead): not kept for 24 h from a time that never comes, but removed like any stranger's.
+    planted = "v99999999999999999999-deadbeef-unknown-run"
+    s3.put_object(Bucket=bucket, Key=f"{folder}{planted}/{MANIFEST}", Body=b"{}")
     runs: list[str] = []
     for n in range(5):
         runs.append(materialize([shared], instance=instance, resources={"io_manager": manager}).run_id)
@@ -223,6 +227,7 @@ def test_superseded_versions_of_finished_runs_are_removed(s3, bucket, make_locat
         # the run before it may still be the latest record when the removal runs (then it stays)
         assert runs[-1] in {stored_values.version_run(v) for v in held} <= set(runs[-2:]), n
         assert recorded_version(instance, "shared") in held
+        assert planted not in held
 
 
 def test_version_names_carry_the_run_and_old_names_still_parse():

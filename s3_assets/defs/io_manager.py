@@ -156,7 +156,8 @@ def keep_decision(instance: DagsterInstance, recorded: Callable[[], Mapping | No
             elif run in finished:
                 if not finished[run]:
                     kept.add(version)
-            elif now - stored_values.version_written_ns(version) < UNKNOWN_RUN_KEEP_SECONDS * 1_000_000_000:
+            elif 0 <= now - stored_values.version_written_ns(version) < UNKNOWN_RUN_KEEP_SECONDS * 1_000_000_000:
+                # (a name from the future, planted or of a clock far ahead, is not kept for ever)
                 kept.add(version)
         return kept
 
