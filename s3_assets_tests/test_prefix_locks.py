@@ -285,11 +285,15 @@ def test_a_run_costs_one_bucket_check_and_one_note_put_listed_and_deleted(s3_ser
     assert not notes_in(s3, bucket)
 
 
+@pytest.mark.parametrize("override", [False, True], ids=["settings", "run-config-prefix"])
 def test_a_step_per_process_run_holds_its_prefix_between_steps(s3_server, s3, bucket, uci_dir, tmp_path,
-                                                              cli):  # noqa: F811 - the imported fixture
+                                                              cli, override):  # noqa: F811 - the imported fixture
     """Each step of a multiprocess (or Celery) run holds the note only while it runs; between
     steps no step process is alive. The run's own process holds the note for the whole run, so a
-    cleanup in that gap is refused, and the run leaves no note behind."""
+    cleanup in that gap is refused, and the run leaves no note behind. With `s3_prefix` overridden
+    in the run's config (the launchpad), the data goes to the override's prefix while the IO
+    manager (a nested resource run config does not reach) stores under the settings' one: both
+    are held."""
     import os
     import subprocess
 
@@ -297,11 +301,13 @@ def test_a_step_per_process_run_holds_its_prefix_between_steps(s3_server, s3, bu
 
     from s3_assets_tests.step_gap_jobs import FIRST_KEY, SECOND_KEY
 
+    data = "other" if override else "ins_dataset"
     pause = tmp_path / "pause"
     pause.mkdir()
     os.mkfifo(pause / "release")
     config = tmp_path / "run.yaml"
-    config.write_text(f"ops:\n  wait_between:\n    config:\n      pause_dir: {pause}\n")
+    config.write_text(f"ops:\n  wait_between:\n    config:\n      pause_dir: {pause}\n" + (
+        f"resources:\n  s3_prefix:\n    config:\n      prefix: {data}\n      bucket: {bucket}\n" if override else ""))
     run = subprocess.Popen([cli.dagster, "job", "execute", "-m", "s3_assets_tests.step_gap_jobs", "-j", "step_gap",
                             "-c", str(config)], cwd=cli.root, env=cli.env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
@@ -309,19 +315,20 @@ def test_a_step_per_process_run_holds_its_prefix_between_steps(s3_server, s3, bu
         while not (pause / "paused").exists():
             assert run.poll() is None, run.communicate()[0][-3000:]
             threading.Event().wait(0.05)  # polling for the step's marker, not ordering a race
-        assert s3.head_object(Bucket=bucket, Key=f"ins_dataset/{FIRST_KEY}")  # the first step is done
+        assert s3.head_object(Bucket=bucket, Key=f"{data}/{FIRST_KEY}")  # the first step is done
         with DagsterInstance.from_config(str(cli.home)) as instance:
             [record] = instance.get_runs()
         locks = PrefixLocks(s3, bucket)
-        with pytest.raises(PrefixBusyError, match=f"run {record.run_id}"):
-            with locks.cleanup("gap-cleanup", ["ins_dataset/"], what="the gap's prefix"):
-                pass
+        for roots in (["ins_dataset/"], ["dagster-io/ins_dataset/"]) + ((["other/"],) if override else ()):
+            with pytest.raises(PrefixBusyError, match=f"run {record.run_id}"):
+                with locks.cleanup("gap-cleanup", roots, what="the gap's prefix"):
+                    pass
     finally:
         open(pause / "release", "w").close()
         output = run.communicate(timeout=600)[0]
     assert run.returncode == 0, output[-3000:]
-    assert s3.get_object(Bucket=bucket, Key=f"ins_dataset/{SECOND_KEY}")["Body"].read() == b"2"
-    assert notes_in(s3, bucket) == set()  # the run's process deleted its note at the end
+    assert s3.get_object(Bucket=bucket, Key=f"{data}/{SECOND_KEY}")["Body"].read() == b"2"
+    assert notes_in(s3, bucket) == set()  # the run's process deleted its notes at the end
 
 
 def test_every_job_whose_steps_run_elsewhere_holds_the_run_from_its_own_process():

@@ -16,31 +16,48 @@ from typing import Any
 
 from dagster import Executor, ExecutorDefinition, build_resources, multiprocess_executor
 
+from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.errors import S3AssetsError
+from s3_assets.lib.prefix_lock import Hold
 
-RESOURCE_KEY = "s3_prefix"
+# The resources whose prefixes a run writes: the data (`s3_prefix`) and the stored outputs (the IO
+# manager's own `S3Prefix`, a nested resource that run config does not reach: it may differ).
+HELD_RESOURCES = ("s3_prefix", "io_manager")
+
+
+def _prefixes(resource: Any) -> list[S3Prefix]:
+    if isinstance(resource, S3Prefix):
+        return [resource]
+    nested = getattr(resource, "s3_prefix", None)
+    return [nested] if isinstance(nested, S3Prefix) else []
 
 
 @contextmanager
 def run_hold(plan_context: Any) -> Iterator[None]:
-    """Hold the run's prefix (as its steps will resolve it: the job's `s3_prefix` resource with the
-    run's config) while the block runs; nothing for a job without that resource."""
-    definition = plan_context.job.get_definition().resource_defs.get(RESOURCE_KEY)
-    if definition is None:
-        yield
-        return
+    """Hold every prefix the run's steps will write (the job's `s3_prefix` and IO manager, resolved
+    with the run's config as the steps resolve them) while the block runs."""
+    definitions = {key: definition for key, definition in plan_context.job.get_definition().resource_defs.items()
+                   if key in HELD_RESOURCES}
     run = plan_context.dagster_run
-    config = (run.run_config.get("resources") or {}).get(RESOURCE_KEY)
-    with build_resources({RESOURCE_KEY: definition}, instance=plan_context.instance,
-                         resource_config={RESOURCE_KEY: config} if config is not None else None) as resources:
-        hold = getattr(resources, RESOURCE_KEY).hold_prefix_for(run.run_id)
+    configs = {key: config for key, config in (run.run_config.get("resources") or {}).items() if key in definitions}
+    holds: list[Hold] = []
+    with build_resources(definitions, instance=plan_context.instance, resource_config=configs or None) as resources:
         try:
+            held: set[tuple] = set()
+            for key in definitions:
+                for prefix in _prefixes(getattr(resources, key)):
+                    # (the connection's repr holds secrets: only a key in memory here, never shown)
+                    what = (repr(prefix.s3), prefix.resolved_bucket(), tuple(prefix.written_roots()))
+                    if what not in held:
+                        held.add(what)
+                        holds.append(prefix.hold_prefix_for(run.run_id))
             yield
         finally:
-            try:
-                hold.release()
-            except S3AssetsError as error:
-                plan_context.log.warning(f"this run's lock note was not deleted (it expires by itself): {error}")
+            for hold in holds:
+                try:
+                    hold.release()
+                except S3AssetsError as error:
+                    plan_context.log.warning(f"this run's lock note was not deleted (it expires by itself): {error}")
 
 
 class RunHoldingExecutor(Executor):
