@@ -30,4 +30,5 @@ def materialized_in_this_run(context: AssetCheckExecutionContext, asset_key: Ass
 
 def answered_in_this_run(what: str) -> str:
     """The `source` metadata of a check result taken from this run's materialization."""
-    return f"{what}, recorded by this run's materialization (no new request)"
+    return (f"{what}, recorded by this run's materialization (no new request): what S3 held when this "
+            "run's step wrote it; a later change by someone else is the change sensor's to find")
