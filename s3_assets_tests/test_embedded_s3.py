@@ -93,6 +93,13 @@ def test_taken_port_is_a_clear_error(tmp_path):
             EmbeddedS3(tmp_path / "s3", ports).ensure_running()
 
 
+def port_settings(ports) -> dict[str, str]:
+    """The S3_ASSETS_* variables that put the embedded server on `ports`."""
+    return {"S3_ASSETS_LOCAL_S3_PORT": str(ports.s3), "S3_ASSETS_LOCAL_MASTER_PORT": str(ports.master),
+            "S3_ASSETS_LOCAL_VOLUME_PORT": str(ports.volume), "S3_ASSETS_LOCAL_FILER_PORT": str(ports.filer),
+            "S3_ASSETS_LOCAL_ADMIN_PORT": str(ports.admin), "S3_ASSETS_GRPC_PORT_OFFSET": str(ports.grpc_offset)}
+
+
 def test_default_ports_lie_below_the_ephemeral_range():
     """Every port the default server binds (HTTP and gRPC, as configured by default) lies below
     the kernel's ephemeral range, so no outgoing connection of a busy machine holds one when the
@@ -214,10 +221,7 @@ def test_local_command_starts_and_stops_from_paths_under_tmp_with_spaces(tmp_pla
     weed = weed_copy_under(tmp_places("s3a cli clone "))
     data = os.path.join(tmp_places("s3a cli data "), "local s3")
     ports = free_ports()
-    env = {**os.environ, "S3_ASSETS_LOCAL_DIR": data, "S3_ASSETS_WEED_BINARY": weed,
-           "S3_ASSETS_LOCAL_S3_PORT": str(ports.s3), "S3_ASSETS_LOCAL_MASTER_PORT": str(ports.master),
-           "S3_ASSETS_LOCAL_VOLUME_PORT": str(ports.volume), "S3_ASSETS_LOCAL_FILER_PORT": str(ports.filer),
-           "S3_ASSETS_LOCAL_ADMIN_PORT": str(ports.admin), "S3_ASSETS_GRPC_PORT_OFFSET": str(ports.grpc_offset)}
+    env = {**os.environ, "S3_ASSETS_LOCAL_DIR": data, "S3_ASSETS_WEED_BINARY": weed, **port_settings(ports)}
     command = [sys.executable, "-m", "s3_assets.local_s3"]
     try:
         started = subprocess.run([*command, "start"], env=env, capture_output=True, text=True, timeout=120)

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from s3_assets.local_s3.server import EmbeddedS3
 from s3_assets.local_s3.server import find_free_ports as free_ports
-from s3_assets_tests.test_embedded_s3 import client_for, serves
+from s3_assets_tests.test_embedded_s3 import client_for, port_settings, serves
 
 pytestmark = pytest.mark.integration
 
@@ -101,10 +101,7 @@ def test_without_a_private_tmp_the_server_serves_and_says_so_once(tmp_path, monk
 def test_the_local_command_says_the_fallback_once_without_a_traceback(tmp_path):
     path, _ = no_namespace_path(tmp_path, "unshare refuses")
     ports = free_ports()
-    env = {**os.environ, "PATH": path, "S3_ASSETS_LOCAL_DIR": str(tmp_path / "local s3"),
-           "S3_ASSETS_LOCAL_S3_PORT": str(ports.s3), "S3_ASSETS_LOCAL_MASTER_PORT": str(ports.master),
-           "S3_ASSETS_LOCAL_VOLUME_PORT": str(ports.volume), "S3_ASSETS_LOCAL_FILER_PORT": str(ports.filer),
-           "S3_ASSETS_LOCAL_ADMIN_PORT": str(ports.admin), "S3_ASSETS_GRPC_PORT_OFFSET": str(ports.grpc_offset)}
+    env = {**os.environ, "PATH": path, "S3_ASSETS_LOCAL_DIR": str(tmp_path / "local s3"), **port_settings(ports)}
     command = [sys.executable, "-m", "s3_assets.local_s3"]
     try:
         started = subprocess.run([*command, "start"], env=env, capture_output=True, text=True, timeout=120)

@@ -426,12 +426,11 @@ def test_a_stored_value_is_not_made_current_after_the_lease_lapsed(s3_server, s3
     assert not notes_in(s3, bucket)
 
 
-def test_a_runs_copy_is_not_written_after_its_lease_lapsed(s3_server, s3, bucket, run_graph, uci_dir):
+def _run_paused_while_its_lease_lapses(s3_server, bucket, run_graph, uci_dir, gate):
+    """`*train_csv` run with 9 s notes through the proxy; held at `gate` until its renewals have
+    failed for a whole ttl; its result."""
     ttl = 9
-    seed_copies(s3, bucket, b"old\n")
     renewals = FailingRenewals(ttl, kind="run")
-    # The run pauses at its look at raw/train.csv (a HEAD, before the PUT) while its renewals fail.
-    gate = Gate(lambda method, path: method == "HEAD" and path.endswith("/ins_dataset/raw/train.csv"))
     with FaultProxy(s3_server.state.ports.s3, rule=renewals, on_request=gate) as proxy:
         location = short_lease_prefix(ttl)(s3=custom(proxy.url, s3_server), bucket=bucket)
         thread, box = in_thread(lambda: run_graph(location, uci_dir, selection="*train_csv", raise_on_error=False))
@@ -442,7 +441,15 @@ def test_a_runs_copy_is_not_written_after_its_lease_lapsed(s3_server, s3, bucket
         finally:
             gate.release.set()
         thread.join(120)
-    run = box["result"]
+    return box["result"]
+
+
+def test_a_runs_copy_is_not_written_after_its_lease_lapsed(s3_server, s3, bucket, run_graph, uci_dir):
+    seed_copies(s3, bucket, b"old\n")
+    # The run pauses at its look at raw/train.csv (a HEAD, before the PUT) while its renewals fail.
+    run = _run_paused_while_its_lease_lapses(
+        s3_server, bucket, run_graph, uci_dir,
+        Gate(lambda method, path: method == "HEAD" and path.endswith("/ins_dataset/raw/train.csv")))
     message = failure_of(run)
     assert not run.success and "LeaseLapsedError" in message
     assert run.run_id in message and f"{NOTES_ROOT}run." in message and "last renewed successfully" in message
@@ -454,21 +461,10 @@ def test_a_runs_copy_is_not_written_after_its_lease_lapsed(s3_server, s3, bucket
 def test_a_runs_stored_value_is_not_made_current_after_lapse(s3_server, s3, bucket, run_graph, uci_dir):
     """Through the IO manager: the run's first stored file is held at the proxy while the
     renewals fail; no manifest is put after, in that step or any later one."""
-    ttl = 9
-    renewals = FailingRenewals(ttl, kind="run")
     outputs = "/dagster-io/ins_dataset/"
-    gate = Gate(lambda method, path: method == "PUT" and outputs in path and ".parquet" in path)
-    with FaultProxy(s3_server.state.ports.s3, rule=renewals, on_request=gate) as proxy:
-        location = short_lease_prefix(ttl)(s3=custom(proxy.url, s3_server), bucket=bucket)
-        thread, box = in_thread(lambda: run_graph(location, uci_dir, selection="*train_csv", raise_on_error=False))
-        try:
-            assert gate.reached.wait(120)
-            renewals.refuse.set()
-            assert renewals.lapsed.wait(120)
-        finally:
-            gate.release.set()
-        thread.join(120)
-    run = box["result"]
+    run = _run_paused_while_its_lease_lapses(
+        s3_server, bucket, run_graph, uci_dir,
+        Gate(lambda method, path: method == "PUT" and outputs in path and ".parquet" in path))
     message = failure_of(run)
     assert not run.success and "LeaseLapsedError" in message and run.run_id in message
     assert re.search(rf"before putting s3://{bucket}/dagster-io/ins_dataset/\S+/manifest\.json", message)
