@@ -2,8 +2,9 @@
 
 Written against dagster 1.13 and dagster-celery 0.29 (constraints.txt). Dagster's run-launcher
 interface (`RunLauncher`, `LaunchRunContext`, health checks), the arguments of
-`dagster api execute_run`, the executor's retry config and the check-evaluation target type are
-documented internals; dagster-celery's step submission (`_submit_task`) is private. An upgrade
+`dagster api execute_run`, the executor's retry config, the check-evaluation target type and a
+run's events of one type (`DagsterInstance.all_logs`, unmarked) are documented internals;
+dagster-celery's step submission (`_submit_task`) is private. An upgrade
 that moves any of them fails here, on import, naming the installed versions (and
 `s3_assets_tests/test_private_apis.py` checks the shapes we rely on). Nothing else under
 `s3_assets/` imports a private name (that test greps for it)."""
@@ -11,6 +12,7 @@ that moves any of them fails here, on import, naming the installed versions (and
 from __future__ import annotations
 
 from importlib.metadata import version
+from typing import Any
 
 
 def installed_versions() -> str:
@@ -35,8 +37,16 @@ except ImportError as error:  # pragma: no cover - only on an upgrade that moved
         f"uses ({error}); s3_assets/dagster_internals.py is written for {WRITTEN_FOR}: pin those "
         "(constraints.txt) or port that module") from error
 
+
+
+def run_events(instance: Any, run_id: str, event_type: Any) -> Any:
+    """A run's event-log entries of one `DagsterEventType`, oldest first: there is no public call
+    for a run's output or materialization events (`AssetRecordsFilter` has no run filter)."""
+    return instance.all_logs(run_id, of_type=event_type)
+
+
 __all__ = [
     "AssetCheckEvaluationTargetMaterializationData", "CheckRunHealthResult", "ConfigurableClassData", "ExecuteRunArgs",
     "LaunchRunContext", "RetryMode", "RunLauncher", "WorkerStatus", "get_python_environment_entry_point",
-    "get_retries_config", "installed_versions", "submit_celery_step",
+    "get_retries_config", "installed_versions", "run_events", "submit_celery_step",
 ]

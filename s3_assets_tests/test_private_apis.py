@@ -66,6 +66,9 @@ def test_the_internals_have_the_shapes_we_use():
         assert callable(getattr(internals.RunLauncher, method, None)), \
             f"RunLauncher.{method} is gone in {versions} (written for {internals.WRITTEN_FOR})"
     assert {"RUNNING", "FAILED"} <= {status.name for status in internals.WorkerStatus}
+    from dagster import DagsterInstance
+    assert {"run_id", "of_type"} <= set(inspect.signature(DagsterInstance.all_logs).parameters), \
+        f"DagsterInstance.all_logs changed in {versions} (written for {internals.WRITTEN_FOR})"
 
 
 @pytest.mark.parametrize("module", ["dagster._grpc.types", "dagster_celery.executor"])

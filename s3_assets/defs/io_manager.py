@@ -39,6 +39,7 @@ from dagster import (
 )
 from pydantic import PrivateAttr
 
+from s3_assets.dagster_internals import run_events
 from s3_assets.defs.resources import PROJECT_ROOT, S3Prefix
 from s3_assets.lib import stored_values
 from s3_assets.lib.stored_values import KeepDecision, StoredValueError, StoredValueGone, ValueStore, key_segment
@@ -124,9 +125,9 @@ def recorded_materialization(instance: DagsterInstance, asset_key: AssetKey, par
 def recorded_in_run(instance: DagsterInstance, run_id: str, asset_key: AssetKey, partition: str | None) -> Mapping | None:
     """The metadata of the last materialization of `asset_key` (and `partition`) that run
     `run_id` recorded with a stored version, or None. `AssetRecordsFilter` has no run filter: the
-    run's own events, through `DagsterInstance.all_logs` as in `recorded_op_output`."""
+    run's own events (`dagster_internals.run_events`), as in `recorded_op_output`."""
     found = None
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+    for entry in run_events(instance, run_id, DagsterEventType.ASSET_MATERIALIZATION):
         materialization = entry.asset_materialization
         if (materialization is not None and materialization.asset_key == asset_key
                 and materialization.partition == partition and _text(materialization.metadata, VERSION)):
@@ -167,8 +168,8 @@ def keep_decision(instance: DagsterInstance, recorded: Callable[[], Mapping | No
 def recorded_op_output(context: InputContext, run_id: str, step_key: str, output_name: str) -> Mapping | None:
     """The metadata of the output event with which run `run_id` stored `step_key`'s
     `output_name`, or None. Dagster has no public call for a run's output events:
-    `DagsterInstance.all_logs` is the one used (test_io_manager_trust.py checks it still works)."""
-    for entry in instance_of(context).all_logs(run_id, of_type=DagsterEventType.HANDLED_OUTPUT):
+    `dagster_internals.run_events` (test_stored_outputs.py and test_private_apis.py check it)."""
+    for entry in run_events(instance_of(context), run_id, DagsterEventType.HANDLED_OUTPUT):
         event = entry.dagster_event
         if event is None or event.step_key != step_key:
             continue
