@@ -26,21 +26,30 @@ def client_for(server: EmbeddedS3, state):
                         config=Config(s3={"addressing_style": "path"}))
 
 
-def listening_addresses(pid: int) -> set[str]:
-    """Local addresses the process listens on, from /proc (IPv4 and IPv6 tables)."""
+def listening(pid: int) -> set[tuple[str, int]]:
+    """(hex address, port) of every TCP socket the process listens on, IPv4 and IPv6, from /proc.
+    A descriptor closed between listing and reading is skipped (the process is running)."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
-        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    addresses = set()
+    found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as handle:
             for line in handle.readlines()[1:]:
                 fields = line.split()
                 if fields[3] == "0A" and fields[9] in inodes:  # 0A = LISTEN
-                    addresses.add(fields[1].split(":")[0])
-    return addresses
+                    address, port = fields[1].rsplit(":", 1)
+                    found.add((address, int(port, 16)))
+    return found
+
+
+def listening_addresses(pid: int) -> set[str]:
+    return {address for address, _ in listening(pid)}
 
 
 def test_starts_reuses_persists_and_stops(tmp_path):

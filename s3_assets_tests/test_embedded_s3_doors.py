@@ -32,28 +32,14 @@ from s3_assets.local_s3.security import (
     SECURITY_TOML,
 )
 from s3_assets.local_s3.server import EmbeddedS3, find_free_ports
+from s3_assets_tests.test_embedded_s3 import listening
 
 MARKER = b"door-probe-secret-content-" + uuid.uuid4().hex.encode()
 
 
 def listening_ports(pid: int) -> set[int]:
     """Every TCP port the process listens on (IPv4 and IPv6), from /proc."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue  # closed meanwhile
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as handle:
-            for line in handle.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # 0A = LISTEN
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+    return {port for _, port in listening(pid)}
 
 
 @dataclass
