@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -18,9 +19,12 @@ from dagster import DagsterInstance, RunConfig, materialize
 from s3_assets.defs import ASSETS
 from s3_assets.defs.analysis import assets as analysis
 from s3_assets.defs.analysis.assets import export_listing, server_key
+from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.errors import ConfigError
 from s3_assets.lib.listing import list_objects
+from s3_assets.lib.prefix_lock import PrefixLocks
 from s3_assets_tests.conftest import graph_resources
+from s3_assets_tests.fault_proxy import FaultProxy, carries_condition, refuse_conditional
 
 ATTACK_KEY = "ins_dataset/x\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIattacker evil@host\n"
 HOSTILE_KEYS = [ATTACK_KEY, "ins_dataset/a\rb.csv", "ins_dataset/c\u2028d", "ins_dataset/e\x85f",
@@ -178,3 +182,141 @@ def test_the_asset_refuses_the_issues_export_and_writes_nothing(s3, bucket, make
     assert ok.success and read_back(exports / "listing.csv") == [ATTACK_KEY]
     assert not [line for line in (exports / "listing.csv").read_text().split("\n") if line.startswith("ssh-")]
 
+
+
+# -- S3 exports never replace an object the project did not write (attack 1540 item 1) ----------
+
+def _body(s3, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+@pytest.mark.parametrize("victim", ["same bucket, another prefix's copy", "another bucket"])
+def test_an_s3_export_never_replaces_an_object_it_did_not_write(s3, bucket, make_location, victim):
+    location = make_location(bucket, prefix="e2")
+    other = bucket
+    if victim == "another bucket":
+        other = f"o-{bucket}"
+        s3.create_bucket(Bucket=other)
+    key = "e1/raw/train.csv" if other == bucket else "ins_dataset/raw/train.csv"
+    s3.put_object(Bucket=other, Key=key, Body=b"their data\n" * 100)
+    with pytest.raises(ConfigError, match=r"e1/raw/train\.csv|ins_dataset/raw/train\.csv") as refused:
+        export_listing(listing_of(["e2/a"]), f"s3://{other}/{key}", location)
+    assert "not an export the project wrote" in str(refused.value)
+    assert _body(s3, other, key) == b"their data\n" * 100
+    # A new key is written, marked; the next export replaces its own, unchanged export.
+    mine = f"s3://{other}/reports/listing.csv"
+    assert export_listing(listing_of(["e2/a"]), mine, location) == mine
+    export_listing(listing_of(["e2/b"]), mine, location)
+    assert b"e2/b" in _body(s3, other, "reports/listing.csv")
+    # Once someone else writes there (an ordinary PUT, or one that copies the mark onto other
+    # bytes), it is theirs.
+    mark = s3.head_object(Bucket=other, Key="reports/listing.csv")["Metadata"]
+    for theirs in ({}, {"s3-assets-export": mark["s3-assets-export"]}):
+        s3.put_object(Bucket=other, Key="reports/listing.csv", Body=b"edited\n", Metadata=theirs)
+        with pytest.raises(ConfigError, match="not an export the project wrote|changed since"):
+            export_listing(listing_of(["e2/c"]), mine, location)
+        assert _body(s3, other, "reports/listing.csv") == b"edited\n"
+
+
+def test_a_write_between_the_check_and_the_put_is_not_overwritten(s3_server, s3, bucket):
+    """The conditional PUT closes the moment between HEAD and PUT: a writer that gets there
+    first keeps its object (new key: If-None-Match; own export: If-Match)."""
+    from s3_assets_tests.test_cleanup_safety import custom
+
+    for key, first in (("race/new.csv", None), ("race/mine.csv", b"an export")):
+        racing = threading.Event()
+
+        def on_request(method: str, path: str, key: str = key, racing: threading.Event = racing) -> None:
+            if method == "PUT" and path.split("?")[0].endswith(key) and not racing.is_set():
+                racing.set()  # someone else writes just before the export's PUT reaches the server
+                s3.put_object(Bucket=bucket, Key=key, Body=b"raced in")
+
+        with FaultProxy(s3_server.state.ports.s3, on_request=on_request) as proxy:
+            location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket, prefix="e2")
+            if first is not None:
+                racing.set()
+                export_listing(listing_of(["e2/a"]), f"s3://{bucket}/{key}", location)
+                racing.clear()
+            with pytest.raises(ConfigError, match="changed between the check and the write"):
+                export_listing(listing_of(["e2/b"]), f"s3://{bucket}/{key}", location)
+        assert racing.is_set() and _body(s3, bucket, key) == b"raced in"
+        puts = [h for m, p, h in proxy.requests if m == "PUT"]
+        assert any(carries_condition(h) for h in puts)
+
+
+def test_a_server_without_conditional_writes_gets_the_same_rule(s3_server, s3, bucket):
+    """A server answering 501 NotImplemented to If-None-Match/If-Match: the export is written
+    without the condition after the same HEAD; a foreign object is still never replaced."""
+    from s3_assets_tests.test_cleanup_safety import custom
+
+    s3.put_object(Bucket=bucket, Key="e1/raw/train.csv", Body=b"their data")
+    with FaultProxy(s3_server.state.ports.s3, answer=refuse_conditional) as proxy:
+        location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket, prefix="e2")
+        target = f"s3://{bucket}/reports/x.csv"
+        export_listing(listing_of(["e2/a"]), target, location)
+        export_listing(listing_of(["e2/b"]), target, location)
+        with pytest.raises(ConfigError, match="not an export the project wrote"):
+            export_listing(listing_of(["e2/c"]), f"s3://{bucket}/e1/raw/train.csv", location)
+    assert b"e2/b" in _body(s3, bucket, "reports/x.csv") and _body(s3, bucket, "e1/raw/train.csv") == b"their data"
+    puts = [h for m, p, h in proxy.requests if m == "PUT" and "/reports/x.csv" in p]
+    assert [carries_condition(h) for h in puts] == [True, False, True, False]  # refused, then plain
+
+
+@pytest.mark.parametrize("kind", ["run", "cleanup"])
+def test_an_s3_export_refuses_a_prefix_a_live_run_or_cleanup_holds(s3, bucket, make_location, kind):
+    location = make_location(bucket, prefix="e2")
+    locks = PrefixLocks(s3, bucket)
+    hold = locks.hold(kind, "someone-elses-run", ["e1/", "dagster-io/e1/"], what="e1")
+    try:
+        with pytest.raises(ConfigError, match=rf"lies under a prefix in use: {kind} someone-elses-run"):
+            export_listing(listing_of(["e2/a"]), f"s3://{bucket}/e1/new.csv", location)
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="e1/")
+        # Beside it is fine.
+        export_listing(listing_of(["e2/a"]), f"s3://{bucket}/e10/new.csv", location)
+    finally:
+        hold.release()
+    export_listing(listing_of(["e2/a"]), f"s3://{bucket}/e1/new.csv", location)  # released: allowed
+
+
+@pytest.mark.parametrize("spelling", ["dagster-io/e1/train/x.csv", "Dagster-IO\\e1\\x.csv",
+                                      ".s3-assets-locks/v1/run.120.x.0123456789abcdef.@"])
+def test_outputs_and_notes_of_every_configuration_are_guarded_in_any_bucket(s3, bucket, make_location, spelling):
+    location = make_location(bucket, prefix="e2", io_prefix="io2")
+    other = f"o-{bucket}"
+    s3.create_bucket(Bucket=other)
+    for where in (bucket, other):
+        with pytest.raises(ConfigError, match="the default S3_ASSETS_IO_PREFIX|the lock notes"):
+            export_listing(listing_of(["e2/a"]), f"s3://{where}/{spelling}", location)
+        assert s3.list_objects_v2(Bucket=where).get("KeyCount") == 0
+
+
+# -- spreadsheet formulas (attack 1540 item 11) ------------------------------------------------
+
+FORMULA_KEYS = ["=cmd/raw/a.csv", "e2/+HYPERLINK(\"http://x\",\"y\")", "e2/@SUM(1+1)*cmd.csv", "e2/-2+3",
+                "e2/\tleading-tab", "e2/\rcr", "-lead", "@at", "+plus", "e2/ok=fine.csv", "e2/%3D.csv"]
+
+
+def test_no_exported_field_starts_a_formula_and_keys_read_back(exports, make_location, bucket):
+    written = Path(export_listing(listing_of(FORMULA_KEYS), "formulas.csv", make_location(bucket)))
+    rows = list(csv.DictReader(io.StringIO(written.read_text(), newline="")))
+    for row in rows:
+        for column, value in row.items():
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), (column, value)
+    assert read_back(written) == FORMULA_KEYS
+    by_key = {unquote(r["key"]): r for r in rows}
+    assert by_key["e2/ok=fine.csv"]["text_encoding"] == ""  # only a leading character counts
+    assert by_key["e2/@SUM(1+1)*cmd.csv"]["name"] == "%40SUM(1+1)*cmd.csv"
+
+
+# -- local names no file system takes (attack 1540 item 13) ------------------------------------
+
+@pytest.mark.parametrize("target, why", [
+    ("a\x00b.csv", "NUL byte"), ("x" * 300 + ".csv", "longer than 200 bytes"),
+    ("sub/" + "y" * 256, "longer than 200 bytes"), ("/".join(["d" * 100] * 45), "longer than 4,096 bytes"),
+    ("bad\ud800.csv", "not valid text"), ("new\nline.csv", "control character"),
+])
+def test_unusable_local_names_are_refused_by_name(exports, make_location, bucket, target, why):
+    with pytest.raises(ConfigError, match=why) as refused:
+        export_listing(listing_of(["ins_dataset/a"]), target, make_location(bucket))
+    assert "export_csv" in str(refused.value) and "\x00" not in str(refused.value)
+    assert not exports.exists() or not [p for p in exports.rglob("*") if p.is_file()]

@@ -60,6 +60,7 @@ DEFAULT_RETRY_MODE = "standard"
 
 BUCKET_NAME = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+DEFAULT_IO_PREFIX = "dagster-io"  # where every configuration that does not set S3_ASSETS_IO_PREFIX stores outputs
 PREFIX_MAX_BYTES = 512  # S3 keys hold 1024 bytes; leave room for the names under the prefix
 
 
@@ -416,7 +417,7 @@ class S3Prefix(ConfigurableResource):
     )
     prefix: str = Field(default="ins_dataset", description="prefix under which everything is written, listed and cleaned up")
     io_prefix: str = Field(
-        default="dagster-io",
+        default=DEFAULT_IO_PREFIX,
         description="prefix (same bucket) where Dagster's IO manager keeps step outputs; must not overlap the prefix",
     )
     create_bucket: bool = Field(default=False, description="create a missing bucket on `aws`/`custom` (always done on `local`)")
@@ -466,6 +467,13 @@ class S3Prefix(ConfigurableResource):
                 f"the data prefix {self.prefix!r} and the IO prefix {self.io_prefix!r} overlap: "
                 "choose two prefixes neither of which contains the other",
                 fields=("prefix", "io_prefix"),
+            )
+        if prefixes_overlap(self.prefix, DEFAULT_IO_PREFIX):
+            raise ConfigError(
+                f"the data prefix {self.prefix!r} overlaps {DEFAULT_IO_PREFIX!r}, the default IO prefix, where every "
+                "configuration that does not set S3_ASSETS_IO_PREFIX keeps its stored outputs: a cleanup of it "
+                "would delete theirs; choose a data prefix outside it",
+                fields=("prefix",),
             )
         return self
 

@@ -2,6 +2,7 @@
 the modelling table."""
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -31,18 +32,24 @@ from s3_assets.defs.metadata import (
     rate_chart,
     table_metadata,
 )
-from s3_assets.defs.resources import S3Prefix, normalise_prefix, project_path, validate_bucket_name
+from s3_assets.defs.resources import (
+    DEFAULT_IO_PREFIX,
+    S3Prefix,
+    normalise_prefix,
+    project_path,
+    validate_bucket_name,
+)
 from s3_assets.defs.s3_copies.assets import S3_COPY_KEYS
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
 from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.exports import write_export
 from s3_assets.lib.file_map import FileMapRules, keys_under_prefix, select_data_files
 from s3_assets.lib.listing import list_objects, ls_lines, ls_recursive_lines, subfolders
 from s3_assets.lib.loading import load_frames
-from s3_assets.lib.prefix_lock import LOCKS_FOLDER, overlap_form
+from s3_assets.lib.prefix_lock import LOCKS_FOLDER, PrefixLocks, overlap_form
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
-from s3_assets.lib.uploading import upload_bytes
 
 ANALYSIS_GROUP = "analysis"
 
@@ -59,6 +66,10 @@ ENCODING_COLUMN = "text_encoding"
 # line and paragraph separators) or reorder what a reader sees (bidi controls), and '%', so
 # that the encoding below is reversible.
 _LINE_UNSAFE = re.compile("[%\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# A field a spreadsheet evaluates as a formula (CSV injection) starts with one of these
+# (OWASP's list; tab and CR are controls above anyway): in such a row the leading character is
+# percent-encoded too (`%3D`, `%2B`, `%2D`, `%40`), so the key is still `unquote`'s to give back.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 
@@ -66,7 +77,8 @@ class ListingConfig(Config):
     export_csv: str = Field(
         default="",
         description=f"also write the listing as CSV: a file name under `{EXPORTS_DIR}/` (a new file, or one "
-                    "an earlier export wrote), or s3://bucket/key outside the data prefix and the stored outputs",
+                    "an earlier export wrote), or s3://bucket/key (a new object, or one an earlier export wrote) outside "
+                    "the data prefix, the stored outputs and any prefix a run or cleanup holds",
     )
 
 
@@ -109,18 +121,26 @@ def export_listing(listing: pd.DataFrame, target: str, s3_prefix: S3Prefix) -> s
 
 
 def _percent(text: str) -> str:
-    return _LINE_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+    encoded = _LINE_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+    return f"%{ord(encoded[0]):02X}{encoded[1:]}" if encoded.startswith(FORMULA_START) else encoded
+
+
+def _unsafe(value: object) -> bool:
+    """A text that must be encoded: it holds a control character, or starts a formula."""
+    return isinstance(value, str) and (bool(_LINE_UNSAFE.search(value.replace("%", "")))
+                                       or value.startswith(FORMULA_START))
 
 
 def listing_csv(listing: pd.DataFrame) -> bytes:
-    """The listing as CSV in which no key can start a line of its own: in a row whose text
-    holds a control character, every text field is percent-encoded (only '%' and those
-    characters; `text_encoding` says `url`) and `urllib.parse.unquote` gives the key back;
-    other rows are written as they are (`text_encoding` empty)."""
+    """The listing as CSV in which no key can start a line of its own nor be read as a formula:
+    in a row whose text holds a control character or starts with `=`, `+`, `-`, `@` (tab, CR),
+    every text field is percent-encoded (only '%', those characters and such a leading
+    character; `text_encoding` says `url`) and `urllib.parse.unquote` gives the key back; other
+    rows are written as they are (`text_encoding` empty)."""
     frame = listing.copy()
     text_columns = [c for c in frame.columns
                     if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
-    unsafe = [any(isinstance(v, str) and bool(_LINE_UNSAFE.search(v.replace("%", ""))) for v in row)
+    unsafe = [any(_unsafe(v) for v in row)
               for row in zip(*(frame[c].tolist() for c in text_columns), strict=True)] if text_columns else []
     if not unsafe:
         unsafe = [False] * len(frame)
@@ -151,6 +171,10 @@ def server_key(key: str) -> str:
 
 
 def _export_to_s3(body: bytes, target: str, s3_prefix: S3Prefix) -> str:
+    """Guarded in any bucket (another bucket may be another configuration's): the data prefix,
+    the IO prefix and the default one (every configuration's stored outputs), the lock notes;
+    then `lib.exports.write_export`: never over an object the project did not write, nor under a
+    prefix a live run or cleanup holds."""
     if not target.startswith("s3://"):
         raise ConfigError(f"export_csv {printable(target)!r}: write S3 targets as s3://bucket/key")
     bucket, _, raw_key = target[len("s3://"):].partition("/")
@@ -158,19 +182,20 @@ def _export_to_s3(body: bytes, target: str, s3_prefix: S3Prefix) -> str:
     if _LINE_UNSAFE.search(raw_key.replace("%", "")):
         raise ConfigError(f"export_csv {printable(target)!r}: the key holds a control character")
     key = server_key(raw_key)
-    if bucket == s3_prefix.resolved_bucket():
-        guarded = {
-            "the listed data prefix (its copies; cleanup would delete the export)": server_key_root(s3_prefix.root),
-            "the stored outputs (S3_ASSETS_IO_PREFIX)": server_key_root(normalise_prefix(s3_prefix.io_prefix)),
-            "the lock notes of runs and cleanups": server_key_root(LOCKS_FOLDER),
-        }
-        for what, root in guarded.items():  # folded as the lock notes compare: a server may fold case
-            if not root or overlap_form(key + "/").startswith(overlap_form(root)):
-                raise ConfigError(
-                    f"export_csv {printable(target)!r} is s3://{bucket}/{printable(key)} as the server stores it, "
-                    f"under {what} s3://{bucket}/{printable(root)}: choose a key outside it")
-    upload_bytes(s3_prefix.connect(), bucket, key, body, extra_args=s3_prefix.write_args())
-    return f"s3://{bucket}/{key}"
+    guarded = {
+        "the listed data prefix (its copies; cleanup would delete the export)": server_key_root(s3_prefix.root),
+        "the stored outputs (S3_ASSETS_IO_PREFIX)": server_key_root(normalise_prefix(s3_prefix.io_prefix)),
+        "the stored outputs of the default S3_ASSETS_IO_PREFIX": server_key_root(DEFAULT_IO_PREFIX),
+        "the lock notes of runs and cleanups": server_key_root(LOCKS_FOLDER),
+    }
+    for what, root in guarded.items():  # folded as the lock notes compare: a server may fold case
+        if not root or overlap_form(key + "/").startswith(overlap_form(root)):
+            raise ConfigError(
+                f"export_csv {printable(target)!r} is s3://{bucket}/{printable(key)} as the server stores it, "
+                f"under {what} s3://{bucket}/{printable(root)}: choose a key outside it")
+    client = s3_prefix.connect()
+    locks = PrefixLocks(client, bucket, write_args=s3_prefix.write_args())
+    return write_export(client, bucket, key, body, target=target, extra_args=s3_prefix.write_args(), locks=locks)
 
 
 def server_key_root(root: str) -> str:
@@ -183,9 +208,49 @@ def _export_local(body: bytes, target: str) -> str:
     """Write under the exports folder only: a new file (created exclusively, never through a
     symlink), or one an earlier export wrote and nobody changed since (its hash is in the
     folder's manifest); never any other file."""
+    _refuse_unusable_name(target)
     root = project_path(EXPORTS_DIR)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
+    try:
+        return _write_local(body, target, root)
+    except OSError as error:
+        if error.errno not in _PATH_ERRNOS:
+            raise
+        raise ConfigError(f"export_csv {printable(target)!r}: not a file name this system can write under "
+                          f"{root}/ ({error.strerror or type(error).__name__}); choose a short plain name "
+                          "like `files.csv`") from None
+
+
+# Errors that say the name is unusable here, not that the disk or the system failed.
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EINVAL, errno.EILSEQ}
+
+
+def _refuse_unusable_name(target: str) -> None:
+    """A local name no file system takes (NUL, a lone surrogate, a control character) or that is
+    too long for one (a part over 200 bytes, the whole over 4,096) is refused by name, before
+    any file call."""
+    why = ""
+    try:
+        encoded = os.fsencode(target)
+    except UnicodeError:
+        why = "it is not valid text for a file name"
+    else:
+        if b"\x00" in encoded:
+            why = "it holds a NUL byte"
+        elif _LINE_UNSAFE.search(target.replace("%", "")):
+            why = "it holds a control character"
+        elif any(len(part) > 200 for part in encoded.split(b"/")):
+            why = ("a part of it is longer than 200 bytes (file systems take 255, and an export needs room for "
+                   "its temporary file's name)")
+        elif len(encoded) > 4096:
+            why = "it is longer than 4,096 bytes, the longest path the system takes"
+    if why:
+        raise ConfigError(f"export_csv {printable(target)!r}: {why}; local exports go to a file under "
+                          f"{EXPORTS_DIR}/ (a name like `files.csv`)")
+
+
+def _write_local(body: bytes, target: str, root: Path) -> str:
     raw = Path(target).expanduser()
     wanted = raw if raw.is_absolute() else root / raw
     parent = wanted.parent.resolve()  # symlinked folders resolved: they must still lead inside
