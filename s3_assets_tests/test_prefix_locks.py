@@ -52,7 +52,9 @@ def notes_in(s3, bucket: str) -> set[str]:
 # -- 1. keyed on the stored data prefix, overlaps refused ----------------------------------------
 
 def _outputs_of_e30(connection) -> str:
-    return S3Prefix(s3=connection, bucket="any-bucket", prefix="e30").outputs_root()
+    # A non-default IO prefix: a data prefix in the default one (`dagster-io/e30/`) is refused
+    # when the resource is built (test_cleanup_other_configurations.py).
+    return S3Prefix(s3=connection, bucket="any-bucket", prefix="e30", io_prefix="io-e30").outputs_root()
 
 
 @pytest.mark.parametrize("case", ["parent", "child", "other io prefix", "the run's stored outputs"])
@@ -61,7 +63,7 @@ def test_a_cleanup_refuses_while_an_overlapping_prefix_is_held(s3_server, s3, bu
     run_prefix, run_io, cleanup_io = {"parent": ("nest/child", "dagster-io", "dagster-io"),
                                       "child": ("nest", "dagster-io", "dagster-io"),
                                       "other io prefix": ("e11", "dagster-io", "io2"),
-                                      "the run's stored outputs": ("e30", "dagster-io", "io2")}[case]
+                                      "the run's stored outputs": ("e30", "io-e30", "io2")}[case]
     cleanup_prefix = {"parent": "nest", "child": "nest/child", "other io prefix": "e11",
                       "the run's stored outputs": _outputs_of_e30(connection)}[case]
     put_many(s3, bucket, [f"{run_prefix}/raw/train.csv"])

@@ -470,7 +470,7 @@ class S3Prefix(ConfigurableResource):
             )
         if prefixes_overlap(self.prefix, DEFAULT_IO_PREFIX):
             raise ConfigError(
-                f"the data prefix {self.prefix!r} overlaps {DEFAULT_IO_PREFIX!r}, the default IO prefix, where every "
+                f"the data prefix {self.prefix!r} is, contains or lies in {DEFAULT_IO_PREFIX!r}, the default IO prefix, where every "
                 "configuration that does not set S3_ASSETS_IO_PREFIX keeps its stored outputs: a cleanup of it "
                 "would delete theirs; choose a data prefix outside it",
                 fields=("prefix",),

@@ -17,6 +17,11 @@ Held: `check` (the cleanup's lock-note lease, `Hold.ensure_live`) is called righ
 delete request is sent and before each listed page is queued; once it fails nothing more is
 sent or listed, and the report says what was deleted and what was not, and why.
 
+Not its own: `foreign` (the cleanup op: another configuration's stored values, recognised by
+name) is asked about each listed key before its page is queued; a refusal stops the listing and
+the deletes there, the report says what earlier pages deleted, and keys it holds back (a value's
+`manifest.json`, which lists before its version folders) go only once everything is listed.
+
 Versioned buckets: a delete without VersionId only adds a delete marker. The report says whether
 the bucket is versioned; `delete_versions` removes every version and marker under the roots.
 """
@@ -89,6 +94,7 @@ class CleanupReport:
     stopped: str = ""  # why the cleanup stopped deleting (its lease lapsed), escaped text
     stopped_listing: bool = False  # the stop came before the roots were all listed
     not_sent: list[str] = field(default_factory=list)  # targets listed but not sent once stopped
+    refused: str = ""  # why the cleanup refused to go on (a key that is not its own), escaped text
 
     @property
     def keys(self) -> list[str]:
@@ -250,13 +256,23 @@ class _Stop:
         return run
 
 
+Foreign = Callable[[str], str | bool | None]
+
+
 def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_versions: bool = False,
-          exclude: tuple[str, ...] = (), workers: int = 8, check: Callable[[str], None] | None = None) -> CleanupReport:
+          exclude: tuple[str, ...] = (), workers: int = 8, check: Callable[[str], None] | None = None,
+          foreign: Foreign | None = None) -> CleanupReport:
     """Delete every object under each root except those under `exclude` (or, dry run, say what
     would go). Raises CleanupError naming what was not deleted.
 
     `check(what)` raises S3AssetsError when deleting must stop (the cleanup's lease lapsed):
     called, locally, before each delete request and each listed page; nothing more is sent after.
+
+    `foreign(key)`: a text (why the key is not this cleanup's: another configuration's stored
+    output) makes the cleanup refuse, before the page holding it is queued, and nothing more is
+    listed or sent (a dry run fails the same); True holds the key back until every root is listed
+    without a refusal (it may belong to something a later page shows to be foreign); False or
+    None: the key is deleted as usual.
 
     Pipelined: each listed page's keys are checked and sent as a batch at once, while the next
     page is listed (and the versioning check runs alongside, unless it decides what is listed).
@@ -269,6 +285,7 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
             report.versioning = versioning.result()  # versions or objects: decides what is listed
         versions = delete_versions and report.versioned
         sent: list[Future[tuple[dict[str, str], list[Target], str | None]]] = []
+        held: list[Target] = []  # keys `foreign` holds back until the whole listing passed
         stop = _Stop(None if dry_run else check)
         try:
             for root in roots:
@@ -278,11 +295,22 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
                         break
                     targets = [t for t in page if not t.key.startswith(exclude)]
                     keys_to_delete([t.key for t in targets], root)  # before any of the page is sent
+                    verdicts = [foreign(t.key) if foreign is not None else None for t in targets]
+                    why = next(((t, v) for t, v in zip(targets, verdicts, strict=True) if isinstance(v, str)), None)
+                    if why is not None:
+                        report.refused = printable(f"{why[0].key}: {why[1]}")
+                        break
                     report.targets += targets
+                    held += [t for t, v in zip(targets, verdicts, strict=True) if v is True]
+                    now = [t for t, v in zip(targets, verdicts, strict=True) if v is not True]
                     if not dry_run:
-                        sent += [pool.submit(stop.guard(chunk, job)) for chunk, job in planned_jobs(client, bucket, targets)]
-                if report.stopped_listing:
+                        sent += [pool.submit(stop.guard(chunk, job)) for chunk, job in planned_jobs(client, bucket, now)]
+                if report.stopped_listing or report.refused:
                     break
+            if report.refused:
+                report.not_sent += [t.label() for t in held]
+            elif held and not dry_run:  # every root listed and nothing foreign: the held-back keys go too
+                sent += [pool.submit(stop.guard(chunk, job)) for chunk, job in planned_jobs(client, bucket, held)]
         except S3AssetsError as error:
             if not sent or isinstance(error, OutsidePrefixError):
                 raise
@@ -290,12 +318,14 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
         finally:
             results = [future.result() for future in sent]  # what was sent is waited for, and reported
             report.versioning = versioning.result()
-            report.stopped, report.not_sent = stop.why, stop.not_sent
+            report.stopped, report.not_sent = stop.why, report.not_sent + stop.not_sent
             for failed, batch, batch_error in results:
                 report.failed.update(failed)
                 report.batch_failed += [t.label() for t in batch]
                 if batch_error:
                     report.batch_errors.append(batch_error)
+    if report.refused:  # nothing more was listed; what was sent before is reported
+        raise CleanupError(failure_message(report), report)
     if dry_run or (not report.targets and not report.stopped):
         return report
     # What is really gone: a server may answer 204 for a key it cannot name.
@@ -324,7 +354,15 @@ def failure_message(report: CleanupReport, shown: int = 10) -> str:
     where = " and ".join(f"s3://{report.bucket}/{printable(root)}" for root in report.roots)
     parts = [(f"{len(report.not_deleted())} of {len(report.targets)} object(s) under {where} "
               "were not deleted")]
-    if report.stopped:  # first what is deleted and what is not, then why
+    if report.refused:
+        deleted = len(report.targets) - len(report.not_deleted())
+        done = "Nothing was deleted" if report.dry_run or not deleted else (
+            f"{deleted} object(s) listed before it was found were deleted: "
+            + "; ".join(printable(t.label()) for t in report.targets[:shown] if t.label() not in report.not_deleted())
+            + (" and more" if deleted > shown else ""))
+        parts = [f"refusing to clean up {where}: it holds {report.refused}; nothing more was listed or deleted. "
+                 f"{done}"]
+    elif report.stopped:  # first what is deleted and what is not, then why
         deleted = len(report.targets) - len(report.not_deleted())
         parts = [f"the cleanup of {where} stopped before it was done: {deleted} object(s) deleted, "
                  f"{len(report.not_deleted())} of the {len(report.targets)} listed object(s) not deleted"

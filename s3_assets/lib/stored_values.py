@@ -586,3 +586,15 @@ def read_manifest(client: Any, bucket: str, base: str) -> dict:
         store.close()
     assert manifest is not None
     return manifest
+
+
+def stored_value_part(key: str) -> str | None:
+    """Whether `key` looks like part of a stored value, from its name alone (no request): 'version'
+    for an object inside a version folder (`…/v<ns>-<8hex>[-<run>]/<file>`, a shape no data file
+    of the project's has), 'pointer' for a `manifest.json` (a folder's pointer; a data prefix may
+    hold such a name too), None otherwise. A cleanup uses it to tell another configuration's
+    stored outputs inside its data prefix (docs/RELIABILITY.md)."""
+    segments = key.split("/")
+    if any(VERSION.match(segment) for segment in segments[:-1]):
+        return "version"
+    return "pointer" if segments[-1] == MANIFEST else None

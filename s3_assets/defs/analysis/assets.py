@@ -112,12 +112,22 @@ def export_listing(listing: pd.DataFrame, target: str, s3_prefix: S3Prefix) -> s
     """Write the listing as CSV (`listing_csv`) to a file of the project's exports folder or
     to an S3 key outside the data prefix and the stored outputs; anything else is refused,
     naming why. The target is set from outside (run config, the UI): it is data."""
+    _refuse_invalid_text(target)
     body = listing_csv(listing)
     if target.lower().startswith("s3:"):
         return _export_to_s3(body, target, s3_prefix)
     if "://" in target:
         raise ConfigError(f"export_csv {printable(target)!r}: only s3:// or a file name under {EXPORTS_DIR}/")
     return _export_local(body, target)
+
+
+def _refuse_invalid_text(target: str) -> bytes:
+    """The target as UTF-8; a lone surrogate names nothing anyone could read back as text."""
+    try:
+        return target.encode()
+    except UnicodeError:
+        shown = target.encode("utf-8", "backslashreplace").decode()
+        raise ConfigError(f"export_csv {printable(shown)!r}: it is not valid text for a file name or key") from None
 
 
 def _percent(text: str) -> str:
@@ -227,24 +237,20 @@ _PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, er
 
 
 def _refuse_unusable_name(target: str) -> None:
-    """A local name no file system takes (NUL, a lone surrogate, a control character) or that is
+    """A local name no file system takes (NUL, a control character) or that is
     too long for one (a part over 200 bytes, the whole over 4,096) is refused by name, before
     any file call."""
     why = ""
-    try:
-        encoded = os.fsencode(target)
-    except UnicodeError:
-        why = "it is not valid text for a file name"
-    else:
-        if b"\x00" in encoded:
-            why = "it holds a NUL byte"
-        elif _LINE_UNSAFE.search(target.replace("%", "")):
-            why = "it holds a control character"
-        elif any(len(part) > 200 for part in encoded.split(b"/")):
-            why = ("a part of it is longer than 200 bytes (file systems take 255, and an export needs room for "
-                   "its temporary file's name)")
-        elif len(encoded) > 4096:
-            why = "it is longer than 4,096 bytes, the longest path the system takes"
+    encoded = _refuse_invalid_text(target)
+    if b"\x00" in encoded:
+        why = "it holds a NUL byte"
+    elif _LINE_UNSAFE.search(target.replace("%", "")):
+        why = "it holds a control character"
+    elif any(len(part) > 200 for part in encoded.split(b"/")):
+        why = ("a part of it is longer than 200 bytes (file systems take 255, and an export needs room for "
+               "its temporary file's name)")
+    elif len(encoded) > 4096:
+        why = "it is longer than 4,096 bytes, the longest path the system takes"
     if why:
         raise ConfigError(f"export_csv {printable(target)!r}: {why}; local exports go to a file under "
                           f"{EXPORTS_DIR}/ (a name like `files.csv`)")

@@ -1,7 +1,7 @@
 """The cleanup job: delete everything under the prefix (and the project's stored outputs for it)
 and nothing else, on demand or weekly. A dry run unless `dry_run: false` is written out."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dagster import (
@@ -32,7 +32,7 @@ from s3_assets.defs.maintenance.checks import (
     stored_value_folder,
 )
 from s3_assets.defs.metadata import code_block
-from s3_assets.defs.resources import S3Prefix, normalise_prefix, prefixes_overlap
+from s3_assets.defs.resources import DEFAULT_IO_PREFIX, S3Prefix, normalise_prefix, prefixes_overlap
 from s3_assets.lib import stored_values
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.cleanup import CleanupError, CleanupReport, clean
@@ -62,6 +62,31 @@ def refuse_overlap(s3_prefix: S3Prefix) -> None:
             f"refusing to clean up: S3_ASSETS_PREFIX {s3_prefix.prefix!r} and S3_ASSETS_IO_PREFIX "
             f"{s3_prefix.io_prefix!r} overlap, so the cleanup would delete stored outputs (or data) it was not "
             "asked to; choose prefixes where neither contains the other")
+    if prefixes_overlap(data_root, DEFAULT_IO_PREFIX):
+        raise ConfigError(
+            f"refusing to clean up: S3_ASSETS_PREFIX {s3_prefix.prefix!r} is, contains or lies in {DEFAULT_IO_PREFIX!r}, the default "
+            "S3_ASSETS_IO_PREFIX, where every configuration that does not set one keeps its stored outputs: the "
+            "cleanup would delete theirs; choose a data prefix outside it")
+
+
+def others_outputs(s3_prefix: S3Prefix, outputs_root: str) -> Callable[[str], str | bool | None]:
+    """`clean`'s `foreign`: an object of a stored value's version folder outside this
+    configuration's own outputs is another configuration's stored output (its IO prefix lies in
+    this data prefix, whatever this configuration's IO prefix is): the cleanup refuses, naming
+    it. A `manifest.json` outside the own outputs may be such a value's pointer (it lists before
+    its version folders): held back until the whole listing passed. No request: the names decide."""
+    def foreign(key: str) -> str | bool | None:
+        if key.startswith(outputs_root):
+            return None
+        part = stored_values.stored_value_part(key)
+        if part == "version":
+            return (f"a stored step output of another configuration (a version folder of a stored value), not under "
+                    f"this configuration's stored outputs {s3_prefix.uri(outputs_root)}; some configuration's "
+                    f"S3_ASSETS_IO_PREFIX lies inside S3_ASSETS_PREFIX {s3_prefix.prefix!r} (this one's is "
+                    f"{s3_prefix.io_prefix!r}): check S3_ASSETS_PREFIX, or move that configuration's "
+                    "S3_ASSETS_IO_PREFIX out of it")
+        return part == "pointer"
+    return foreign
 
 
 def _keys_block(keys: list[str]) -> MetadataValue:
@@ -164,10 +189,12 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
         run = run_status(run_id)
         return None if run is None else run.is_finished
 
+    foreign = others_outputs(s3_prefix, outputs_root)
+
     def run_clean(hold: Hold | None = None) -> tuple[CleanupReport, CleanupError | None]:
         try:
             return clean(client, bucket, roots, dry_run=config.dry_run, delete_versions=config.delete_versions,
-                         check=None if hold is None else hold.check_before), None
+                         check=None if hold is None else hold.check_before, foreign=foreign), None
         except CleanupError as error:
             return error.report, error
 
