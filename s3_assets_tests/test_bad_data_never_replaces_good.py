@@ -200,10 +200,12 @@ MISALIGNED = {
 
 
 def misaligned(case: str, good: Path) -> tuple[str, Callable[[list[str]], None], str]:
+    """The edit, and the refusal it meets first: each file's row count against UCI's 4,000 (the
+    raw asset refuses before `rows_align` could compare the two)."""
     filename, edit, (more_test, more_truth) = MISALIGNED[case]
-    rows = len((good / "tictgts2000.txt").read_text().splitlines())
-    return filename, edit, (f"ticeval2000.txt has {rows + more_test:,} rows and tictgts2000.txt has "
-                            f"{rows + more_truth:,}: their rows must correspond one to one")
+    rows = len((good / filename).read_text().splitlines())
+    found = rows + (more_test if filename == "ticeval2000.txt" else more_truth)
+    return filename, edit, f"{filename}: {found:,} rows, expected {rows:,}"
 
 
 def stored_pair(client, bucket: str) -> list[tuple[bytes, str]]:
@@ -213,8 +215,9 @@ def stored_pair(client, bucket: str) -> list[tuple[bytes, str]]:
 @pytest.mark.parametrize("selection", ["everything", "both_copies"])
 @pytest.mark.parametrize("case", sorted(MISALIGNED))
 def test_misaligned_test_and_ground_truth_write_neither_copy(good_copy, uci_dir, tmp_path, case, selection):
-    """Row alignment blocks before either copy is written: the run fails naming the check and
-    both files, and S3 keeps the last good test.csv and gt.csv."""
+    """A test or ground-truth source that no longer lines up with the other blocks before either
+    copy is written: the run fails naming the file and its rows, and S3 keeps the last good
+    test.csv and gt.csv."""
     location, cache, _, _, client, instance = good_copy  # later runs read the stored values through it
     before = stored_pair(client, location.bucket)
     filename, edit, expected = misaligned(case, uci_dir)
@@ -223,16 +226,16 @@ def test_misaligned_test_and_ground_truth_write_neither_copy(good_copy, uci_dir,
     result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, source, cache), selection=chosen,
                          instance=instance, raise_on_error=False)
     assert not result.success
-    text = failure_text(result)
-    assert expected in text and "rows_align" in text
+    assert expected in failure_text(result)
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert not materialized & {AssetKey("test_csv"), AssetKey("gt_csv")}
     assert stored_pair(client, location.bucket) == before
 
 
-def test_a_stored_misaligned_table_is_not_copied_alone(good_copy, uci_dir, tmp_path):
-    """`gt_csv` selected alone re-copies the stored `ground_truth`: if that disagreed with the
-    stored `test` (an earlier run's check failed), the copy refuses it before writing."""
+def test_a_refused_table_never_becomes_the_stored_value(good_copy, uci_dir, tmp_path):
+    """`gt_csv` or `test_csv` selected alone re-copies the stored raw table: a source the raw
+    asset refused (a ground truth short one row) is never stored, so each copies the last good
+    table and S3 keeps the same bytes."""
     location, cache, _, _, client, instance = good_copy  # the instance that recorded data_dictionary
     before = stored_pair(client, location.bucket)
     filename, edit, expected = misaligned("ground_truth_missing_a_row", uci_dir)
@@ -240,12 +243,118 @@ def test_a_stored_misaligned_table_is_not_copied_alone(good_copy, uci_dir, tmp_p
     resources = graph_resources(location, source, cache)
     first = materialize([*ASSETS, *CHECKS], resources=resources, selection=AssetSelection.assets("test", "ground_truth"),
                         instance=instance, raise_on_error=False)
-    assert not first.success and "rows_align" in failure_text(first)
+    assert not first.success and expected in failure_text(first)
     for alone in ("gt_csv", "test_csv"):
         again = materialize([*ASSETS, *CHECKS], resources=resources, selection=AssetSelection.assets(alone),
                             instance=instance, raise_on_error=False)
-        assert not again.success
-        assert "is not copied to s3://" in failure_text(again) and expected in failure_text(again)
+        assert again.success
     assert stored_pair(client, location.bucket) == before
-    fixed = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, uci_dir, cache), instance=instance)
-    assert fixed.success
+
+
+# -- sources cut short: every table has the row count UCI documents (issue 19, attack item 5) ---
+THREE_KEYS = ("ins_dataset/raw/train.csv", "ins_dataset/raw/test.csv", "ins_dataset/raw/gt.csv")
+
+
+def keep_first(rows: int) -> Callable[[list[str]], None]:
+    def edit(lines: list[str]) -> None:
+        del lines[rows:]
+
+    return edit
+
+
+def stored(client, bucket: str, keys: tuple[str, ...]) -> list[tuple[bytes, str]]:
+    return [(got["Body"].read(), got["ETag"]) for got in (client.get_object(Bucket=bucket, Key=k) for k in keys)]
+
+
+# (files cut to a number of rows, what the failure says); test and ground truth cut alike stay aligned
+TRUNCATED = {
+    "train_cut": ({"ticdata2000.txt": 5000}, ["ticdata2000.txt: 5,000 rows, expected 5,822"]),
+    "test_and_truth_cut_alike": ({"ticeval2000.txt": 3999, "tictgts2000.txt": 3999},
+                                 ["ticeval2000.txt: 3,999 rows, expected 4,000", "tictgts2000.txt: 3,999 rows, expected 4,000"]),
+    "train_padded": ({"ticdata2000.txt": -1}, ["ticdata2000.txt: 5,823 rows, expected 5,822"]),
+}
+
+
+@pytest.mark.parametrize("selection", ["everything", "copies_with_upstream"])
+@pytest.mark.parametrize("case", sorted(TRUNCATED))
+def test_a_source_with_other_row_counts_replaces_no_copy(good_copy, uci_dir, tmp_path, case, selection):
+    """A table whose row count differs from UCI's (5,822 / 4,000 / 4,000) fails its raw asset,
+    naming the file, the rows found and expected; no copy is written (the `shape` check only
+    warned on rows before, and the cut tables replaced all three copies)."""
+    location, cache, _, _, client, instance = good_copy
+    before = stored(client, location.bucket, THREE_KEYS)
+    cuts, expected = TRUNCATED[case]
+    source = tmp_path / "cut"
+    shutil.copytree(uci_dir, source)
+    for filename, rows in cuts.items():
+        lines = (source / filename).read_text().splitlines()
+        lines = lines + lines[:1] if rows < 0 else lines[:rows]
+        (source / filename).write_text("\r\n".join(lines) + "\r\n")
+    chosen = None if selection == "everything" else AssetSelection.assets("train_csv", "test_csv", "gt_csv").upstream()
+    result = materialize([*ASSETS, *CHECKS], resources=graph_resources(location, source, cache), selection=chosen,
+                         instance=instance, raise_on_error=False)
+    assert not result.success
+    text = failure_text(result)
+    assert all(part in text for part in expected), text[-3000:]
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    copies = {"ticdata2000.txt": "train_csv", "ticeval2000.txt": "test_csv", "tictgts2000.txt": "gt_csv"}
+    assert not materialized & {AssetKey(copies[filename]) for filename in cuts}
+    assert stored(client, location.bucket, THREE_KEYS) == before  # the good tables' copies are rewritten unchanged
+
+
+# -- the dictionary: nothing a later step refuses reaches raw/metadata/col_info.csv (item 2) ----
+COL_INFO_KEY = "ins_dataset/raw/metadata/col_info.csv"
+
+
+def first_lines(count: int) -> Callable[[bytes], bytes]:
+    return lambda content: b"\r\n".join(content.splitlines()[:count]) + b"\r\n"
+
+
+def without_label(table: str) -> Callable[[bytes], bytes]:
+    """The value table's last label dropped: the dictionary still parses, but is short a label."""
+    def edit(content: bytes) -> bytes:
+        lines = content.splitlines()
+        start = lines.index(f"{table}:".encode())
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].endswith(b":")), len(lines))
+        last = max(i for i in range(start, end) if lines[i].strip() and lines[i][:1].isdigit())
+        return b"\r\n".join(lines[:last] + lines[last + 1:]) + b"\r\n"
+
+    return edit
+
+
+# (edit of dictionary.txt, text the failure must contain)
+BAD_DICTIONARIES = {
+    "first_120_lines": (first_lines(120), "refers to L1, which is not defined"),
+    "one_line_not_a_dictionary": (lambda _: b"this is not the data dictionary\n", "no features table found"),
+    "a_value_label_missing": (without_label("L2"), "L2 has 9 labels, expected 10"),
+    "last_feature_missing": (lambda content: b"\n".join(line for line in content.splitlines() if not line.startswith(b"86 ")),
+                             "85 features, expected 86"),
+}
+
+
+@pytest.mark.parametrize("selection", ["everything", "dictionary_and_its_copy", "stored_then_copy_alone"])
+@pytest.mark.parametrize("case", sorted(BAD_DICTIONARIES))
+def test_a_bad_dictionary_source_replaces_no_copy(good_copy, uci_dir, tmp_path, case, selection):
+    """A dictionary source that a later step would refuse (does not parse, refers to a missing
+    value table, short of features or labels) fails before `col_info_csv` is written, naming
+    dictionary.txt: S3 keeps the last good col_info.csv. Before, the copy was replaced
+    (4,823 -> 3,888 or 24 bytes) and only `data_dictionary` failed afterwards."""
+    location, cache, _, _, client, instance = good_copy
+    before = stored(client, location.bucket, (COL_INFO_KEY,))
+    edit, expected = BAD_DICTIONARIES[case]
+    source = tmp_path / "bad"
+    shutil.copytree(uci_dir, source)
+    (source / "dictionary.txt").write_bytes(edit((uci_dir / "dictionary.txt").read_bytes()))
+    resources = graph_resources(location, source, cache)
+    runs = {"everything": [None], "dictionary_and_its_copy": [AssetSelection.assets("dictionary_text", "col_info_csv")],
+            "stored_then_copy_alone": [AssetSelection.assets("dictionary_text"), AssetSelection.assets("col_info_csv")]}
+    results = [materialize([*ASSETS, *CHECKS], resources=resources, selection=chosen, instance=instance,
+                           raise_on_error=False) for chosen in runs[selection]]
+    assert not results[0].success
+    assert "dictionary.txt is not a usable data dictionary" in failure_text(results[0])
+    assert expected in failure_text(results[0])
+    materialized = {e.asset_key for e in results[0].get_asset_materialization_events()}
+    assert AssetKey("col_info_csv") not in materialized and AssetKey("dictionary_text") not in materialized
+    # copied alone afterwards, the stored table is still the last good one
+    assert all(result.success for result in results[1:])
+    assert stored(client, location.bucket, (COL_INFO_KEY,)) == before

@@ -16,6 +16,7 @@ from s3_assets.lib.dictionary import (
     parse_dictionary,
     type_by_domain,
 )
+from s3_assets.lib.source import UciTable
 from s3_assets_tests.uci_fixtures import dictionary_text, tables, write_uci_files
 
 
@@ -80,11 +81,13 @@ def test_domain_problems_name_column_and_values(fixture_dictionary):
     assert floats == ["t.MOSTYPE: type float64, expected integers"]
 
 
-def test_shape_result_blocks_on_columns_and_warns_on_rows():
-    assert not shape_result(pd.DataFrame([[1, 2]]), 3, 1).passed
-    warn = shape_result(pd.DataFrame([[1, 2, 3]] * 2), 3, 5)
-    assert not warn.passed and warn.severity.value == "WARN"
-    assert shape_result(pd.DataFrame([[1, 2, 3]] * 5), 3, 5).passed
+def test_shape_result_blocks_on_columns_and_on_rows():
+    table = UciTable("t", "t.txt", "raw/t.csv", 3, "three columns, five rows", rows=5)
+    assert not shape_result(pd.DataFrame([[1, 2]] * 5), table).passed
+    short = shape_result(pd.DataFrame([[1, 2, 3]] * 2), table)
+    assert not short.passed and short.severity.value == "ERROR"  # was a warning: a cut file was copied
+    assert short.description == "t.txt: 2 rows, expected 5 (UCI COIL 2000 publishes 5; a cut or padded file)"
+    assert shape_result(pd.DataFrame([[1, 2, 3]] * 5), table).passed
 
 
 def check_results(result) -> dict[str, object]:
@@ -99,11 +102,11 @@ def test_checks_pass_on_good_data_and_report_positive_rate(bucket, make_location
     assert checks["matches_raw_table@train_csv"].passed
     assert checks["features_and_value_tables@data_dictionary"].passed
     assert checks["test_and_ground_truth_align@dataframes"].passed
-    assert not checks["shape@train"].passed  # 40 rows, not UCI's 5822: a warning only
-    expected = int((tables(40)["ticdata2000.txt"][85] == 1).sum())
-    assert checks["domains@dataframes"].metadata["train_caravan_positive"].value.startswith(f"{expected} of 40 (")
+    assert checks["shape@train"].passed  # UCI's 5822 rows (another count is refused)
+    expected = int((tables()["ticdata2000.txt"][85] == 1).sum())
+    assert checks["domains@dataframes"].metadata["train_caravan_positive"].value.startswith(f"{expected} of 5822 (")
     table = result.output_for_node("modelling_table")
-    assert table.shape == (60, 87) and table["split"].value_counts().to_dict() == {"train": 40, "test": 20}
+    assert table.shape == (9822, 87) and table["split"].value_counts().to_dict() == {"train": 5822, "test": 4000}
 
 
 @pytest.mark.real_data
@@ -137,8 +140,8 @@ def test_corrupted_values_fail_the_domain_check_and_block_downstream(s3, bucket,
     assert "train.MOSTYPE: 1 value(s) outside 1..41: [77], first at row 3" in details
     assert "train.CARAVAN: 1 value(s) outside 0..1: [3], first at row 3" in details
     # one stray 3 is one bad value, not three positives
-    expected = int((tables(40)["ticdata2000.txt"][85].drop(index=3) == 1).sum())
-    assert check.metadata["train_caravan_positive"].value.startswith(f"{expected} of 40 (")
+    expected = int((tables()["ticdata2000.txt"][85].drop(index=3) == 1).sum())
+    assert check.metadata["train_caravan_positive"].value.startswith(f"{expected} of 5822 (")
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert AssetKey("dataframes") in materialized and AssetKey("modelling_table") not in materialized
 

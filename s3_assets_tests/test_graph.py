@@ -40,17 +40,17 @@ def test_whole_graph_writes_notebook_identical_copies(s3, bucket, make_location,
     assert meta["size_bytes"] == len(train_body)
     assert meta["etag"] == hashlib.md5(train_body).hexdigest()
     assert meta["dagster/uri"] == f"s3://{bucket}/ins_dataset/raw/train.csv"
-    assert meta["dagster/row_count"] == 40
+    assert meta["dagster/row_count"] == 5822
     assert "open" not in meta  # no link into the closed file browser: the uri is the address
     # The local endpoint is shown as text for other clients (issue 22 §5), never as a link.
     assert not any("http" in str(value) for key, value in meta.items() if key != "s3_endpoint")
 
     frames = result.output_for_node("dataframes")
-    expected = tables(40)
+    expected = tables()
     assert set(frames) == {"train", "test", "gt"}
-    assert frames["train"].shape == (40, 86)
-    assert frames["test"].shape == (20, 85)
-    assert frames["gt"].shape == (20, 1)
+    assert frames["train"].shape == (5822, 86)
+    assert frames["test"].shape == (4000, 85)
+    assert frames["gt"].shape == (4000, 1)
     assert list(frames["gt"].columns) == ["CARAVAN"]
     assert frames["train"].columns[0] == "MOSTYPE" and frames["train"].columns[-1] == "CARAVAN"
     assert list(frames["test"].columns) == list(frames["train"].columns[:85])

@@ -19,7 +19,7 @@ def graph_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def graph_run(s3_server, uci_dir, tmp_path_factory, graph_home):
-    """One run of the whole graph on the generated UCI files (40 train, 20 test rows)."""
+    """One run of the whole graph on the generated UCI files (5822 train, 4000 test rows, as UCI publishes)."""
     import uuid
 
     from s3_assets.defs.resources import S3Connection, S3Prefix
@@ -64,7 +64,7 @@ def test_dataframes_report_each_frame_and_no_summed_row_count(graph_run):
     assert "dagster/row_count" not in meta and "dagster/column_schema" not in meta
     rows = {record.data["name"]: record.data for record in meta["frames"].records}
     assert {name: (row["rows"], row["columns"]) for name, row in rows.items()} == {
-        "train": (40, 86), "test": (20, 85), "gt": (20, 1)}
+        "train": (5822, 86), "test": (4000, 85), "gt": (4000, 1)}
     assert rows["gt"]["schema"].startswith("1 column (CARAVAN)")
     assert rows["train"]["schema"].startswith("86 columns (MOSTYPE ... CARAVAN)")
     assert [c.name for c in meta["gt schema"].columns] == ["CARAVAN"]
@@ -80,7 +80,7 @@ def test_modelling_table_preview_shows_split_and_target_from_both_splits(graph_r
     names = [c.name for c in preview.schema.columns]
     assert names[:2] == ["split", "CARAVAN"] and len(names) <= 8
     assert {record.data["split"] for record in preview.records} == {"train", "test"}
-    assert meta["dagster/row_count"] == 60
+    assert meta["dagster/row_count"] == 9822
     schema = {c.name: c.description for c in meta["dagster/column_schema"].columns}
     assert schema["split"] and schema["CARAVAN"]
 
@@ -154,8 +154,9 @@ def test_the_caravan_rate_chart_counts_every_row_once(graph_run):
     result, _ = graph_run
     table = result.output_for_node("modelling_table")
     chart = materialization_metadata(result, "modelling_table")["caravan_rate_by_main_type"]
-    rows = re.findall(r"^\| (\d+) Main type (\d+) \| (\d+) / (\d+) \| [\d.]+% [█·]+ \|$", chart, re.MULTILINE)
-    counted = {int(code): (int(rows_), int(positives)) for code, label, positives, rows_ in rows if code == label}
+    rows = re.findall(r"^\| (\d+) Main type (\d+) \| ([\d,]+) / ([\d,]+) \| [\d.]+% [█·]+ \|$", chart, re.MULTILINE)
+    counted = {int(code): (int(rows_.replace(",", "")), int(positives.replace(",", "")))
+               for code, label, positives, rows_ in rows if code == label}
     expected = table.groupby("MOSHOOFD", observed=True)["CARAVAN"].agg(["size", lambda s: int((s == 1).sum())])
     assert counted == {int(k): (int(v.iloc[0]), int(v.iloc[1])) for k, v in expected.iterrows()}
     assert len(rows) == len(counted) and "█" * 10 in chart  # the highest rate has the longest bar
@@ -212,8 +213,8 @@ def test_the_notebook_snippets_run_as_shown(graph_run, graph_home, s3_server, tm
     done = subprocess.run([sys.executable, "-c", "\n".join(code)], env=env, capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.splitlines() == ["train_csv (40, 86)", "gt_csv (20, 1)",
-                                        "dataframes ['gt', 'test', 'train']", "modelling_table (60, 87)"]
+    assert done.stdout.splitlines() == ["train_csv (5822, 86)", "gt_csv (4000, 1)",
+                                        "dataframes ['gt', 'test', 'train']", "modelling_table (9822, 87)"]
 
 
 def test_no_s3_uri_is_drawn_as_a_link(graph_run):

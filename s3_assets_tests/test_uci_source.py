@@ -3,11 +3,15 @@ how bad content is refused with the file and line named."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import json
 import logging
+import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -296,3 +300,136 @@ def test_bad_source_settings_name_the_variable(env, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_resources(env)
+
+
+# -- the download cache is state from outside (S3_ASSETS_CACHE_DIR): issue 19 §7, attack item 3 --
+def flipped_caravan(content: bytes) -> bytes:
+    """The training file with its last column (CARAVAN) flipped: still a valid table."""
+    lines = content.decode().split("\r\n")
+    return "\r\n".join(line.rsplit("\t", 1)[0] + "\t" + str(1 - int(line.rsplit("\t", 1)[1])) if line else line
+                       for line in lines).encode()
+
+
+@pytest.mark.parametrize("kind", ["world_writable", "group_writable", "symlink"])
+def test_a_cache_folder_others_may_write_into_is_refused(http_source, tmp_path, kind):
+    """Like S3_ASSETS_LOCAL_DIR and S3_ASSETS_CLUSTER_DIR: a cache folder the project did not
+    create, that others may write into (1777, 0770) or that is a symlink, is refused by name,
+    never chmodded, and nothing is written into it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod({"world_writable": 0o1777, "group_writable": 0o770, "symlink": 0o700}[kind])
+    cache = shared
+    if kind == "symlink":
+        cache = tmp_path / "link"
+        cache.symlink_to(shared)
+    from s3_assets.lib.local_process import UnsafeDirectoryError
+
+    with pytest.raises(UnsafeDirectoryError, match=re.escape(f"refusing the UCI download cache (S3_ASSETS_CACHE_DIR) {cache}")):
+        UciSource(base=http_source.url, cache_dir=str(cache)).fetch("tictgts2000.txt")
+    assert list(shared.iterdir()) == []
+    assert shared.stat().st_mode & 0o7777 == {"world_writable": 0o1777, "group_writable": 0o770, "symlink": 0o700}[kind]
+
+
+def test_a_new_cache_folder_is_created_owner_only(http_source, tmp_path):
+    cache = tmp_path / "new" / "cache"
+    UciSource(base=http_source.url, cache_dir=str(cache)).fetch("tictgts2000.txt")
+    assert cache.stat().st_mode & 0o777 == 0o700 and (cache / ".s3-assets-created").is_file()
+
+
+@pytest.mark.parametrize("name", ["dictionary.txt", "dictionary.txt.http.json"])
+def test_a_symlink_planted_in_the_cache_is_replaced_not_followed(http_source, uci_dir, tmp_path, name):
+    """A download replaces the cache entry itself: a symlink planted in its place (to a file the
+    user may write) is replaced by the file, its target left as it was."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (cache / name).symlink_to(victim)
+    fetched = UciSource(base=http_source.url, cache_dir=str(cache)).fetch("dictionary.txt")
+    assert fetched.content == (uci_dir / "dictionary.txt").read_bytes()
+    assert victim.read_text() == "precious\n"
+    assert not (cache / name).is_symlink() and (cache / "dictionary.txt").read_bytes() == fetched.content
+
+
+def test_a_symlinked_fallback_notes_folder_is_never_emptied(refuser, uci_dir, tmp_path):
+    """`<cache>/.fallback-warned` planted as a symlink to another folder: an offline run warns
+    and removes nothing there (its old-note cleanup removed every file older than a day)."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    for index in range(3):
+        old = victims / f"old-{index}.txt"
+        old.write_text("keep me\n")
+        os.utime(old, (time.time() - 3 * 86400,) * 2)
+    (cache / ".fallback-warned").symlink_to(victims)
+    log = RecordingLog()
+    fetcher = SourceFetcher(base=refuser.url, offline_dir=str(uci_dir), cache_dir=str(cache), retries=0, timeout=5,
+                            log=log, run_id="5d1c0b7e-offline")
+    assert fetcher.fetch("tictgts2000.txt").content == (uci_dir / "tictgts2000.txt").read_bytes()
+    assert sorted(p.name for p in victims.iterdir()) == ["old-0.txt", "old-1.txt", "old-2.txt"]
+    assert len(log.warnings) == 1
+
+
+def test_old_fallback_notes_are_removed_but_nothing_else(refuser, uci_dir, tmp_path):
+    """Inside the notes folder only regular files older than a day go: a symlink there (to an
+    old file elsewhere) is left, as is its target."""
+    cache = tmp_path / "cache"
+    notes = cache / ".fallback-warned"
+    notes.mkdir(parents=True, mode=0o700)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me\n")
+    os.utime(outside, (time.time() - 3 * 86400,) * 2)
+    (notes / "link").symlink_to(outside)
+    stale = notes / "0a0a0a0a-old-run"
+    stale.write_text("")
+    os.utime(stale, (time.time() - 3 * 86400,) * 2)
+    fetcher = SourceFetcher(base=refuser.url, offline_dir=str(uci_dir), cache_dir=str(cache), retries=0, timeout=5,
+                            log=RecordingLog(), run_id="5d1c0b7e-offline")
+    fetcher.fetch("tictgts2000.txt")
+    assert sorted(p.name for p in notes.iterdir()) == ["5d1c0b7e-offline", "link"]
+    assert outside.read_text() == "keep me\n"
+
+
+def test_a_changed_cached_body_is_never_used_after_304(uci_dir, tmp_path):
+    """The cached body's SHA-256 is recorded at download and checked before the body is used:
+    a body changed in the cache (CARAVAN flipped, its .http.json kept) is removed and the file
+    downloaded again unconditionally, with a warning naming it. Before, the server's 304 made
+    the run use the tampered table."""
+    server = Server(uci_dir)
+    try:
+        cache = tmp_path / "cache"
+        good = UciSource(base=server.url, cache_dir=str(cache)).fetch("ticdata2000.txt")
+        assert json.loads((cache / "ticdata2000.txt.http.json").read_text())["sha256"] == \
+            hashlib.sha256(good.content).hexdigest()
+        (cache / "ticdata2000.txt").write_bytes(flipped_caravan(good.content))
+        log = RecordingLog()
+        fetched = SourceFetcher(base=server.url, cache_dir=str(cache), log=log).fetch("ticdata2000.txt")
+        assert fetched.content == good.content and not fetched.from_cache
+        assert server.requests[-1] == ("ticdata2000.txt", 200)  # unconditional: not a 304
+        assert len(log.warnings) == 1 and str(cache / "ticdata2000.txt") in log.warnings[0]
+        assert "changed since it was downloaded" in log.warnings[0]
+        assert (cache / "ticdata2000.txt").read_bytes() == good.content
+        # unchanged, the cache is used after a 304 as before
+        again = SourceFetcher(base=server.url, cache_dir=str(cache)).fetch("ticdata2000.txt")
+        assert again.from_cache and again.content == good.content and server.requests[-1] == ("ticdata2000.txt", 304)
+    finally:
+        server.close()
+
+
+def test_a_changed_cached_body_is_refused_offline(uci_dir, tmp_path):
+    """Offline, a cached body that fails its SHA-256 is refused naming the file (and removed),
+    never used, even with an offline copy configured."""
+    server = Server(uci_dir)
+    cache = tmp_path / "cache"
+    try:
+        good = UciSource(base=server.url, cache_dir=str(cache)).fetch("ticdata2000.txt")
+    finally:
+        server.close()
+    truncated = b"\r\n".join(good.content.split(b"\r\n")[:3000]) + b"\r\n"
+    (cache / "ticdata2000.txt").write_bytes(truncated)
+    offline = SourceFetcher(base=server.url, offline_dir=str(uci_dir), cache_dir=str(cache), retries=0, timeout=2)
+    with pytest.raises(SourceError, match=re.escape(f"the cached {cache / 'ticdata2000.txt'} has SHA-256 ")) as raised:
+        offline.fetch("ticdata2000.txt")
+    assert "changed since it was downloaded" in str(raised.value)
+    assert not (cache / "ticdata2000.txt").exists() and not (cache / "ticdata2000.txt.http.json").exists()

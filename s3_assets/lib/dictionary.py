@@ -25,6 +25,12 @@ class DictionaryError(S3AssetsError, ValueError):
     """dictionary.txt does not parse; the message names the line."""
 
 
+# What the COIL 2000 dictionary holds: 86 features and the value tables L0-L4 with these many
+# labels. A dictionary with less is not usable (the tables' columns are named and bounded by it).
+UCI_FEATURES = 86
+VALUE_TABLE_SIZES = {"L0": 41, "L1": 6, "L2": 10, "L3": 10, "L4": 10}
+
+
 @dataclass(frozen=True)
 class DataDictionary:
     features: pd.DataFrame  # nr, name, description, domain, value_table, min, max
@@ -102,6 +108,32 @@ def parse_dictionary(text: str) -> DataDictionary:
     bounds = frame.apply(lambda r: _bounds(r, value_tables), axis=1, result_type="expand")
     frame["min"], frame["max"] = bounds[0].astype("int64"), bounds[1].astype("int64")
     return DataDictionary(frame, value_tables)
+
+
+def uci_dictionary_problems(dictionary: DataDictionary) -> list[str]:
+    """What makes a parsed dictionary unfit for COIL 2000: other than 86 features, or value
+    tables L0-L4 with other than 41/6/10/10/10 labels."""
+    sizes = {name: len(frame) for name, frame in dictionary.value_tables.items()}
+    problems = []
+    if len(dictionary.features) != UCI_FEATURES:
+        problems.append(f"{len(dictionary.features)} features, expected {UCI_FEATURES}")
+    problems += [f"{name} has {sizes.get(name, 0)} labels, expected {n}" for name, n in VALUE_TABLE_SIZES.items()
+                 if sizes.get(name) != n]
+    return problems
+
+
+def usable_dictionary(text: str, origin: str) -> DataDictionary:
+    """The dictionary, or a DictionaryError naming `origin` for anything a later step would
+    refuse (it does not parse, or `uci_dictionary_problems`): checked before any copy is written,
+    so a bad dictionary source never replaces the good S3 copy."""
+    try:
+        dictionary = parse_dictionary(text)
+    except DictionaryError as error:
+        raise DictionaryError(f"{origin} is not a usable data dictionary: {error}") from None
+    problems = uci_dictionary_problems(dictionary)
+    if problems:
+        raise DictionaryError(f"{origin} is not a usable data dictionary: {'; '.join(problems)}")
+    return dictionary
 
 
 def _feature(match: re.Match, previous: dict | None, number: int, raw: str) -> dict:

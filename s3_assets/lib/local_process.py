@@ -1,12 +1,12 @@
 """What the two servers the project runs itself (the embedded S3, the Celery broker) share:
 a file lock around start and stop, owner-only folders and files, liveness of a recorded pid,
-stopping a process group, and the tail of a log. POSIX only; imported only when a local server
-is used.
+stopping a process group, and the tail of a log; `private_dir` also guards the UCI download
+cache (lib/source.py). POSIX only.
 
-Their folders are configured from outside (S3_ASSETS_LOCAL_DIR, S3_ASSETS_CLUSTER_DIR), so a
-folder is data, not ours by default: `private_dir` changes the mode only of a folder the
-project created (it leaves a marker file in it), refuses one that others own or may write
-into, and nothing here follows a symlink when it writes or changes a mode."""
+Their folders are configured from outside (S3_ASSETS_LOCAL_DIR, S3_ASSETS_CLUSTER_DIR,
+S3_ASSETS_CACHE_DIR), so a folder is data, not ours by default: `private_dir` changes the mode
+only of a folder the project created (it leaves a marker file in it), refuses one that others
+own or may write into, and nothing here follows a symlink when it writes or changes a mode."""
 
 from __future__ import annotations
 

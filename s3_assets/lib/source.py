@@ -8,12 +8,17 @@ S3 copies, but with checks that name the file and line at fault instead of passi
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import io
 import json
 import logging
 import os
 import re
+import secrets
+import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +30,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from s3_assets.lib.errors import S3AssetsError
+from s3_assets.lib.local_process import UnsafeDirectoryError, private_dir
 from s3_assets.lib.text import printable
 
 _log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ class UciTable:
     columns: int  # expected number of columns
     description: str
     is_dictionary: bool = False
+    rows: int | None = None  # the published number of rows; a file with another is refused
 
     @property
     def copy_name(self) -> str:
@@ -55,10 +62,11 @@ class UciTable:
         return self.s3_relative.rsplit("/", 1)[-1].rsplit(".", 1)[0]
 
 
+# Row counts as UCI documents them (TicDataDescr.txt: 5822 training, 4000 evaluation records).
 UCI_TABLES: tuple[UciTable, ...] = (
-    UciTable("train", "ticdata2000.txt", "raw/train.csv", 86, "training set: 85 features and CARAVAN"),
-    UciTable("test", "ticeval2000.txt", "raw/test.csv", 85, "evaluation set: the 85 features, no target"),
-    UciTable("ground_truth", "tictgts2000.txt", "raw/gt.csv", 1, "CARAVAN for each evaluation row"),
+    UciTable("train", "ticdata2000.txt", "raw/train.csv", 86, "training set: 85 features and CARAVAN", rows=5822),
+    UciTable("test", "ticeval2000.txt", "raw/test.csv", 85, "evaluation set: the 85 features, no target", rows=4000),
+    UciTable("ground_truth", "tictgts2000.txt", "raw/gt.csv", 1, "CARAVAN for each evaluation row", rows=4000),
     UciTable("dictionary_text", "dictionary.txt", "raw/metadata/col_info.csv", 1, "data dictionary text", True),
 )
 
@@ -129,10 +137,16 @@ class SourceFetcher:
         reason = self.probe()
         if reason is None:
             try:
-                return self._download(url, filename)
+                return self._download(url, filename, log)
             except requests.RequestException as error:
                 reason = _reason(error)
-        cached = self._cached(url, filename)
+        cached, _, problem = self._cached(url, filename)
+        if problem:
+            raise SourceError(
+                f"cannot download {url} ({reason}), and the cached {self._cache_path(filename)} {problem}: it was "
+                "removed, not used. Run again once the source can be reached, or point S3_ASSETS_SOURCE at a local "
+                f"copy of the UCI files (a directory with {filename})"
+            )
         if cached:
             self._fell_back(log, filename, reason, f"the copy downloaded earlier to {self.cache_dir}")
             return cached
@@ -157,52 +171,96 @@ class SourceFetcher:
 
     def _first_in_run(self) -> bool:
         """True unless another process of the same run has already warned (its note exists).
-        Notes older than a day are removed; without a run id or a writable cache, True."""
+        Notes older than a day are removed (regular files only, never through a symlink);
+        without a run id or a usable notes folder, True."""
         if not self.run_id or not re.fullmatch(r"[A-Za-z0-9-]{1,64}", self.run_id):
             return True
-        folder = Path(self.cache_dir) / ".fallback-warned"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            for old in folder.iterdir():
+            with self._cache_folder() as cache:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(FALLBACK_NOTES, 0o700, dir_fd=cache)
+                notes = os.open(FALLBACK_NOTES, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=cache)
+        except UnsafeDirectoryError:
+            raise
+        except OSError:  # a symlink (ELOOP), not a folder, not writable: warn rather than never
+            return True
+        try:
+            if os.fstat(notes).st_uid != os.getuid():
+                return True
+            for old in os.scandir(notes):
                 with contextlib.suppress(FileNotFoundError):
-                    if time.time() - old.stat().st_mtime > 86400:
-                        old.unlink()
-            os.close(os.open(folder / self.run_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                    info = os.stat(old.name, dir_fd=notes, follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime > 86400:
+                        os.unlink(old.name, dir_fd=notes)
+            os.close(os.open(self.run_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=notes))
         except FileExistsError:
             return False
         except OSError:
             return True
+        finally:
+            os.close(notes)
         return True
 
-    def _cache_paths(self, filename: str) -> tuple[Path, Path]:
-        folder = Path(self.cache_dir)
-        return folder / filename, folder / f"{filename}.http.json"
-
-    def _cached(self, url: str, filename: str) -> Fetched | None:
-        body, meta = self._cache_paths(filename)
+    @contextlib.contextmanager
+    def _cache_folder(self) -> Iterator[int]:
+        """The cache folder, opened (a descriptor for *at calls), after `private_dir` made sure it
+        is ours: created owner-only with a marker, else refused if it is a symlink, another user's,
+        or others may write into it (they could plant a file or a symlink for a run to use)."""
+        folder = private_dir(Path(self.cache_dir), "the UCI download cache (S3_ASSETS_CACHE_DIR)")
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            if json.loads(meta.read_text()).get("url") == url:
-                return Fetched(body.read_bytes(), url, from_cache=True)
-        except (OSError, ValueError):
-            pass
-        return None
+            yield fd
+        finally:
+            os.close(fd)
 
-    def _download(self, url: str, filename: str) -> Fetched:
-        """GET with retries; a conditional GET (ETag / Last-Modified) when the file is cached."""
+    def _cache_path(self, filename: str) -> Path:
+        return Path(self.cache_dir) / filename
+
+    def _cached(self, url: str, filename: str) -> tuple[Fetched | None, dict, str | None]:
+        """The cached copy of `url` if its body still has the SHA-256 recorded at download, and
+        its metadata; else None and, for an entry that fails that check, why (the entry is then
+        removed, so it is never used, nor offered to the server as a conditional GET)."""
+        try:
+            with self._cache_folder() as cache:
+                meta = json.loads(_read_regular(cache, f"{filename}.http.json"))
+                if not isinstance(meta, dict) or meta.get("url") != url:
+                    return None, {}, None
+                body = _read_regular(cache, filename)
+                recorded = meta.get("sha256")
+                if not isinstance(recorded, str):  # written by an older version: unverifiable, not used
+                    return None, {}, None
+                actual = hashlib.sha256(body).hexdigest()
+                if recorded == actual:
+                    return Fetched(body, url, from_cache=True), meta, None
+                problem = (f"has SHA-256 {actual}, not the {printable(recorded[:64])} recorded at download: "
+                           "changed since it was downloaded")
+                for name in (filename, f"{filename}.http.json"):
+                    _remove_regular(cache, name)
+                return None, {}, problem
+        except UnsafeDirectoryError:
+            raise
+        except (OSError, ValueError):
+            return None, {}, None
+
+    def _download(self, url: str, filename: str, log: Logger) -> Fetched:
+        """GET with retries; a conditional GET (ETag / Last-Modified) when a verified copy is
+        cached. Body and metadata (with the body's SHA-256) are written beside each other through
+        a temporary file renamed over the old one: never through a symlink."""
         session = requests.Session()
         retry = Retry(total=self.retries, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
                       allowed_methods=("GET",), raise_on_status=False)
         session.mount("http://", HTTPAdapter(max_retries=retry))
         session.mount("https://", HTTPAdapter(max_retries=retry))
-        body_path, meta_path = self._cache_paths(filename)
         headers = {}
-        cached = self._cached(url, filename)
+        cached, meta, problem = self._cached(url, filename)
+        if problem:
+            log.warning(f"the cached {self._cache_path(filename)} {problem}; it was removed and {filename} is "
+                        "downloaded again")
         if cached:
-            meta = json.loads(meta_path.read_text())
             if meta.get("etag"):
-                headers["If-None-Match"] = meta["etag"]
+                headers["If-None-Match"] = str(meta["etag"])
             if meta.get("last_modified"):
-                headers["If-Modified-Since"] = meta["last_modified"]
+                headers["If-Modified-Since"] = str(meta["last_modified"])
         with session:
             response = session.get(url, headers=headers, timeout=self.timeout)
         if response.status_code == 304 and cached:
@@ -214,13 +272,51 @@ class SourceFetcher:
             raise BadInputError(
                 f"{url} answered with an HTML page, not the data file {filename}: check S3_ASSETS_SOURCE"
             )
-        body_path.parent.mkdir(parents=True, exist_ok=True)
-        body_path.write_bytes(content)
-        meta_path.write_text(json.dumps({
-            "url": url, "etag": response.headers.get("ETag"),
-            "last_modified": response.headers.get("Last-Modified"),
-        }))
+        with self._cache_folder() as cache:
+            _replace_regular(cache, filename, content)
+            _replace_regular(cache, f"{filename}.http.json", json.dumps({
+                "url": url, "etag": response.headers.get("ETag"),
+                "last_modified": response.headers.get("Last-Modified"),
+                "sha256": hashlib.sha256(content).hexdigest(),
+            }).encode())
         return Fetched(content, url)
+
+
+FALLBACK_NOTES = ".fallback-warned"  # in the cache folder: one note per run that warned
+
+
+def _read_regular(folder: int, name: str) -> bytes:
+    """A regular file's bytes in the folder `folder` (a descriptor), never through a symlink."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{name} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
+def _replace_regular(folder: int, name: str, content: bytes) -> None:
+    """Write `name` in `folder` as a new owner-only file renamed over the old entry: a symlink
+    planted there is replaced, never followed."""
+    temporary = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=folder)
+        raise
+
+
+def _remove_regular(folder: int, name: str) -> None:
+    """Remove `name` from `folder` if it is a regular file (a symlink or folder is left alone)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISREG(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=folder)
 
 
 def _reason(error: requests.RequestException) -> str:

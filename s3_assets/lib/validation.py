@@ -64,6 +64,15 @@ def raw_table_problems(frame: pd.DataFrame, table: UciTable, dictionary: DataDic
     return problems
 
 
+def row_count_problems(frame: pd.DataFrame, table: UciTable, origin: str = "") -> list[str]:
+    """A table whose row count is not the published one (a cut or padded file), naming the file,
+    the rows found and expected."""
+    if table.rows is None or len(frame) == table.rows:
+        return []
+    return [f"{origin or table.filename}: {len(frame):,} rows, expected {table.rows:,} (UCI COIL 2000 publishes "
+            f"{table.rows:,}; a cut or padded file)"]
+
+
 # Raw tables that only make sense together: row i of the test set is the customer whose CARAVAN
 # is row i of the ground truth. A copy of either is wrong unless both agree, so both copies wait
 # for this relation (the blocking `rows_align` check, and each copy again before it writes).

@@ -15,10 +15,10 @@ from dagster import (
 )
 
 from s3_assets.defs.metadata import preview, table_metadata
-from s3_assets.defs.raw_uci.checks import UCI_FEATURES, UCI_ROWS
 from s3_assets.defs.resources import UciSource
-from s3_assets.lib.dictionary import parse_dictionary
-from s3_assets.lib.source import UCI_TABLES, UciTable, read_uci_table
+from s3_assets.lib.dictionary import UCI_FEATURES, parse_dictionary, usable_dictionary
+from s3_assets.lib.source import UCI_TABLES, BadInputError, UciTable, read_uci_table
+from s3_assets.lib.validation import row_count_problems
 
 RAW_GROUP = "uci_raw"
 
@@ -26,8 +26,8 @@ RAW_GROUP = "uci_raw"
 def raw_table_asset(table: UciTable, uci_source: UciSource | None = None) -> AssetsDefinition:
     """The raw table of `table`; with `uci_source`, where it comes from is in its metadata."""
     definition_metadata: dict[str, object] = {"expected_columns": table.columns}
-    if table.asset in UCI_ROWS:
-        definition_metadata["expected_rows"] = UCI_ROWS[table.asset]
+    if table.rows is not None:
+        definition_metadata["expected_rows"] = table.rows
     if uci_source is not None:
         definition_metadata["source"] = uci_source.location_of(table.filename)
 
@@ -36,6 +36,7 @@ def raw_table_asset(table: UciTable, uci_source: UciSource | None = None) -> Ass
     def raw_table(context: AssetExecutionContext, uci_source: UciSource) -> MaterializeResult:
         fetched = uci_source.fetch(table.filename, log=context.log)
         frame = read_uci_table(fetched.content, table, fetched.origin)
+        refuse_unusable(frame, table, fetched.origin)
         context.log.info(f"{table.filename}: {frame.shape[0]} x {frame.shape[1]} from {fetched.origin}")
         metadata = table_metadata(frame)
         if table.is_dictionary:
@@ -49,6 +50,19 @@ def raw_table_asset(table: UciTable, uci_source: UciSource | None = None) -> Ass
         })
 
     return raw_table
+
+
+def refuse_unusable(frame: pd.DataFrame, table: UciTable, origin: str) -> None:
+    """Refuse here, before any S3 copy can be written, source content that a later step would
+    refuse: a dictionary that does not parse or lacks features or value labels, a table whose row
+    count is not the published one. The raw asset then fails, so every copy downstream is skipped
+    and S3 keeps the last good copies."""
+    if table.is_dictionary:
+        usable_dictionary(text_of_dictionary_table(frame), origin)
+        return
+    problems = row_count_problems(frame, table, origin)
+    if problems:
+        raise BadInputError(f"{problems[0]}: not copied to S3 (S3 keeps the last good copy)")
 
 
 def raw_table_assets(uci_source: UciSource | None = None) -> list[AssetsDefinition]:

@@ -1,5 +1,6 @@
-"""Checks on the raw tables and the dictionary. Structural failures block; row counts that
-differ from the published UCI numbers only warn (a sample or a newer release is not broken data).
+"""Checks on the raw tables and the dictionary. Structural failures block, and so do row counts
+that differ from the published UCI numbers (a cut file is not COIL 2000; the raw asset already
+refuses it, the check says so for a stored table).
 Whatever relates a raw table to the dictionary (`values`) or to another raw table (`rows_align`)
 blocks: a failure there means the S3 copy would be wrong, so the copy is never written."""
 
@@ -9,7 +10,6 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetIn,
     MetadataValue,
@@ -18,31 +18,28 @@ from dagster import (
 )
 
 from s3_assets.defs.metadata import code_block
-from s3_assets.lib.dictionary import DataDictionary
+from s3_assets.lib.dictionary import DataDictionary, uci_dictionary_problems
 from s3_assets.lib.source import UCI_TABLES, UciTable
-from s3_assets.lib.validation import ROW_ALIGNED, raw_table_problems, relation_problems
-
-# The published sizes of COIL 2000.
-UCI_ROWS = {"train": 5822, "test": 4000, "ground_truth": 4000}
-UCI_FEATURES = 86
-VALUE_TABLE_SIZES = {"L0": 41, "L1": 6, "L2": 10, "L3": 10, "L4": 10}
+from s3_assets.lib.validation import ROW_ALIGNED, raw_table_problems, relation_problems, row_count_problems
 
 
-def shape_result(frame: pd.DataFrame, columns: int, rows: int | None) -> AssetCheckResult:
-    found = {"rows": len(frame), "columns": frame.shape[1], "expected_columns": columns}
-    if frame.shape[1] != columns:
-        return AssetCheckResult(passed=False, metadata={**found, "problem": f"{frame.shape[1]} columns, expected {columns}"})
-    if rows is not None and len(frame) != rows:
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
-                                metadata={**found, "problem": f"{len(frame)} rows, UCI publishes {rows}"})
+def shape_result(frame: pd.DataFrame, table: UciTable) -> AssetCheckResult:
+    found = {"rows": len(frame), "columns": frame.shape[1], "expected_columns": table.columns,
+             "expected_rows": table.rows if table.rows is not None else "any"}
+    if frame.shape[1] != table.columns:
+        return AssetCheckResult(passed=False, metadata={**found, "problem": f"{frame.shape[1]} columns, expected {table.columns}"})
+    problems = row_count_problems(frame, table)
+    if problems:
+        return AssetCheckResult(passed=False, description=problems[0], metadata={**found, "problem": problems[0]})
     return AssetCheckResult(passed=True, metadata=found)
 
 
 def raw_shape_check(table: UciTable) -> AssetChecksDefinition:
     @asset_check(asset=table.asset, name="shape", blocking=True,
-                 description=f"{table.columns} columns (blocking); {UCI_ROWS.get(table.asset, 'any')} rows (warns)")
+                 description=f"{table.columns} columns and {table.rows if table.rows is not None else 'any number of'} "
+                             "rows, as UCI publishes them (blocking)")
     def check(frame: pd.DataFrame) -> AssetCheckResult:
-        return shape_result(frame, table.columns, UCI_ROWS.get(table.asset))
+        return shape_result(frame, table)
 
     return check
 
@@ -51,11 +48,7 @@ def raw_shape_check(table: UciTable) -> AssetChecksDefinition:
              description="86 features, value tables L0-L4 with 41/6/10/10/10 labels")
 def dictionary_check(data_dictionary: DataDictionary) -> AssetCheckResult:
     sizes = {name: len(frame) for name, frame in data_dictionary.value_tables.items()}
-    problems = []
-    if len(data_dictionary.features) != UCI_FEATURES:
-        problems.append(f"{len(data_dictionary.features)} features, expected {UCI_FEATURES}")
-    problems += [f"{name} has {sizes.get(name, 0)} labels, expected {n}" for name, n in VALUE_TABLE_SIZES.items()
-                 if sizes.get(name) != n]
+    problems = uci_dictionary_problems(data_dictionary)
     return AssetCheckResult(passed=not problems, metadata={
         "features": len(data_dictionary.features), "value_tables": MetadataValue.json(sizes),
         "problems": "; ".join(problems) or "none"})

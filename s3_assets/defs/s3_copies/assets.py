@@ -19,10 +19,12 @@ from dagster import (
 )
 
 from s3_assets.defs.metadata import code_span, location_metadata, read_copy_snippet
+from s3_assets.defs.raw_uci.assets import text_of_dictionary_table
 from s3_assets.defs.resources import S3Prefix
+from s3_assets.lib.dictionary import DictionaryError, usable_dictionary
 from s3_assets.lib.source import UCI_TABLES, BadInputError, UciTable
 from s3_assets.lib.uploading import upload_bytes
-from s3_assets.lib.validation import raw_table_problems, related_tables, relation_problems
+from s3_assets.lib.validation import raw_table_problems, related_tables, relation_problems, row_count_problems
 
 S3_GROUP = "s3_copies"
 # Sizes in bytes of the copies of the real UCI files (the notebook's, and this project's).
@@ -53,8 +55,14 @@ def s3_copy_asset(table: UciTable, s3_prefix: S3Prefix | None = None) -> AssetsD
                        f"(`to_csv(index=False)`; {UCI_COPY_SIZES[table.asset]:,} bytes from the real UCI file).")
     def s3_copy(context: AssetExecutionContext, s3_prefix: S3Prefix, **inputs: Any) -> MaterializeResult:
         frame: pd.DataFrame = inputs["frame"]
+        if table.is_dictionary:  # the stored raw table again, as the raw asset judged its source
+            try:
+                usable_dictionary(text_of_dictionary_table(frame), table.filename)
+            except DictionaryError as error:
+                raise BadInputError(f"{table.filename} is not copied to {s3_prefix.uri(s3_prefix.key(table.s3_relative))} "
+                                    f"(S3 keeps the last good copy): {error}") from None
         if "data_dictionary" in inputs:
-            problems = raw_table_problems(frame, table, inputs["data_dictionary"])
+            problems = row_count_problems(frame, table) + raw_table_problems(frame, table, inputs["data_dictionary"])
             problems += relation_problems({table.asset: frame, **{other: inputs[f"partner_{other}"] for other in partners}},
                                           {table.asset: table, **partners})
             if problems:
