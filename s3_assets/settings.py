@@ -24,6 +24,7 @@ from pydantic_core import PydanticUndefined
 from s3_assets.defs.io_manager import S3ParquetIOManager
 from s3_assets.defs.resources import S3Connection, S3Prefix, UciSource
 from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.text import shown_url, without_url_secrets
 from s3_assets.local_cluster.settings import ClusterSettings
 
 
@@ -125,9 +126,10 @@ def _named(resource: type[ConfigurableResource] | type[Config], error: Validatio
         cause = (detail.get("ctx") or {}).get("error")
         fields = getattr(cause, "fields", ()) or tuple(str(part) for part in detail["loc"][:1])
         names = [var_of.get(field, field) for field in fields]
-        shown = ", ".join(f"{name}={values[field]!r}" if field in values else f"{name} (default)"
+        # A value may be a URL with a password in it (endpoint, source, broker): shown without.
+        shown = ", ".join(f"{name}={shown_url(values[field])!r}" if field in values else f"{name} (default)"
                           for field, name in zip(fields, names, strict=True))
-        message = str(cause) if isinstance(cause, ConfigError) else detail["msg"]
+        message = without_url_secrets(str(cause) if isinstance(cause, ConfigError) else detail["msg"], *values.values())
         problems.append(f"{shown}: {message}")
         variables += names
     return ConfigError("invalid configuration: " + "; ".join(problems), fields=tuple(variables))

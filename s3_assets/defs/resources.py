@@ -43,6 +43,7 @@ from s3_assets.lib.errors import ConfigError, S3AssetsError, describe_client_err
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, PrefixLocks, roots_overlap
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
 from s3_assets.lib.stored_values import drop_expect_for_small_bodies, key_segment
+from s3_assets.lib.text import shown_url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -202,7 +203,7 @@ class S3Connection(S3Resource):
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ConfigError(f"endpoint {value!r}: use http(s)://host[:port]", fields=("endpoint_url",))
+            raise ConfigError(f"endpoint {shown_url(value)!r}: use http(s)://host[:port]", fields=("endpoint_url",))
         return value
 
     @model_validator(mode="after")
@@ -685,7 +686,7 @@ class S3Prefix(ConfigurableResource):
         except BotoCoreError as error:  # a broken profile, for instance
             raise ConfigError(f"cannot set up AWS STS to name the SageMaker default bucket: "
                               f"{type(error).__name__}. Set S3_ASSETS_BUCKET, or fix the AWS profile") from None
-        endpoint = sts.meta.endpoint_url
+        endpoint = shown_url(str(sts.meta.endpoint_url))
         attempts = (getattr(sts.meta.config, "retries", None) or {}).get("total_max_attempts")
         why = "the AWS account id names the SageMaker default bucket (no S3_ASSETS_BUCKET set)"
         try:
@@ -713,6 +714,7 @@ class S3Prefix(ConfigurableResource):
         allowed by a least-privilege policy (ListBucket with a prefix condition)."""
         bucket = self.resolved_bucket()
         endpoint = client.meta.endpoint_url
+        shown = shown_url(str(endpoint))
         try:
             client.list_objects_v2(Bucket=bucket, Prefix=self.root, MaxKeys=1)
             return
@@ -720,7 +722,7 @@ class S3Prefix(ConfigurableResource):
             code = error.response.get("Error", {}).get("Code")
             if self._default_bucket_owner and code in ("AccessDenied", "403"):
                 raise ConfigError(
-                    f"bucket {bucket!r} at {endpoint} refused a request that expects it to belong to account "
+                    f"bucket {bucket!r} at {shown} refused a request that expects it to belong to account "
                     f"{self._default_bucket_owner} (ExpectedBucketOwner): it is someone else's bucket, or these "
                     "credentials may not list it. Nothing was written; set S3_ASSETS_BUCKET to a bucket of yours"
                 ) from None
@@ -730,7 +732,7 @@ class S3Prefix(ConfigurableResource):
             raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
         if not (self.create_bucket or self.s3.target == "local"):
             raise ConfigError(
-                f"bucket {bucket!r} does not exist at {endpoint}: create it, or set "
+                f"bucket {bucket!r} does not exist at {shown}: create it, or set "
                 "S3_ASSETS_CREATE_BUCKET=true to let the project create it"
             )
         kwargs: dict[str, Any] = {"Bucket": bucket}
@@ -788,8 +790,8 @@ class UciSource(ConfigurableResource):
                              log=log, run_id=run_id)
 
     def location_of(self, filename: str) -> str:
-        """The URL or path `filename` is read from (without fetching it)."""
-        return self._new_fetcher().url_of(filename)
+        """The URL or path `filename` is read from (without fetching it), as it may be shown."""
+        return self._new_fetcher().shown_of(filename)
 
     def fetch(self, filename: str, log: Any = None) -> Fetched:
         """The file; a fallback is logged to `log` (a step's `context.log`) when given."""

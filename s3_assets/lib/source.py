@@ -25,7 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from s3_assets.lib.errors import S3AssetsError
-from s3_assets.lib.text import printable
+from s3_assets.lib.text import printable, shown_url, without_url_secrets
 
 _log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class BadInputError(S3AssetsError, ValueError):
 @dataclass(frozen=True)
 class Fetched:
     content: bytes
-    origin: str  # URL or path it came from
+    origin: str  # URL or path it came from, as it may be shown (`shown_url`: no password)
     from_cache: bool = False
 
 
@@ -106,7 +106,16 @@ class SourceFetcher:
         self._warned = False
 
     def url_of(self, filename: str) -> str:
+        """Where `filename` is read from (with the source's credentials: never shown, see `shown_of`)."""
         return self.base.rstrip("/") + "/" + filename if is_url(self.base) else str(Path(self.base) / filename)
+
+    def shown_of(self, filename: str) -> str:
+        """Where `filename` is read from, as it may be shown (no user part, query or fragment)."""
+        return shown_url(self.url_of(filename))
+
+    def _shown(self, text: str) -> str:
+        """A library's message about the source, without its credentials."""
+        return without_url_secrets(text, self.base)
 
     def probe(self) -> str | None:
         """Try the base URL once (no retries; any HTTP answer counts as reachable); the reason
@@ -116,7 +125,7 @@ class SourceFetcher:
                 with requests.Session() as session:
                     session.head(self.base, timeout=self.timeout, allow_redirects=False).close()
             except requests.RequestException as error:
-                self._unreachable = _reason(error)
+                self._unreachable = self._shown(_reason(error))
         self._probed = True
         return self._unreachable
 
@@ -131,7 +140,7 @@ class SourceFetcher:
             try:
                 return self._download(url, filename)
             except requests.RequestException as error:
-                reason = _reason(error)
+                reason = self._shown(_reason(error))
         cached = self._cached(url, filename)
         if cached:
             self._fell_back(log, filename, reason, f"the copy downloaded earlier to {self.cache_dir}")
@@ -141,7 +150,7 @@ class SourceFetcher:
             self._fell_back(log, filename, reason, f"the offline copy in {offline}")
             return _read_local(offline, filename)
         raise SourceError(
-            f"cannot download {url} ({reason}). Offline? Point the source at a local copy of the "
+            f"cannot download {shown_url(url)} ({reason}). Offline? Point the source at a local copy of the "
             f"UCI files: S3_ASSETS_SOURCE=/path/to/dir (a directory with {filename})"
         )
 
@@ -149,7 +158,7 @@ class SourceFetcher:
         """The run's one warning for the first file read from a fallback; DEBUG for the others
         (each raw step's own INFO line and metadata say where its file came from)."""
         if not self._warned and self._first_in_run():
-            log.warning(f"cannot reach the UCI source {self.base} ({reason}); the UCI files come from the cache "
+            log.warning(f"cannot reach the UCI source {shown_url(self.base)} ({reason}); the UCI files come from the cache "
                         f"or the offline copy for this run, without further attempts ({filename}: {where})")
         else:
             log.debug(f"{filename}: from {where} (the UCI source cannot be reached)")
@@ -182,7 +191,7 @@ class SourceFetcher:
         body, meta = self._cache_paths(filename)
         try:
             if json.loads(meta.read_text()).get("url") == url:
-                return Fetched(body.read_bytes(), url, from_cache=True)
+                return Fetched(body.read_bytes(), shown_url(url), from_cache=True)
         except (OSError, ValueError):
             pass
         return None
@@ -208,11 +217,12 @@ class SourceFetcher:
         if response.status_code == 304 and cached:
             return cached
         if response.status_code != 200:
-            raise SourceError(f"downloading {url} failed: HTTP {response.status_code} {response.reason}")
+            raise SourceError(f"downloading {shown_url(url)} failed: HTTP {response.status_code} "
+                              f"{printable(self._shown(str(response.reason)))}")
         content = response.content
         if "html" in response.headers.get("Content-Type", "").lower() or looks_like_html(content):
             raise BadInputError(
-                f"{url} answered with an HTML page, not the data file {filename}: check S3_ASSETS_SOURCE"
+                f"{shown_url(url)} answered with an HTML page, not the data file {filename}: check S3_ASSETS_SOURCE"
             )
         body_path.parent.mkdir(parents=True, exist_ok=True)
         body_path.write_bytes(content)
@@ -220,7 +230,7 @@ class SourceFetcher:
             "url": url, "etag": response.headers.get("ETag"),
             "last_modified": response.headers.get("Last-Modified"),
         }))
-        return Fetched(content, url)
+        return Fetched(content, shown_url(url))
 
 
 def _reason(error: requests.RequestException) -> str:
@@ -241,8 +251,8 @@ def is_url(base: str) -> bool:
 def _read_local(folder: Path, filename: str) -> Fetched:
     path = folder.expanduser() / filename
     if not path.is_file():
-        raise SourceError(f"{path} does not exist: S3_ASSETS_SOURCE must be a directory holding {filename}")
-    return Fetched(path.read_bytes(), str(path))
+        raise SourceError(f"{shown_url(str(path))} does not exist: S3_ASSETS_SOURCE must be a directory holding {filename}")
+    return Fetched(path.read_bytes(), shown_url(str(path)))
 
 
 def looks_like_html(content: bytes) -> bool:
