@@ -433,6 +433,7 @@ class S3Prefix(ConfigurableResource):
     _run_id: str | None = PrivateAttr(default=None)
     _holds_for_run: bool = PrivateAttr(default=True)
     _shared_key: tuple | None = PrivateAttr(default=None)
+    _instance: Any = PrivateAttr(default=None)
 
     @field_validator("bucket")
     @classmethod
@@ -479,6 +480,7 @@ class S3Prefix(ConfigurableResource):
         self.resolved_bucket()
         self._run_id = context.run.run_id if context.run else None
         self._shared_key = None
+        self._instance = context.instance  # to tell a refusal whether its holder runs in this instance
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         """The run's end in this process, failed or not: the last user of the process's
@@ -626,7 +628,14 @@ class S3Prefix(ConfigurableResource):
         return self._hold_for(self.connect(), run_id)
 
     def _hold_for(self, client: S3Client, run_id: str) -> Hold:
-        return self.prefix_locks(client).hold_for_run(run_id, self.written_roots(), what=self.uri(self.root))
+        instance = self._instance
+
+        def is_finished(holder: str) -> bool | None:
+            run = instance.get_run_by_id(holder)
+            return None if run is None else run.is_finished
+
+        return self.prefix_locks(client).hold_for_run(run_id, self.written_roots(), what=self.uri(self.root),
+                                                      is_finished=is_finished if instance is not None else None)
 
     def run_hold(self) -> Hold | None:
         """This run's lock note in this process once `connect` took it (else None: outside a run,
