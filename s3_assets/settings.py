@@ -113,7 +113,7 @@ def _build(resource: type[ConfigurableResource] | type[Config], env: Mapping[str
     """Build one resource from the environment; a refused value names its variable(s)."""
     values = _values(resource, env)
     try:
-        return resource(**values, **extra)
+        return resource(**{**values, **extra})
     except ValidationError as error:
         raise _named(resource, error, values) from None  # the cause is restated in full
 
@@ -143,9 +143,13 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         secrets = {field: EnvVar(var) for var, (field, _) in SECRETS.items()}
     connection = _build(S3Connection, env, **secrets)
     s3_prefix = _build(S3Prefix, env, s3=connection)
+    source = _build(UciSource, env)
+    if "@" in source.base and os.environ.get("S3_ASSETS_SOURCE", "").strip() == source.base:
+        # A user part (basic auth): as an EnvVar (resolved when used), so that no page shows the password.
+        source = _build(UciSource, env, base=EnvVar("S3_ASSETS_SOURCE"))
     return {
         "s3_prefix": s3_prefix,
-        "uci_source": _build(UciSource, env),
+        "uci_source": source,
         "io_manager": S3ParquetIOManager(s3_prefix=s3_prefix),
     }
 

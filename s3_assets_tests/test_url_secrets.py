@@ -1,6 +1,8 @@
 """Credentials in configured URLs are never shown (issue 19, attack item 6): a user part in the
-UCI source URL or in the S3 endpoint reaches no definition metadata, no stored event, no CLI
-output and no error message; `s3_assets.lib.text.shown_url` is the one place that strips it."""
+UCI source URL or in the S3 endpoint (botocore's `AWS_ENDPOINT_URL_S3`; `S3_ASSETS_ENDPOINT_URL`
+refuses one: S3 does not use it) reaches no definition metadata, no resource's configured values
+(the UI's Resources page), no stored event, no CLI output and no error message;
+`s3_assets.lib.text.shown_url` is the one place that strips it."""
 
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def secret_env(s3_server, bucket, uci_dir, tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("S3_ASSETS_", "AWS_"))}
     env.update({
         "S3_ASSETS_TARGET": "custom", "S3_ASSETS_REGION": "us-east-1", "S3_ASSETS_BUCKET": bucket,
-        "S3_ASSETS_ENDPOINT_URL": with_user(s3_server.state.endpoint_url, ENDPOINT_USER, ENDPOINT_PASSWORD),
+        "AWS_ENDPOINT_URL_S3": with_user(s3_server.state.endpoint_url, ENDPOINT_USER, ENDPOINT_PASSWORD),
         "S3_ASSETS_ACCESS_KEY_ID": creds.access_key_id, "S3_ASSETS_SECRET_ACCESS_KEY": creds.secret_access_key,
         "S3_ASSETS_SOURCE": with_user(source.url, SOURCE_USER, SOURCE_PASSWORD), "S3_ASSETS_OFFLINE_SOURCE": "",
         "S3_ASSETS_CACHE_DIR": str(tmp_path / "cache"), "S3_ASSETS_MAX_ATTEMPTS": "1",
@@ -70,7 +72,11 @@ def secret_env(s3_server, bucket, uci_dir, tmp_path):
 
 def test_no_password_of_a_configured_url_in_metadata_events_output_or_errors(secret_env, tmp_path, s3, bucket,
                                                                              monkeypatch):
-    # The definitions (what the UI shows before any run).
+    # The definitions (what the UI shows before any run), loaded as `dg dev` loads them.
+    for name in ("S3_ASSETS_SOURCE", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.setenv(name, secret_env[name])
+    for name, resource in build_resources(secret_env).items():  # the Resources page's configured values
+        assert_hidden(resource.get_resource_definition().config_schema.default_value_as_json_str, name)
     definitions = build_definitions(secret_env)
     shown = [str(dict(spec.metadata)) + str(spec.description)
              for spec in definitions.resolve_all_asset_specs()]
@@ -96,7 +102,7 @@ def test_no_password_of_a_configured_url_in_metadata_events_output_or_errors(sec
     # A run whose endpoint cannot be reached: its error, stored, names the endpoint without the user part.
     unreachable = with_user(f"http://127.0.0.1:{closed_port()}", ENDPOINT_USER, ENDPOINT_PASSWORD)
     failed = subprocess.run([DAGSTER, "asset", "materialize", "-m", "s3_assets.definitions", "--select", "train_csv"],
-                            cwd=ROOT, env={**env, "S3_ASSETS_ENDPOINT_URL": unreachable},
+                            cwd=ROOT, env={**env, "AWS_ENDPOINT_URL_S3": unreachable},
                             capture_output=True, text=True, timeout=900)
     assert failed.returncode != 0 and "cannot connect to the S3 endpoint at http://127.0.0.1:" in failed.stderr
     assert_hidden(failed.stdout + failed.stderr, "a failed run's output")
@@ -106,12 +112,14 @@ def test_no_password_of_a_configured_url_in_metadata_events_output_or_errors(sec
     keys = {name: secret_env.pop(f"S3_ASSETS_{name}") for name in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")}
     for name, value in keys.items():  # outside a run: botocore's chain, not the resources' EnvVars
         monkeypatch.setenv(f"AWS_{name}", value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", unreachable)
     with pytest.raises(S3AssetsError) as raised:
-        build_resources({**secret_env, "S3_ASSETS_ENDPOINT_URL": unreachable})["s3_prefix"].connect()
+        build_resources(secret_env)["s3_prefix"].connect()
     assert "127.0.0.1" in str(raised.value)
     assert_hidden(error_chain(raised.value), "the unreachable endpoint's error")
     for malformed in ("htp://AKIAUSER:supersecret123@127.0.0.1:9000", "AKIAUSER:supersecret123@127.0.0.1:9000",
-                      "http:/AKIAUSER:supersecret123@127.0.0.1:9000"):
+                      "http:/AKIAUSER:supersecret123@127.0.0.1:9000", unreachable,
+                      with_user("http://127.0.0.1:9000/p?X-Amz-Credential=AKIAUSER", "u", ENDPOINT_PASSWORD)):
         with pytest.raises(ConfigError, match="S3_ASSETS_ENDPOINT_URL") as raised:
             build_resources({**secret_env, "S3_ASSETS_ENDPOINT_URL": malformed})
         assert_hidden(error_chain(raised.value), f"the error for {malformed!r}")

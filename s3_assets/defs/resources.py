@@ -204,6 +204,11 @@ class S3Connection(S3Resource):
     def _endpoint(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ConfigError(f"endpoint {shown_url(value)!r}: use http(s)://host[:port]", fields=("endpoint_url",))
+        if value is not None and "@" in value:
+            # botocore signs with the keys and ignores a user part; kept, the UI's Resources page would show it
+            raise ConfigError(f"endpoint {shown_url(value)!r} is given with a user part (user:password@, not shown): S3 does not use it; "
+                              "give the keys as S3_ASSETS_ACCESS_KEY_ID and S3_ASSETS_SECRET_ACCESS_KEY",
+                              fields=("endpoint_url",))
         return value
 
     @model_validator(mode="after")
@@ -794,7 +799,9 @@ class UciSource(ConfigurableResource):
         self._fetcher = self._new_fetcher(context.log, context.run_id)
 
     def _new_fetcher(self, log: Any = None, run_id: str | None = None) -> SourceFetcher:
-        return SourceFetcher(base=self.base, offline_dir=str(project_path(self.offline_dir)) if self.offline_dir else "",
+        # A base URL with a user part is an EnvVar (see settings): resolved here, shown nowhere.
+        base = self.base.get_value() if isinstance(self.base, EnvVar) else self.base
+        return SourceFetcher(base=base or "", offline_dir=str(project_path(self.offline_dir)) if self.offline_dir else "",
                              cache_dir=str(project_path(self.cache_dir)), timeout=self.timeout, retries=self.retries,
                              log=log, run_id=run_id)
 
