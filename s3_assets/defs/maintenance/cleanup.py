@@ -105,9 +105,9 @@ def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, repo
     `stored_value_exists`.
 
     Only of assets whose latest materialization in this instance lies under what this cleanup
-    cleaned (its `dagster/uri` or `stored_output`): the catalog shows one materialization per
-    asset, and another prefix's (or bucket's) copies, listing and values are not touched by this
-    cleanup, so its results must not turn them red. An asset never materialized in this instance
+    cleaned (its `dagster/uri`, `stored_output` or the listing's `listed_prefix`): the catalog
+    shows one materialization per asset, and another prefix's (or bucket's) copies, listing and
+    values are not touched by this cleanup, so its results must not turn them red. An asset never materialized in this instance
     shows no other prefix: it is the configured prefix's (its definition's), recorded as before
     (and the listing's `state_digest` is what the change sensor needs then).
 
@@ -143,7 +143,7 @@ def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, repo
     data_deleted = [key for key in deleted if key.startswith(s3_prefix.root)]
     digest = None if left is None else state_digest(state_of(left["key"], left["etag"], left["size"]))
     # The listed root's URI: the listing is this cleanup's to mark if its root overlaps the cleaned one.
-    listed = _latest_uri(context, LISTING_KEY, "dagster/uri", data_uri)
+    listed = _latest_uri(context, LISTING_KEY, "listed_prefix", data_uri)
     own = listed == data_uri
     touched = [key for key in data_deleted if s3_prefix.uri(key).startswith(listed)] if listed else []
     if listed and (listed.startswith(data_uri) or data_uri.startswith(listed)) and (
