@@ -24,6 +24,7 @@ from pydantic_core import PydanticUndefined
 from s3_assets.defs.io_manager import S3ParquetIOManager
 from s3_assets.defs.resources import S3Connection, S3Prefix, UciSource
 from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.text import shown_url, without_url_secrets
 from s3_assets.local_cluster.settings import ClusterSettings
 
 
@@ -112,7 +113,7 @@ def _build(resource: type[ConfigurableResource] | type[Config], env: Mapping[str
     """Build one resource from the environment; a refused value names its variable(s)."""
     values = _values(resource, env)
     try:
-        return resource(**values, **extra)
+        return resource(**{**values, **extra})
     except ValidationError as error:
         raise _named(resource, error, values) from None  # the cause is restated in full
 
@@ -125,9 +126,10 @@ def _named(resource: type[ConfigurableResource] | type[Config], error: Validatio
         cause = (detail.get("ctx") or {}).get("error")
         fields = getattr(cause, "fields", ()) or tuple(str(part) for part in detail["loc"][:1])
         names = [var_of.get(field, field) for field in fields]
-        shown = ", ".join(f"{name}={values[field]!r}" if field in values else f"{name} (default)"
+        # A value may be a URL with a password in it (endpoint, source, broker): shown without.
+        shown = ", ".join(f"{name}={shown_url(values[field])!r}" if field in values else f"{name} (default)"
                           for field, name in zip(fields, names, strict=True))
-        message = str(cause) if isinstance(cause, ConfigError) else detail["msg"]
+        message = without_url_secrets(str(cause) if isinstance(cause, ConfigError) else detail["msg"], *values.values())
         problems.append(f"{shown}: {message}")
         variables += names
     return ConfigError("invalid configuration: " + "; ".join(problems), fields=tuple(variables))
@@ -141,9 +143,13 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         secrets = {field: EnvVar(var) for var, (field, _) in SECRETS.items()}
     connection = _build(S3Connection, env, **secrets)
     s3_prefix = _build(S3Prefix, env, s3=connection)
+    source = _build(UciSource, env)
+    if "@" in source.base and os.environ.get("S3_ASSETS_SOURCE", "").strip() == source.base:
+        # A user part (basic auth): as an EnvVar (resolved when used), so that no page shows the password.
+        source = _build(UciSource, env, base=EnvVar("S3_ASSETS_SOURCE"))
     return {
         "s3_prefix": s3_prefix,
-        "uci_source": _build(UciSource, env),
+        "uci_source": source,
         "io_manager": S3ParquetIOManager(s3_prefix=s3_prefix),
     }
 

@@ -130,7 +130,7 @@ def test_the_local_endpoint_is_shown_and_no_credential(graph_run, s3_server):
 
 
 def test_public_endpoint_drops_what_a_url_may_hide():
-    from s3_assets.defs.metadata import public_endpoint
+    from s3_assets.lib.text import shown_url as public_endpoint
 
     assert public_endpoint("https://user:pw@s3.example.com:9000/base?X-Amz-Signature=s#f") == \
         "https://s3.example.com:9000/base"

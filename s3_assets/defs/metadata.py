@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
-from s3_assets.lib.text import printable
+from s3_assets.lib.text import printable, shown_url
 
 
 def code_block(lines: list[str], language: str = "text") -> MetadataValue:
@@ -37,23 +36,12 @@ def md_text(text: str) -> str:
 
 # -- where the data is, and how to read it ------------------------------------------------------
 
-def public_endpoint(url: str) -> str:
-    """An endpoint URL as it may be shown: scheme, host, port and path only (no user, password,
-    query or fragment, whatever the configuration put there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{host}{port}", parts.path, "", ""))
-
-
 def location_metadata(s3_prefix: Any) -> dict[str, Any]:
     """The S3 endpoint for a target other than AWS (the embedded server's URL for `local`), so a
     person can point another client at it; no credential. AWS's endpoint is the default."""
     if s3_prefix.s3.target == "aws":
         return {}
-    return {"s3_endpoint": MetadataValue.text(public_endpoint(str(s3_prefix.connect().meta.endpoint_url)))}
+    return {"s3_endpoint": MetadataValue.text(shown_url(str(s3_prefix.connect().meta.endpoint_url)))}
 
 
 def _local_start(s3_prefix: Any) -> list[str]:

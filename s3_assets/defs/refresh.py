@@ -14,6 +14,7 @@ from dagster import (
 
 from s3_assets.defs.executors import held_multiprocess_executor
 from s3_assets.defs.resources import S3Prefix
+from s3_assets.lib.text import shown_url
 
 # The asset that nothing else depends on: its step is the last asset step of a whole-graph run
 # (a test keeps this true), so the summary after it is the end of the run's log.
@@ -25,7 +26,8 @@ def where_the_data_is(s3_prefix: S3Prefix) -> str:
     that read the copies with pandas and the typed frames through the IO manager. No secret:
     the credentials stay in `storage_options()`, which the snippet calls."""
     bucket, target = s3_prefix.resolved_bucket(), s3_prefix.s3.target
-    endpoint = s3_prefix.connect().meta.endpoint_url  # the run's client: the server it wrote to
+    # the run's client: the server it wrote to, as it may be shown (no user part)
+    endpoint = shown_url(str(s3_prefix.connect().meta.endpoint_url))
     if target == "local":
         where = f"on the embedded S3 at {endpoint} (.venv/bin/s3-assets-local status)"
     elif target == "custom":

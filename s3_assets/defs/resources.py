@@ -43,6 +43,7 @@ from s3_assets.lib.errors import ConfigError, S3AssetsError, describe_client_err
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, PrefixLocks, roots_overlap
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
 from s3_assets.lib.stored_values import drop_expect_for_small_bodies, key_segment
+from s3_assets.lib.text import shown_url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -203,7 +204,12 @@ class S3Connection(S3Resource):
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ConfigError(f"endpoint {value!r}: use http(s)://host[:port]", fields=("endpoint_url",))
+            raise ConfigError(f"endpoint {shown_url(value)!r}: use http(s)://host[:port]", fields=("endpoint_url",))
+        if value is not None and "@" in value:
+            # botocore signs with the keys and ignores a user part; kept, the UI's Resources page would show it
+            raise ConfigError(f"endpoint {shown_url(value)!r} is given with a user part (user:password@, not shown): S3 does not use it; "
+                              "give the keys as S3_ASSETS_ACCESS_KEY_ID and S3_ASSETS_SECRET_ACCESS_KEY",
+                              fields=("endpoint_url",))
         return value
 
     @model_validator(mode="after")
@@ -433,6 +439,7 @@ class S3Prefix(ConfigurableResource):
     _run_id: str | None = PrivateAttr(default=None)
     _holds_for_run: bool = PrivateAttr(default=True)
     _shared_key: tuple | None = PrivateAttr(default=None)
+    _instance: Any = PrivateAttr(default=None)
 
     @field_validator("bucket")
     @classmethod
@@ -486,6 +493,7 @@ class S3Prefix(ConfigurableResource):
         self.resolved_bucket()
         self._run_id = context.run.run_id if context.run else None
         self._shared_key = None
+        self._instance = context.instance  # to tell a refusal whether its holder runs in this instance
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         """The run's end in this process, failed or not: the last user of the process's
@@ -633,7 +641,14 @@ class S3Prefix(ConfigurableResource):
         return self._hold_for(self.connect(), run_id)
 
     def _hold_for(self, client: S3Client, run_id: str) -> Hold:
-        return self.prefix_locks(client).hold_for_run(run_id, self.written_roots(), what=self.uri(self.root))
+        instance = self._instance
+
+        def is_finished(holder: str) -> bool | None:
+            run = instance.get_run_by_id(holder)
+            return None if run is None else run.is_finished
+
+        return self.prefix_locks(client).hold_for_run(run_id, self.written_roots(), what=self.uri(self.root),
+                                                      is_finished=is_finished if instance is not None else None)
 
     def run_hold(self) -> Hold | None:
         """This run's lock note in this process once `connect` took it (else None: outside a run,
@@ -693,7 +708,7 @@ class S3Prefix(ConfigurableResource):
         except BotoCoreError as error:  # a broken profile, for instance
             raise ConfigError(f"cannot set up AWS STS to name the SageMaker default bucket: "
                               f"{type(error).__name__}. Set S3_ASSETS_BUCKET, or fix the AWS profile") from None
-        endpoint = sts.meta.endpoint_url
+        endpoint = shown_url(str(sts.meta.endpoint_url))
         attempts = (getattr(sts.meta.config, "retries", None) or {}).get("total_max_attempts")
         why = "the AWS account id names the SageMaker default bucket (no S3_ASSETS_BUCKET set)"
         try:
@@ -721,6 +736,7 @@ class S3Prefix(ConfigurableResource):
         allowed by a least-privilege policy (ListBucket with a prefix condition)."""
         bucket = self.resolved_bucket()
         endpoint = client.meta.endpoint_url
+        shown = shown_url(str(endpoint))
         try:
             client.list_objects_v2(Bucket=bucket, Prefix=self.root, MaxKeys=1)
             return
@@ -728,7 +744,7 @@ class S3Prefix(ConfigurableResource):
             code = error.response.get("Error", {}).get("Code")
             if self._default_bucket_owner and code in ("AccessDenied", "403"):
                 raise ConfigError(
-                    f"bucket {bucket!r} at {endpoint} refused a request that expects it to belong to account "
+                    f"bucket {bucket!r} at {shown} refused a request that expects it to belong to account "
                     f"{self._default_bucket_owner} (ExpectedBucketOwner): it is someone else's bucket, or these "
                     "credentials may not list it. Nothing was written; set S3_ASSETS_BUCKET to a bucket of yours"
                 ) from None
@@ -738,7 +754,7 @@ class S3Prefix(ConfigurableResource):
             raise describe_client_error(error, bucket=bucket, endpoint=endpoint) from None
         if not (self.create_bucket or self.s3.target == "local"):
             raise ConfigError(
-                f"bucket {bucket!r} does not exist at {endpoint}: create it, or set "
+                f"bucket {bucket!r} does not exist at {shown}: create it, or set "
                 "S3_ASSETS_CREATE_BUCKET=true to let the project create it"
             )
         kwargs: dict[str, Any] = {"Bucket": bucket}
@@ -791,13 +807,15 @@ class UciSource(ConfigurableResource):
         self._fetcher = self._new_fetcher(context.log, context.run_id)
 
     def _new_fetcher(self, log: Any = None, run_id: str | None = None) -> SourceFetcher:
-        return SourceFetcher(base=self.base, offline_dir=str(project_path(self.offline_dir)) if self.offline_dir else "",
+        # A base URL with a user part is an EnvVar (see settings): resolved here, shown nowhere.
+        base = self.base.get_value() if isinstance(self.base, EnvVar) else self.base
+        return SourceFetcher(base=base or "", offline_dir=str(project_path(self.offline_dir)) if self.offline_dir else "",
                              cache_dir=str(project_path(self.cache_dir)), timeout=self.timeout, retries=self.retries,
                              log=log, run_id=run_id)
 
     def location_of(self, filename: str) -> str:
-        """The URL or path `filename` is read from (without fetching it)."""
-        return self._new_fetcher().url_of(filename)
+        """The URL or path `filename` is read from (without fetching it), as it may be shown."""
+        return self._new_fetcher().shown_of(filename)
 
     def fetch(self, filename: str, log: Any = None) -> Fetched:
         """The file; a fallback is logged to `log` (a step's `context.log`) when given."""

@@ -17,7 +17,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from s3_assets.lib.text import printable
+from s3_assets.lib.text import printable, shown_url, without_url_secrets
 
 HINTS = {
     "NoSuchBucket": "the bucket does not exist: create it or fix S3_ASSETS_BUCKET",
@@ -64,7 +64,7 @@ def describe_client_error(
 ) -> S3OperationError:
     """Wrap an S3 failure in a message that names where it happened and what to do."""
     where = f"s3://{bucket}/{printable(key)}" if key is not None else f"bucket {bucket!r}"
-    at = f" at {endpoint}" if endpoint else ""
+    at = f" at {shown_url(endpoint)}" if endpoint else ""
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "") or str(
             error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
@@ -95,5 +95,6 @@ def describe_client_error(
             "S3_ASSETS_ACCESS_KEY_ID/S3_ASSETS_SECRET_ACCESS_KEY pair",
             "NoCredentials",
         )
-    return S3OperationError(f"S3 call on {where}{at} failed: {type(error).__name__}: {printable(str(error))}",
+    return S3OperationError(f"S3 call on {where}{at} failed: {type(error).__name__}: "
+                            f"{printable(without_url_secrets(str(error), endpoint))}",
                             type(error).__name__)

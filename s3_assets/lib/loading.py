@@ -43,7 +43,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.fs as pa_fs  # before the atexit hook below: see _drop_filesystems
 
 from s3_assets.lib.errors import S3_FAILURES, S3AssetsError, describe_client_error
-from s3_assets.lib.text import printable
+from s3_assets.lib.text import printable, shown_url, without_url_secrets
 
 PEAK_FACTOR = 2.5  # peak memory of one load / the file's size (measured: docs/BENCHMARKS.md)
 BIG_FILE = 64 * 1024**2  # larger files load one at a time
@@ -120,7 +120,7 @@ def arrow_options(client: Any, origin: ClientOrigin | None) -> dict[str, Any] | 
     if not AWS_HOST.search(host):
         if OTHER_AWS_HOST.search(host):
             return None
-        options["endpoint_override"] = endpoint.netloc
+        options["endpoint_override"] = endpoint.netloc.rpartition("@")[2]  # arrow takes no user part
     elif config.use_fips_endpoint or config.use_dualstack_endpoint or (config.s3 or {}).get("use_accelerate_endpoint"):
         return None
     if (config.s3 or {}).get("addressing_style") == "virtual":
@@ -429,8 +429,9 @@ class Fetcher:
         except S3_FAILURES as botocore_error:
             return LoadError(str(describe_client_error(botocore_error, bucket=self.bucket, key=key,
                                                        endpoint=self.client.meta.endpoint_url)))
-        return TransportError(f"reading s3://{self.bucket}/{printable(key)} at {self.client.meta.endpoint_url} "
-                              f"failed: {printable(str(error))}")
+        endpoint = self.client.meta.endpoint_url
+        return TransportError(f"reading s3://{self.bucket}/{printable(key)} at {shown_url(endpoint)} "
+                              f"failed: {printable(without_url_secrets(str(error), endpoint))}")
 
 
 class TransportError(LoadError):

@@ -133,6 +133,41 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def started_at(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch, as psutil reads it), or None if gone.
+    Recorded beside a pid, it tells the process from a later one that reuses the pid."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def is_recorded_process(pid: int, started: float | None, *names: str) -> bool:
+    """True if `pid` still names the process a state file recorded: alive (not a zombie) and
+    started when recorded; a state file without a start time (an older version's) instead needs
+    each of `names` in the process's command line. A stale file's pid may since name anything
+    (a `sleep`, another folder's server): it is then not reported as running, nor signalled."""
+    if not pid_alive(pid):
+        return False
+    if started is not None:
+        now = started_at(pid)
+        return now is not None and abs(now - started) <= 0.01
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read().decode(errors="replace").replace("\0", " ")
+    except OSError:
+        return False
+    return bool(names) and all(name in command for name in names)
+
+
+def recorded_start(raw: object) -> float | None:
+    """The `started` field of a state file's record (None if absent or not a number)."""
+    value = raw.get("started") if isinstance(raw, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def terminate(pid: int, timeout: float = 15.0) -> None:
     """SIGTERM the process group, then SIGKILL it if it lingers."""
     with contextlib.suppress(ProcessLookupError):

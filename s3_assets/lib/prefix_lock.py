@@ -92,6 +92,12 @@ def roots_overlap(a: str, b: str) -> bool:
     return fa.startswith(fb) or fb.startswith(fa)
 
 
+def holder_name(kind: str, owner: str) -> str:
+    """A note's holder as the messages name it: `run <id>` or `cleanup run <id>` (a run of the
+    cleanup job)."""
+    return f"run {owner}" if kind == "run" else f"cleanup run {owner}"
+
+
 def conflicts(kind_a: str, kind_b: str) -> bool:
     """Runs exclude cleanups and cleanups exclude each other; runs never exclude runs."""
     return "cleanup" in (kind_a, kind_b)
@@ -219,7 +225,11 @@ class PrefixLocks:
                          f"changed. If no s3-assets process wrote it, delete it and run again")
 
     def list_notes(self) -> tuple[list[tuple[str, datetime]], datetime]:
-        """Every note's key and LastModified, and the server's time of the listing (its Date)."""
+        """Every note's key and LastModified, and the server's time of the listing (its Date).
+
+        Folder markers (zero-byte keys ending in `/`, what an S3 console's "Create folder"
+        makes, `.s3-assets-locks/v1/` itself among them) are no notes: left out, never read,
+        never swept (no note of ours ends in `/`)."""
         items: list[tuple[str, datetime]] = []
         now: datetime | None = None
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": NOTES_ROOT}
@@ -232,7 +242,8 @@ class PrefixLocks:
                         now = parsedate_to_datetime(date)
                     except (TypeError, ValueError):
                         now = None
-                items += [(item["Key"], item["LastModified"]) for item in page.get("Contents", ())]
+                items += [(item["Key"], item["LastModified"]) for item in page.get("Contents", ())
+                          if not item["Key"].endswith("/")]
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
                     break
@@ -266,7 +277,8 @@ class PrefixLocks:
         that conflicts with it covers an overlapping root. The hold renews the note until released.
 
         `is_finished(run_id)`: True/False if the run is known to the caller's Dagster instance,
-        else None; a finished run's note no longer counts."""
+        else None; a finished run's note no longer counts. Without it (no instance to ask) a
+        refusal says that no instance was asked, not that the holder is unknown to one."""
         if kind not in KINDS or not OWNER.fullmatch(owner) or _valid_roots(list(roots)) is None:
             raise ValueError(f"cannot hold {kind!r} for {owner!r} on {list(roots)!r}")
         token = secrets.token_hex(8)
@@ -277,7 +289,7 @@ class PrefixLocks:
         self._put(key, body)
         refused = True
         try:
-            self._refuse_conflicts(key, kind, owner, tuple(roots), what, is_finished or (lambda run_id: None))
+            self._refuse_conflicts(key, kind, owner, tuple(roots), what, is_finished)
             refused = False
         finally:
             if refused:  # take the own note back; if that fails too, it expires by itself after ttl
@@ -286,14 +298,14 @@ class PrefixLocks:
         return Hold(self, key, body, kind=kind, owner=owner, roots=tuple(roots), sent=sent)
 
     def _refuse_conflicts(self, own: str, kind: str, owner: str, roots: tuple[str, ...], what: str,
-                          is_finished: Callable[[str], bool | None]) -> None:
+                          is_finished: Callable[[str], bool | None] | None) -> None:
         items, now = self.list_notes()
         live: list[tuple[Note, bool | None]] = []
         for key, written in items:
             if key == own:
                 continue
             note = self.parse_key(key, written)
-            finished = is_finished(note.owner) if note.owner != owner else None
+            finished = is_finished(note.owner) if is_finished is not None and note.owner != owner else None
             if finished or now >= note.expires + timedelta(seconds=note.ttl):
                 self._sweep(note)
                 continue
@@ -304,7 +316,8 @@ class PrefixLocks:
                 live.append((note, finished))
         if not live:
             return
-        described = "; ".join(self._describe(note, finished, now) for note, finished in live)
+        described = "; ".join(self._describe(note, finished, now, asked=is_finished is not None)
+                              for note, finished in live)
         if kind == "run":
             raise PrefixBusyError(f"{what} is being cleaned up by {described}: this run ({owner}) does not touch "
                                   "it; run it again after the cleanup")
@@ -320,28 +333,38 @@ class PrefixLocks:
         except S3AssetsError:  # noqa: S110 - the next party that lists tries again
             pass
 
-    def _describe(self, note: Note, finished: bool | None, now: datetime) -> str:
+    def _describe(self, note: Note, finished: bool | None, now: datetime, *, asked: bool) -> str:
+        """What the holder is (a run or a cleanup run; running in the asking Dagster instance,
+        unknown to it, or no instance asked) and until when its live note holds what."""
         body = self.read_body(note)
-        process = f"host {printable(str(body['host']))}, pid {body['pid']}" if body else "note just released"
+        process = f"host {printable(str(body['host']))}, pid {body['pid']}" if body else "its note was just released"
         roots = ", ".join(f"s3://{self.bucket}/{printable(root)}" for root in body.get("roots", note.roots or ()))
         left = max(0, int((note.expires - now).total_seconds()))
-        text = (f"{note.kind} run {note.owner} ({process}) holding {roots} until {note.expires:%Y-%m-%d %H:%M:%S} "
-                f"UTC on the server's clock ({left} s from now) unless its process renews the note, every "
-                f"{note.ttl // 3} s while it lives (note {self._where(note.key)})")
+        text = (f"{holder_name(note.kind, note.owner)} ({process}) holding {roots}: its note is live until "
+                f"{note.expires:%Y-%m-%d %H:%M:%S} UTC on the server's clock ({left} s from now) unless its process "
+                f"renews it, every {note.ttl // 3} s while it lives (note {self._where(note.key)})")
+        if finished is False and note.kind == "cleanup":
+            return (text + " (a cleanup running in this Dagster instance: wait for it to end; if its process is "
+                    "dead the hold ends by itself at that time, and 'Force termination' in the Dagster UI (Runs, "
+                    "then the run) marks it canceled at once)")
         if finished is False:
             return (text + " (running in this Dagster instance: if its process is dead the hold ends by itself "
                     "at that time; to end it now, terminate the run in the Dagster UI (Runs, then the run, then "
                     "Terminate; 'Force termination' marks a run whose process is gone as canceled)")
-        return text + (" (not known to this Dagster instance: waits for its note to expire, or terminate the run "
-                       "in the Dagster instance that launched it)")
+        if asked:
+            return text + (" (not known to this Dagster instance: wait for its note to expire, or end it in the "
+                           "Dagster instance that launched it)")
+        return text + (" (no Dagster instance was asked about it here: wait for its note to expire, or end it in "
+                       "the Dagster instance that launched it)")
 
-    def hold_for_run(self, run_id: str, roots: Sequence[str], *, what: str) -> Hold:
+    def hold_for_run(self, run_id: str, roots: Sequence[str], *, what: str,
+                     is_finished: Callable[[str], bool | None] | None = None) -> Hold:
         """A run's hold on the roots it writes (data and stored outputs)."""
-        return self.hold("run", run_id, roots, what=what)
+        return self.hold("run", run_id, roots, what=what, is_finished=is_finished)
 
     @contextmanager
     def cleanup(self, run_id: str, roots: Sequence[str], *, what: str,
-                is_finished: Callable[[str], bool | None] = lambda run_id: None) -> Iterator[Hold]:
+                is_finished: Callable[[str], bool | None] | None = None) -> Iterator[Hold]:
         """Hold the roots a cleanup deletes: refuse (naming them) while runs or cleanups hold any
         overlapping root; the note goes when the block ends, failed or not."""
         hold = self.hold("cleanup", run_id, roots, what=what, is_finished=is_finished)
@@ -450,8 +473,7 @@ class Hold:
             failed = "; it is no longer renewed (stopped)"
         else:
             failed = "; no renewal was answered since (one may be under way, or this process was paused)"
-        holder = f"run {self.owner}" if self.kind == "run" else f"cleanup run {self.owner}"
-        return (f"the hold of {holder} (this process: host "
+        return (f"the hold of {holder_name(self.kind, self.owner)} (this process: host "
                 f"{printable(socket.gethostname()[:255])}, pid {os.getpid()}) on {roots} {state}: its lock note "
                 f"{self.locks._where(self.key)} was last renewed successfully {ago:.1f} s ago (a note counts "
                 f"{self.locks.ttl} s after its last renewal; renewed every {self.interval:g} s){failed}. "

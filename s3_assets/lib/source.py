@@ -31,7 +31,7 @@ from urllib3.util.retry import Retry
 
 from s3_assets.lib.errors import S3AssetsError
 from s3_assets.lib.local_process import UnsafeDirectoryError, private_dir
-from s3_assets.lib.text import printable
+from s3_assets.lib.text import printable, shown_url, without_url_secrets
 
 _log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class BadInputError(S3AssetsError, ValueError):
 @dataclass(frozen=True)
 class Fetched:
     content: bytes
-    origin: str  # URL or path it came from
+    origin: str  # URL or path it came from, as it may be shown (`shown_url`: no password)
     from_cache: bool = False
 
 
@@ -114,7 +114,16 @@ class SourceFetcher:
         self._warned = False
 
     def url_of(self, filename: str) -> str:
+        """Where `filename` is read from (with the source's credentials: never shown, see `shown_of`)."""
         return self.base.rstrip("/") + "/" + filename if is_url(self.base) else str(Path(self.base) / filename)
+
+    def shown_of(self, filename: str) -> str:
+        """Where `filename` is read from, as it may be shown (no user part, query or fragment)."""
+        return shown_url(self.url_of(filename))
+
+    def _shown(self, text: str) -> str:
+        """A library's message about the source, without its credentials."""
+        return without_url_secrets(text, self.base)
 
     def probe(self) -> str | None:
         """Try the base URL once (no retries; any HTTP answer counts as reachable); the reason
@@ -124,7 +133,7 @@ class SourceFetcher:
                 with requests.Session() as session:
                     session.head(self.base, timeout=self.timeout, allow_redirects=False).close()
             except requests.RequestException as error:
-                self._unreachable = _reason(error)
+                self._unreachable = self._shown(_reason(error))
         self._probed = True
         return self._unreachable
 
@@ -139,11 +148,11 @@ class SourceFetcher:
             try:
                 return self._download(url, filename, log)
             except requests.RequestException as error:
-                reason = _reason(error)
+                reason = self._shown(_reason(error))
         cached, _, problem = self._cached(url, filename)
         if problem:
             raise SourceError(
-                f"cannot download {url} ({reason}), and the cached {self._cache_path(filename)} {problem}: it was "
+                f"cannot download {shown_url(url)} ({reason}), and the cached {self._cache_path(filename)} {problem}: it was "
                 "removed, not used. Run again once the source can be reached, or point S3_ASSETS_SOURCE at a local "
                 f"copy of the UCI files (a directory with {filename})"
             )
@@ -155,7 +164,7 @@ class SourceFetcher:
             self._fell_back(log, filename, reason, f"the offline copy in {offline}")
             return _read_local(offline, filename)
         raise SourceError(
-            f"cannot download {url} ({reason}). Offline? Point the source at a local copy of the "
+            f"cannot download {shown_url(url)} ({reason}). Offline? Point the source at a local copy of the "
             f"UCI files: S3_ASSETS_SOURCE=/path/to/dir (a directory with {filename})"
         )
 
@@ -163,7 +172,7 @@ class SourceFetcher:
         """The run's one warning for the first file read from a fallback; DEBUG for the others
         (each raw step's own INFO line and metadata say where its file came from)."""
         if not self._warned and self._first_in_run():
-            log.warning(f"cannot reach the UCI source {self.base} ({reason}); the UCI files come from the cache "
+            log.warning(f"cannot reach the UCI source {shown_url(self.base)} ({reason}); the UCI files come from the cache "
                         f"or the offline copy for this run, without further attempts ({filename}: {where})")
         else:
             log.debug(f"{filename}: from {where} (the UCI source cannot be reached)")
@@ -231,7 +240,7 @@ class SourceFetcher:
                     return None, {}, None
                 actual = hashlib.sha256(body).hexdigest()
                 if recorded == actual:
-                    return Fetched(body, url, from_cache=True), meta, None
+                    return Fetched(body, shown_url(url), from_cache=True), meta, None
                 problem = (f"has SHA-256 {actual}, not the {printable(recorded[:64])} recorded at download: "
                            "changed since it was downloaded")
                 for name in (filename, f"{filename}.http.json"):
@@ -266,11 +275,12 @@ class SourceFetcher:
         if response.status_code == 304 and cached:
             return cached
         if response.status_code != 200:
-            raise SourceError(f"downloading {url} failed: HTTP {response.status_code} {response.reason}")
+            raise SourceError(f"downloading {shown_url(url)} failed: HTTP {response.status_code} "
+                              f"{printable(self._shown(str(response.reason)))}")
         content = response.content
         if "html" in response.headers.get("Content-Type", "").lower() or looks_like_html(content):
             raise BadInputError(
-                f"{url} answered with an HTML page, not the data file {filename}: check S3_ASSETS_SOURCE"
+                f"{shown_url(url)} answered with an HTML page, not the data file {filename}: check S3_ASSETS_SOURCE"
             )
         with self._cache_folder() as cache:
             _replace_regular(cache, filename, content)
@@ -279,7 +289,7 @@ class SourceFetcher:
                 "last_modified": response.headers.get("Last-Modified"),
                 "sha256": hashlib.sha256(content).hexdigest(),
             }).encode())
-        return Fetched(content, url)
+        return Fetched(content, shown_url(url))
 
 
 FALLBACK_NOTES = ".fallback-warned"  # in the cache folder: one note per run that warned
@@ -337,8 +347,8 @@ def is_url(base: str) -> bool:
 def _read_local(folder: Path, filename: str) -> Fetched:
     path = folder.expanduser() / filename
     if not path.is_file():
-        raise SourceError(f"{path} does not exist: S3_ASSETS_SOURCE must be a directory holding {filename}")
-    return Fetched(path.read_bytes(), str(path))
+        raise SourceError(f"{shown_url(str(path))} does not exist: S3_ASSETS_SOURCE must be a directory holding {filename}")
+    return Fetched(path.read_bytes(), shown_url(str(path)))
 
 
 def looks_like_html(content: bytes) -> bool:

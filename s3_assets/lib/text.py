@@ -4,6 +4,7 @@ so that no key can move a terminal's cursor, colour a log or break a line it is 
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 # C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi controls that
 # reorder or split what a reader sees.
@@ -22,3 +23,47 @@ def printable(text: str) -> str:
 
     # A backslash is escaped too, so an escape seen in the output always means a real control.
     return _UNSAFE.sub(escape, text.replace("\\", "\\\\"))
+
+
+# -- URLs from the configuration (endpoints, sources, brokers) ----------------------------------
+
+_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]*@")
+
+
+def shown_url(url: str) -> str:
+    """A configured URL (or path) as it may be shown anywhere (metadata, logs, errors): without
+    its user part (user, password, access key) and without query and fragment (tokens,
+    signatures), controls escaped. A password may hold an unencoded `/`, so an `@` after the
+    host still ends a user part: what comes before it is shown as `***`."""
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:  # a path, or host:port with a user part before it ("user:secret@host:9000")
+        at_user_part = "@" in text and not text.startswith(("/", "~", "."))
+        return printable("***@" + text.rpartition("@")[2] if at_user_part else text)
+    authority, slash, path = rest.partition("/")
+    authority = re.split(r"[?#]", authority.rpartition("@")[2], maxsplit=1)[0]
+    path = re.split(r"[?#]", path, maxsplit=1)[0]
+    if "@" in path:  # "user:pa/ss@host/...": the user part ends at the last '@'
+        return printable(f"{scheme}://***@{path.rpartition('@')[2]}")
+    return printable(f"{scheme}://{authority}{slash}{path}")
+
+
+def without_url_secrets(text: str, *urls: str | None) -> str:
+    """`text` (a library's message) with the user part of every URL in it removed, and the user
+    part, password and query of each configured URL in `urls` blanked wherever they occur
+    (percent-decoded too). Not escaped: `printable` it to show it."""
+    for url in urls:
+        if not url or not url.strip():
+            continue
+        _, sep, rest = url.strip().partition("://")
+        rest = rest if sep else url.strip()
+        secrets = []
+        if "@" in rest:
+            user_part = rest.rpartition("@")[0]
+            secrets += [user_part, *user_part.split(":", 1)]
+        if "?" in rest:
+            secrets.append(rest.partition("?")[2].partition("#")[0])
+        for secret in sorted({form for s in secrets for form in (s, unquote(s)) if len(form) >= 3},
+                             key=len, reverse=True):
+            text = text.replace(secret, "***")
+    return _USERINFO_IN_TEXT.sub(r"\1", text)

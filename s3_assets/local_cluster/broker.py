@@ -24,9 +24,11 @@ from s3_assets.lib.errors import S3AssetsError
 from s3_assets.lib.local_process import (
     chmod_private,
     exclusive_lock,
+    is_recorded_process,
     log_tail,
-    pid_alive,
     private_dir,
+    recorded_start,
+    started_at,
     terminate,
     write_private,
 )
@@ -82,6 +84,7 @@ def free_port() -> int:
 class BrokerState:
     pid: int
     port: int
+    started: float | None = None  # the process's start time: a reused pid is not it
 
     @property
     def address(self) -> str:
@@ -135,10 +138,12 @@ class LocalBroker:
     def status(self) -> BrokerState | None:
         try:
             raw = json.loads((self.directory / STATE_FILE).read_text())
-            state = BrokerState(pid=int(raw["pid"]), port=int(raw["port"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            state = BrokerState(pid=int(raw["pid"]), port=int(raw["port"]), started=recorded_start(raw))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        if pid_alive(state.pid) and self._answers(state.port):
+        # The recorded process itself (not whatever has its pid now), and it answers.
+        if is_recorded_process(state.pid, state.started, str(self.directory / CONFIG_FILE)) \
+                and self._answers(state.port):
             return state
         return None
 
@@ -183,7 +188,7 @@ class LocalBroker:
             [binary, str(config)], cwd=self.directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        state = BrokerState(pid=process.pid, port=port)
+        state = BrokerState(pid=process.pid, port=port, started=started_at(process.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -192,7 +197,8 @@ class LocalBroker:
                     f"log tail ({self.log_path}):\n{self.log_tail()}"
                 )
             if self._answers(port):
-                write_private(self.directory / STATE_FILE, json.dumps({"pid": state.pid, "port": port}))
+                write_private(self.directory / STATE_FILE,
+                              json.dumps({"pid": state.pid, "port": port, "started": state.started}))
                 return state
             time.sleep(0.1)
         terminate(process.pid)

@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s3_assets.lib.local_process import open_private, pid_alive, private_dir, terminate, write_private
+from s3_assets.lib.local_process import (
+    is_recorded_process,
+    open_private,
+    pid_alive,
+    private_dir,
+    recorded_start,
+    started_at,
+    terminate,
+    write_private,
+)
 from s3_assets.local_cluster.broker import BrokerState, ClusterError, LocalBroker
 from s3_assets.local_cluster.settings import QUEUE, cluster_dir, cluster_settings
 
@@ -121,11 +130,29 @@ class LocalCluster:
         return [f"s3-assets-{i}@{host}" for i in range(1, self.worker_count + 1)]
 
     def _worker_pids(self) -> dict[str, int]:
+        """The recorded workers that still run: each pid must still name the worker process
+        started then (`{"pid", "started"}`; an older file's bare pid: a celery worker of that
+        name), never whatever reuses the pid."""
         try:
             raw = json.loads((self.directory / WORKERS_FILE).read_text())
         except (OSError, ValueError):
             return {}
-        return {name: int(pid) for name, pid in raw.items() if pid_alive(int(pid))}
+        if not isinstance(raw, dict):
+            return {}
+        pids = {}
+        for name, record in raw.items():
+            try:
+                pid = int(record["pid"] if isinstance(record, dict) else record)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if is_recorded_process(pid, recorded_start(record), "celery", f"-n {name}"):
+                pids[str(name)] = pid
+        return pids
+
+    def _record_workers(self, pids: dict[str, int]) -> None:
+        """Each worker's pid with its process's start time (the running ones were identified)."""
+        write_private(self.directory / WORKERS_FILE, json.dumps(
+            {name: {"pid": pid, "started": started_at(pid)} for name, pid in pids.items()}))
 
     def worker_env(self) -> dict[str, str]:
         env = {**os.environ, **self.extra_env}
@@ -149,7 +176,7 @@ class LocalCluster:
             for name in self.node_names():
                 if name not in pids:
                     pids[name] = self._start_worker(name)
-            write_private(self.directory / WORKERS_FILE, json.dumps(pids))
+            self._record_workers(pids)
         self._wait_for_workers(list(pids), timeout)
         return ClusterStatus(broker=broker, workers=pids, answering=list(pids))
 

@@ -33,10 +33,12 @@ from s3_assets.lib.errors import S3AssetsError
 from s3_assets.lib.local_process import (
     chmod_private,
     exclusive_lock,
+    is_recorded_process,
     log_tail,
     open_private,
-    pid_alive,
     private_dir,
+    recorded_start,
+    started_at,
     terminate,
     write_private,
 )
@@ -95,6 +97,7 @@ class ServerState:
     data_dir: str
     private_tmp: bool = False  # weed saw tmp/ of the data directory as its /tmp
     version: int = STATE_VERSION
+    started: float | None = None  # the process's start time: a reused pid is not it
 
     @property
     def endpoint_url(self) -> str:
@@ -219,11 +222,14 @@ class EmbeddedS3:
         path = self.data_dir / STATE_FILE
         try:
             raw = json.loads(path.read_text())
-            state = ServerState(pid=raw["pid"], ports=LocalS3Ports(**raw["ports"]), data_dir=raw["data_dir"],
-                                private_tmp=bool(raw.get("private_tmp")), version=int(raw.get("version", 1)))
-        except (OSError, ValueError, KeyError, TypeError):
+            state = ServerState(pid=int(raw["pid"]), ports=LocalS3Ports(**raw["ports"]), data_dir=raw["data_dir"],
+                                private_tmp=bool(raw.get("private_tmp")), version=int(raw.get("version", 1)),
+                                started=recorded_start(raw))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        if pid_alive(state.pid) and _answers_http(state.ports.s3):
+        # The recorded process itself (not whatever has its pid now), and it answers.
+        if is_recorded_process(state.pid, state.started, "weed", f"-dir={self.data_dir}") \
+                and _answers_http(state.ports.s3):
             return state
         return None
 
@@ -291,7 +297,8 @@ class EmbeddedS3:
                 (wrapper or []) + args, cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077,
             )
-        state = ServerState(pid=process.pid, ports=ports, data_dir=str(self.data_dir), private_tmp=bool(wrapper))
+        state = ServerState(pid=process.pid, ports=ports, data_dir=str(self.data_dir), private_tmp=bool(wrapper),
+                            started=started_at(process.pid))
         deadline = time.monotonic() + timeout
         with _probe_client(state, creds) as probe:
             while time.monotonic() < deadline:
@@ -303,7 +310,7 @@ class EmbeddedS3:
                 if _answers_http(state.ports.s3) and _lists_buckets(probe) and _all_listening(ports):
                     write_private(self.data_dir / STATE_FILE, json.dumps(
                         {"pid": state.pid, "ports": asdict(ports), "data_dir": state.data_dir,
-                         "private_tmp": state.private_tmp, "version": STATE_VERSION}))
+                         "private_tmp": state.private_tmp, "version": STATE_VERSION, "started": state.started}))
                     return state
                 time.sleep(0.1)
         terminate(process.pid)

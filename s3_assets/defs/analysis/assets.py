@@ -92,6 +92,9 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
     metadata: dict[str, Any] = {
         "dagster/row_count": len(listing),
         "dagster/column_schema": column_schema(listing, LISTING_COLUMNS),
+        # the listed root (not `dagster/uri`: the listing's data is its stored value): a cleanup
+        # records the listing's state only for a prefix it touched
+        "listed_prefix": MetadataValue.text(s3_prefix.uri(root)),
         "total_bytes": int(listing["size"].sum()),
         "folder_markers": int(listing["is_folder"].sum()),
         "subfolders": printable(", ".join(subfolders(listing, root))) or "(none)",

@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from s3_assets.dagster_internals import AssetCheckEvaluationTargetMaterializationData  # not public in 1.13
+from s3_assets.defs.io_manager import recorded_materialization
 from s3_assets.defs.maintenance.checks import (
     COPY_CHECKS_OF_S3,
     LISTING_IS_CURRENT,
@@ -108,6 +109,17 @@ def _latest_listing_digest(context: OpExecutionContext) -> str | None:
     return None if value is None else str(value.value)
 
 
+def _latest_uri(context: OpExecutionContext, asset_key: AssetKey, field: str, default: str) -> str:
+    """The URI (`dagster/uri`, `stored_output`) that the asset's latest materialization in this
+    instance recorded; `default` (the configured prefix's) if it has none; '' if its latest
+    materialization recorded none (an older version's: not known to be under any prefix)."""
+    metadata = recorded_materialization(context.instance, asset_key, None)
+    if metadata is None:
+        return default
+    text = getattr(metadata.get(field), "value", None)
+    return text if isinstance(text, str) else ""
+
+
 def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, report: CleanupReport,
                           deleted: set[str], client: Any) -> Iterator[AssetCheckEvaluation]:
     """Failing check results (severity ERROR, so asset health shows them in the catalog and the
@@ -116,6 +128,13 @@ def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, repo
     are gone. The S3 copies fail `object_exists` and `matches_raw_table`, the listing
     `listing_is_current`, and every asset with a stored output whose value is gone
     `stored_value_exists`.
+
+    Only of assets whose latest materialization in this instance lies under what this cleanup
+    cleaned (its `dagster/uri`, `stored_output` or the listing's `listed_prefix`): the catalog
+    shows one materialization per asset, and another prefix's (or bucket's) copies, listing and
+    values are not touched by this cleanup, so its results must not turn them red. An asset never materialized in this instance
+    shows no other prefix: it is the configured prefix's (its definition's), recorded as before
+    (and the listing's `state_digest` is what the change sensor needs then).
 
     The listing's result carries `state_digest`: the fingerprint of what is under the prefix
     once the cleanup is done, so that the change sensor counts the cleanup's deletions as the
@@ -131,8 +150,13 @@ def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, repo
             target_materialization_data=_target_of(context, asset_key), description=description,
             metadata={**metadata, "recorded_by_run": context.run_id})
 
+    data_uri = s3_prefix.uri(s3_prefix.root)
     for table in UCI_TABLES:
-        key = s3_prefix.key(table.s3_relative)
+        configured = s3_prefix.uri(s3_prefix.key(table.s3_relative))
+        written = _latest_uri(context, copy_asset_key(table), "dagster/uri", configured)
+        if not written.startswith(data_uri):
+            continue  # its copy is not under this prefix: this cleanup did not touch it
+        key = written.removeprefix(s3_prefix.uri())
         # Without a listing of what is left, only what this run deleted is known to be gone.
         if key in deleted if present is None else key not in present:
             verb = "deleted" if key in deleted else "found no"
@@ -143,12 +167,22 @@ def staleness_evaluations(context: OpExecutionContext, s3_prefix: S3Prefix, repo
                              **{"dagster/uri": MetadataValue.text(s3_prefix.uri(key)), "found": False})
     data_deleted = [key for key in deleted if key.startswith(s3_prefix.root)]
     digest = None if left is None else state_digest(state_of(left["key"], left["etag"], left["size"]))
-    if data_deleted or left is None or digest != _latest_listing_digest(context):
+    # The listed root's URI: the listing is this cleanup's to mark if its root overlaps the cleaned one.
+    listed = _latest_uri(context, LISTING_KEY, "listed_prefix", data_uri)
+    own = listed == data_uri
+    touched = [key for key in data_deleted if s3_prefix.uri(key).startswith(listed)] if listed else []
+    if listed and (listed.startswith(data_uri) or data_uri.startswith(listed)) and (
+            touched or left is None or (own and digest != _latest_listing_digest(context))):
         yield failed(LISTING_KEY, LISTING_IS_CURRENT,
-                     f"{where} deleted {len(data_deleted)} object(s) under {printable(s3_prefix.uri(s3_prefix.root))}; "
+                     f"{where} deleted {len(touched)} object(s) under {printable(listed)}; "
                      "the latest listing no longer describes the prefix: materialize s3_listing again",
-                     deleted_keys=len(data_deleted), **({"state_digest": digest} if digest else {}))
+                     # what is left under the cleaned root is the listing's state only if it listed that root
+                     deleted_keys=len(touched), **({"state_digest": digest} if digest and own else {}))
+    outputs_uri = s3_prefix.uri(s3_prefix.outputs_root())
     for asset_key in STORED_VALUE_ASSETS:
+        stored = _latest_uri(context, asset_key, "stored_output", outputs_uri)
+        if not stored.startswith(outputs_uri):
+            continue  # its latest value is another prefix's (or IO prefix's): not this cleanup's
         folder = stored_value_folder(s3_prefix, asset_key)
         try:
             found = stored_values.exists(client, bucket, folder)
