@@ -142,8 +142,8 @@ class S3Connection(S3Resource):
     )
     endpoint_url: str | None = Field(
         default=None,
-        description="S3 endpoint for `custom` (e.g. `http://127.0.0.1:9000` for MinIO); "
-        "empty: botocore's `AWS_ENDPOINT_URL_S3`",
+        description="S3 endpoint for `custom` (e.g. `http://127.0.0.1:9000` for MinIO; no `user:password@`: "
+        "keys go in the two key settings); empty: botocore's `AWS_ENDPOINT_URL_S3`",
     )
     region_name: str | None = Field(
         default=None,
