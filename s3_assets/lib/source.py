@@ -312,14 +312,16 @@ def _replace_regular(folder: int, name: str, content: bytes) -> None:
     planted there is replaced, never followed."""
     temporary = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
+    replaced = False
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
         os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary, dir_fd=folder)
-        raise
+        replaced = True
+    finally:
+        if not replaced:  # a failed write leaves no temporary file behind
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=folder)
 
 
 def _remove_regular(folder: int, name: str) -> None:
