@@ -147,3 +147,36 @@ def test_a_library_message_loses_the_configured_urls_secrets():
                "(user AKIAUSER, password super/secret); broker redis://:other@h:1/0")
     text = without_url_secrets(message, url)
     assert "AKIAUSER" not in text and "super" not in text and "other" not in text and "127.0.0.1:9000" in text
+
+
+@pytest.mark.parametrize("password", ["Kx9q2Lw/Zp7Rt+4s", "Tops3cret#pw", "Tops3cret?pw"])
+def test_a_password_no_url_parser_reads_is_refused_by_name_and_never_quoted(password):
+    """A '/', '?' or '#' left unencoded in a password ends the host for requests and kombu,
+    which then quote a piece of it in their errors ("Failed to parse: 'user:Kx9q2Lw'", "Port
+    could not be cast to integer value as 'Tops3cret'"): refused when the settings load, naming
+    the variable; no piece of the password is in the message."""
+    from s3_assets.settings import load_cluster_settings
+
+    pieces = [piece for piece in password.replace("/", " ").replace("#", " ").replace("?", " ").split() if len(piece) >= 3]
+    cases = [
+        (lambda: build_resources({"S3_ASSETS_SOURCE": f"http://srcuser:{password}@127.0.0.1:1/"}), "S3_ASSETS_SOURCE"),
+        (lambda: load_cluster_settings({"S3_ASSETS_CELERY_BROKER_URL": f"redis://:{password}@127.0.0.1:1/0"}),
+         "S3_ASSETS_CELERY_BROKER_URL"),
+    ]
+    for build, variable in cases:
+        with pytest.raises(ConfigError) as refused:
+            build()
+        text = error_chain(refused.value)
+        assert variable in str(refused.value) and "percent-encode" in str(refused.value)
+        for piece in pieces:
+            assert piece not in text, f"{piece!r} of the password shown: {text}"
+    # the same URL percent-encoded is accepted
+    encoded = password.replace("/", "%2F").replace("#", "%23").replace("?", "%3F")
+    assert load_cluster_settings({"S3_ASSETS_CELERY_BROKER_URL": f"redis://:{encoded}@127.0.0.1:1/0"})
+
+
+def test_a_piece_of_a_password_that_a_parser_quotes_is_blanked():
+    url = "http://srcuser:Kx9q2Lw/Zp7Rt+4s@127.0.0.1:23410/"
+    message = "InvalidURL: Failed to parse: 'srcuser:Kx9q2Lw' is not a valid host or port; then Zp7Rt+4s@127.0.0.1"
+    text = without_url_secrets(message, url)
+    assert "Kx9q2Lw" not in text and "Zp7Rt" not in text and "srcuser" not in text, text

@@ -43,7 +43,7 @@ from s3_assets.lib.errors import ConfigError, S3AssetsError, describe_client_err
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, PrefixLocks, roots_overlap
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
 from s3_assets.lib.stored_values import drop_expect_for_small_bodies, key_segment
-from s3_assets.lib.text import shown_url
+from s3_assets.lib.text import shown_url, user_part_problem
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -795,6 +795,14 @@ class UciSource(ConfigurableResource):
     @classmethod
     def _timeout(cls, value: float) -> float:
         return _positive_finite(value, "timeout")
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        problem = user_part_problem(value)
+        if problem:
+            raise ConfigError(f"the source URL: {problem}", fields=("base",))
+        return value
 
     @field_validator("retries")
     @classmethod

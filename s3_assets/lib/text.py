@@ -48,6 +48,20 @@ def shown_url(url: str) -> str:
     return printable(f"{scheme}://{authority}{slash}{path}")
 
 
+def user_part_problem(url: str) -> str | None:
+    """Why a URL's user part cannot be parsed as given, or None. A `/`, `?` or `#` left
+    unencoded in a password ends the authority for every URL parser (requests, kombu), which
+    then reads part of the password as a host or port and repeats it in its error: such a URL
+    is refused when the settings load, naming the variable and never the value."""
+    _, sep, rest = url.strip().partition("://")
+    if not sep or "@" not in rest:
+        return None
+    if any(character in rest.rpartition("@")[0] for character in "/?#"):
+        return ("its user part holds an unencoded '/', '?' or '#', which ends the host for every URL parser: "
+                "percent-encode them (%2F, %3F, %23)")
+    return None
+
+
 def without_url_secrets(text: str, *urls: str | None) -> str:
     """`text` (a library's message) with the user part of every URL in it removed, and the user
     part, password and query of each configured URL in `urls` blanked wherever they occur
@@ -60,7 +74,8 @@ def without_url_secrets(text: str, *urls: str | None) -> str:
         secrets = []
         if "@" in rest:
             user_part = rest.rpartition("@")[0]
-            secrets += [user_part, *user_part.split(":", 1)]
+            # and its pieces: a parser that stopped at a '/', '?' or '#' quotes a piece of it
+            secrets += [user_part, *re.split(r"[:/?#]", user_part)]
         if "?" in rest:
             secrets.append(rest.partition("?")[2].partition("#")[0])
         for secret in sorted({form for s in secrets for form in (s, unquote(s)) if len(form) >= 3},

