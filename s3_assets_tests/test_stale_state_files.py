@@ -76,3 +76,19 @@ def test_the_recorded_process_is_identified_by_start_time_or_command_line(victim
     assert is_recorded_process(victim.pid, None, "sleep", "600")
     assert not is_recorded_process(victim.pid, None, "weed")
     assert not is_recorded_process(victim.pid, None)
+
+
+def test_an_older_state_file_needs_whole_arguments_not_a_substring(tmp_path):
+    """A stale file of an older version names another folder's process whose command line
+    holds this folder's path as a prefix (`-dir=/x/s3` in `-dir=/x/s3b`): not ours."""
+    other = tmp_path / "s3b"
+    program = Path(sys.executable).name
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", f"-dir={other}", "-n",
+                                "s3-assets-1@host"], start_new_session=True)
+    try:
+        assert not is_recorded_process(process.pid, None, program, f"-dir={tmp_path / 's3'}")
+        assert not is_recorded_process(process.pid, None, program, "-n s3-assets-1@ho")
+        assert is_recorded_process(process.pid, None, program, f"-dir={other}", "-n s3-assets-1@host")
+    finally:
+        process.kill()
+        process.wait()

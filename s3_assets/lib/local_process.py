@@ -156,10 +156,20 @@ def is_recorded_process(pid: int, started: float | None, *names: str) -> bool:
         return now is not None and abs(now - started) <= 0.01
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read().decode(errors="replace").replace("\0", " ")
+            arguments = handle.read().decode(errors="replace").split("\0")
     except OSError:
         return False
-    return bool(names) and all(name in command for name in names)
+    return bool(names) and all(_in_arguments(name.split(" "), arguments) for name in names)
+
+
+def _in_arguments(wanted: list[str], arguments: list[str]) -> bool:
+    """`wanted` as whole consecutive arguments (the first may be a program's file name): a
+    substring is not enough (`-dir=/data/s3` is not `-dir=/data/s3b`)."""
+    for start in range(len(arguments) - len(wanted) + 1):
+        first = arguments[start]
+        if (first == wanted[0] or Path(first).name == wanted[0]) and arguments[start + 1:start + len(wanted)] == wanted[1:]:
+            return True
+    return False
 
 
 def recorded_start(raw: object) -> float | None:
