@@ -123,6 +123,15 @@ def prefixes_overlap(a: str, b: str) -> bool:
     return roots_overlap(normalise_prefix(a), normalise_prefix(b))
 
 
+def parseable_url(value: str, what: str, field: str) -> str:
+    """`value`, unless its user part is one no URL parser reads as given (see
+    `user_part_problem`): refused naming `what`, never quoting the value."""
+    problem = user_part_problem(value)
+    if problem:
+        raise ConfigError(f"{what}: {problem}", fields=(field,))
+    return value
+
+
 def _positive_finite(value: float, field: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{field}={value!r}: use a number of seconds greater than 0", fields=(field,))
@@ -799,10 +808,7 @@ class UciSource(ConfigurableResource):
     @field_validator("base")
     @classmethod
     def _base(cls, value: str) -> str:
-        problem = user_part_problem(value)
-        if problem:
-            raise ConfigError(f"the source URL: {problem}", fields=("base",))
-        return value
+        return parseable_url(value, "the source URL", "base")
 
     @field_validator("retries")
     @classmethod

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 from s3_assets.lib.errors import S3_FAILURES, ConfigError, describe_client_error
 from s3_assets.lib.prefix_lock import PrefixLocks, overlap_form
 from s3_assets.lib.text import printable
-from s3_assets.lib.uploading import SHA256_METADATA, StoredObject, difference
+from s3_assets.lib.uploading import SHA256_METADATA, difference, stored_object_and_metadata
 
 EXPORT_METADATA = "s3-assets-export"  # x-amz-meta-s3-assets-export: the SHA-256 (hex) of the export's body
 MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PutObject
@@ -75,27 +75,6 @@ def held_by(locks: PrefixLocks, key: str) -> str | None:
     return None
 
 
-def _head(client: Any, bucket: str, key: str) -> tuple[StoredObject, dict[str, str]] | None:
-    try:
-        head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-    except ClientError as error:
-        if _status(error) == 404:
-            return None
-        raise
-    s3_sha256 = None
-    checksum = head.get("ChecksumSHA256") or ""
-    if checksum and "-" not in checksum and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
-        try:
-            s3_sha256 = base64.b64decode(checksum, validate=True).hex()
-        except ValueError:
-            s3_sha256 = None
-    metadata = {str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()}
-    recorded = metadata.get(SHA256_METADATA)
-    stored = StoredObject(int(head.get("ContentLength") or 0), str(head.get("ETag", "")),
-                          recorded.lower() if recorded else None, s3_sha256)
-    return stored, metadata
-
-
 def write_export(client: Any, bucket: str, key: str, body: bytes, *, target: str,
                  extra_args: dict[str, Any] | None = None, locks: PrefixLocks | None = None) -> str:
     """Write `body` at s3://bucket/key under the rule above; returns the URI written.
@@ -115,7 +94,7 @@ def write_export(client: Any, bucket: str, key: str, body: bytes, *, target: str
             if holder:
                 raise ExportRefused(f"{where} lies under a prefix in use: {holder}. Nothing was written; "
                                     "choose a key outside it, or export when it is done")
-        found = _head(client, bucket, key)
+        found = stored_object_and_metadata(client, bucket, key)
         condition: dict[str, str]
         if found is None:
             condition = {"IfNoneMatch": "*"}

@@ -50,6 +50,12 @@ class StoredObject:
 
 def stored_object(client: Any, bucket: str, key: str) -> StoredObject | None:
     """HEAD the object (None if there is none)."""
+    found = stored_object_and_metadata(client, bucket, key)
+    return found[0] if found else None
+
+
+def stored_object_and_metadata(client: Any, bucket: str, key: str) -> tuple[StoredObject, dict[str, str]] | None:
+    """HEAD the object: what it is, and its user metadata (keys lower-cased); None if there is none."""
     try:
         head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except ClientError as error:
@@ -63,8 +69,11 @@ def stored_object(client: Any, bucket: str, key: str) -> StoredObject | None:
             s3_sha256 = base64.b64decode(checksum, validate=True).hex()
         except ValueError:
             s3_sha256 = None
-    recorded = (head.get("Metadata") or {}).get(SHA256_METADATA)
-    return StoredObject(head["ContentLength"], head["ETag"].strip('"'), recorded.lower() if recorded else None, s3_sha256)
+    metadata = {str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()}
+    recorded = metadata.get(SHA256_METADATA)
+    stored = StoredObject(int(head.get("ContentLength") or 0), str(head.get("ETag", "")).strip('"'),
+                          recorded.lower() if recorded else None, s3_sha256)
+    return stored, metadata
 
 
 def difference(stored: StoredObject | None, size: int, sha256: str) -> str | None:

@@ -8,9 +8,7 @@ from pathlib import Path
 from dagster import Config
 from pydantic import Field, field_validator
 
-from s3_assets.defs.resources import project_path
-from s3_assets.lib.errors import ConfigError
-from s3_assets.lib.text import user_part_problem
+from s3_assets.defs.resources import parseable_url, project_path
 
 DEFAULT_DIR = ".s3-assets/local-cluster"
 QUEUE = "dagster"
@@ -42,10 +40,7 @@ class ClusterSettings(Config):
     @field_validator("celery_broker_url")
     @classmethod
     def _broker_url(cls, value: str) -> str:
-        problem = user_part_problem(value)
-        if problem:
-            raise ConfigError(f"the broker URL: {problem}", fields=("celery_broker_url",))
-        return value
+        return parseable_url(value, "the broker URL", "celery_broker_url")
 
 
 def cluster_settings() -> ClusterSettings:
