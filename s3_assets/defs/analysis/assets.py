@@ -69,7 +69,7 @@ class ListingConfig(Config):
     export_csv: str = Field(
         default="",
         description=f"also write the listing as CSV: a file name under `{EXPORTS_DIR}/` (a new file, or one "
-                    f"an earlier export wrote), or s3://bucket/{EXPORTS_AREA}<name> (a new object, or one an earlier "
+                    f"an earlier export wrote), or `s3://bucket/{EXPORTS_AREA}<name>` (a new object, or one an earlier "
                     f"export wrote; S3 exports go only under `{EXPORTS_AREA}`, no data prefix may lie there)",
     )
 
