@@ -113,8 +113,9 @@ def test_export_under_the_listed_prefix_is_refused(bucket, make_location):
 
     location = make_location(bucket)
     listing = pd.DataFrame({"key": ["ins_dataset/a"]})
-    with pytest.raises(ConfigError, match="under the listed data prefix"):
+    with pytest.raises(ConfigError, match="S3 exports go only under"):
         export_listing(listing, f"s3://{bucket}/ins_dataset/files.csv", location)
-    # Beside the prefix is fine.
-    assert export_listing(listing, f"s3://{bucket}/exports/files.csv", location) == f"s3://{bucket}/exports/files.csv"
-    assert location.connect().head_object(Bucket=bucket, Key="exports/files.csv")["ContentLength"] > 0
+    # The exports area is fine.
+    target = f"s3://{bucket}/s3-assets-exports/files.csv"
+    assert export_listing(listing, target, location) == target
+    assert location.connect().head_object(Bucket=bucket, Key="s3-assets-exports/files.csv")["ContentLength"] > 0

@@ -18,9 +18,10 @@ from dagster import DagsterInstance, RunConfig, materialize
 
 from s3_assets.defs import ASSETS
 from s3_assets.defs.analysis import assets as analysis
-from s3_assets.defs.analysis.assets import export_listing, server_key
+from s3_assets.defs.analysis.assets import export_listing
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.exports import server_key
 from s3_assets.lib.listing import list_objects
 from s3_assets.lib.prefix_lock import PrefixLocks
 from s3_assets_tests.conftest import graph_resources
@@ -133,7 +134,7 @@ def test_s3_targets_over_the_copies_or_the_outputs_are_refused(s3, bucket, make_
     s3.put_object(Bucket=bucket, Key="ins_dataset/raw/train.csv", Body=b"the copy")
     s3.put_object(Bucket=bucket, Key="dagster-io/ins_dataset/train", Body=b"a stored output")
     target = f"s3://{bucket}/{spelling.format(p='ins_dataset')}"
-    with pytest.raises(ConfigError, match="as the server stores it, under (the listed data prefix|the stored outputs|the lock notes)"):
+    with pytest.raises(ConfigError, match="as the server stores it\\): S3 exports go only under"):
         export_listing(listing_of(["ins_dataset/raw/train.csv"]), target, location)
     objects = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert objects == {"ins_dataset/raw/train.csv": 8, "dagster-io/ins_dataset/train": 15}
@@ -142,7 +143,7 @@ def test_s3_targets_over_the_copies_or_the_outputs_are_refused(s3, bucket, make_
 @pytest.mark.parametrize("target, why", [
     ("s3://{b}/../../etc", "'..' segment"), ("s3://{b}/exports/", "names a folder"),
     ("s3://{b}/exports\\", "names a folder"), ("s3://{b}/", "names a folder"), ("s3://{b}/a\nb.csv", "control character"),
-    ("s3://Not_A_Bucket/x.csv", "invalid bucket name"), ("S3://{b}/x.csv", "s3://bucket/key"),
+    ("s3://Not_A_Bucket/x.csv", "invalid bucket name"), ("S3://{b}/x.csv", "write S3 targets as s3://bucket/"),
 ])
 def test_malformed_s3_targets_are_refused_naming_why(s3, bucket, make_location, target, why):
     with pytest.raises(ConfigError, match=why):
@@ -152,9 +153,9 @@ def test_malformed_s3_targets_are_refused_naming_why(s3, bucket, make_location, 
 
 def test_s3_export_beside_the_prefix_goes_where_the_server_puts_it(s3, bucket, make_location):
     location = make_location(bucket)
-    written = export_listing(listing_of(HOSTILE_KEYS), f"s3://{bucket}/reports\\\\listing.csv", location)
-    assert written == f"s3://{bucket}/reports/listing.csv"
-    body = s3.get_object(Bucket=bucket, Key="reports/listing.csv")["Body"].read().decode()
+    written = export_listing(listing_of(HOSTILE_KEYS), f"s3://{bucket}/s3-assets-exports\\\\listing.csv", location)
+    assert written == f"s3://{bucket}/s3-assets-exports/listing.csv"
+    body = s3.get_object(Bucket=bucket, Key="s3-assets-exports/listing.csv")["Body"].read().decode()
     rows = list(csv.DictReader(io.StringIO(body, newline="")))
     assert [unquote(r["key"]) if r["text_encoding"] == "url" else r["key"] for r in rows] == HOSTILE_KEYS
 
@@ -201,21 +202,21 @@ def test_an_s3_export_never_replaces_an_object_it_did_not_write(s3, bucket, make
     s3.put_object(Bucket=other, Key=key, Body=b"their data\n" * 100)
     with pytest.raises(ConfigError, match=r"e1/raw/train\.csv|ins_dataset/raw/train\.csv") as refused:
         export_listing(listing_of(["e2/a"]), f"s3://{other}/{key}", location)
-    assert "not an export the project wrote" in str(refused.value)
+    assert "S3 exports go only under" in str(refused.value)
     assert _body(s3, other, key) == b"their data\n" * 100
     # A new key is written, marked; the next export replaces its own, unchanged export.
-    mine = f"s3://{other}/reports/listing.csv"
+    mine = f"s3://{other}/s3-assets-exports/listing.csv"
     assert export_listing(listing_of(["e2/a"]), mine, location) == mine
     export_listing(listing_of(["e2/b"]), mine, location)
-    assert b"e2/b" in _body(s3, other, "reports/listing.csv")
+    assert b"e2/b" in _body(s3, other, "s3-assets-exports/listing.csv")
     # Once someone else writes there (an ordinary PUT, or one that copies the mark onto other
     # bytes), it is theirs.
-    mark = s3.head_object(Bucket=other, Key="reports/listing.csv")["Metadata"]
+    mark = s3.head_object(Bucket=other, Key="s3-assets-exports/listing.csv")["Metadata"]
     for theirs in ({}, {"s3-assets-export": mark["s3-assets-export"]}):
-        s3.put_object(Bucket=other, Key="reports/listing.csv", Body=b"edited\n", Metadata=theirs)
+        s3.put_object(Bucket=other, Key="s3-assets-exports/listing.csv", Body=b"edited\n", Metadata=theirs)
         with pytest.raises(ConfigError, match="not an export the project wrote|changed since"):
             export_listing(listing_of(["e2/c"]), mine, location)
-        assert _body(s3, other, "reports/listing.csv") == b"edited\n"
+        assert _body(s3, other, "s3-assets-exports/listing.csv") == b"edited\n"
 
 
 def test_a_write_between_the_check_and_the_put_is_not_overwritten(s3_server, s3, bucket):
@@ -223,7 +224,7 @@ def test_a_write_between_the_check_and_the_put_is_not_overwritten(s3_server, s3,
     first keeps its object (new key: If-None-Match; own export: If-Match)."""
     from s3_assets_tests.test_cleanup_safety import custom
 
-    for key, first in (("race/new.csv", None), ("race/mine.csv", b"an export")):
+    for key, first in (("s3-assets-exports/race/new.csv", None), ("s3-assets-exports/race/mine.csv", b"an export")):
         racing = threading.Event()
 
         def on_request(method: str, path: str, key: str = key, racing: threading.Event = racing) -> None:
@@ -249,16 +250,17 @@ def test_a_server_without_conditional_writes_gets_the_same_rule(s3_server, s3, b
     without the condition after the same HEAD; a foreign object is still never replaced."""
     from s3_assets_tests.test_cleanup_safety import custom
 
-    s3.put_object(Bucket=bucket, Key="e1/raw/train.csv", Body=b"their data")
+    s3.put_object(Bucket=bucket, Key="s3-assets-exports/theirs.csv", Body=b"their data")
     with FaultProxy(s3_server.state.ports.s3, answer=refuse_conditional) as proxy:
         location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket, prefix="e2")
-        target = f"s3://{bucket}/reports/x.csv"
+        target = f"s3://{bucket}/s3-assets-exports/x.csv"
         export_listing(listing_of(["e2/a"]), target, location)
         export_listing(listing_of(["e2/b"]), target, location)
         with pytest.raises(ConfigError, match="not an export the project wrote"):
-            export_listing(listing_of(["e2/c"]), f"s3://{bucket}/e1/raw/train.csv", location)
-    assert b"e2/b" in _body(s3, bucket, "reports/x.csv") and _body(s3, bucket, "e1/raw/train.csv") == b"their data"
-    puts = [h for m, p, h in proxy.requests if m == "PUT" and "/reports/x.csv" in p]
+            export_listing(listing_of(["e2/c"]), f"s3://{bucket}/s3-assets-exports/theirs.csv", location)
+    assert (b"e2/b" in _body(s3, bucket, "s3-assets-exports/x.csv")
+            and _body(s3, bucket, "s3-assets-exports/theirs.csv") == b"their data")
+    puts = [h for m, p, h in proxy.requests if m == "PUT" and "/s3-assets-exports/x.csv" in p]
     assert [carries_condition(h) for h in puts] == [True, False, True, False]  # refused, then plain
 
 
@@ -266,16 +268,18 @@ def test_a_server_without_conditional_writes_gets_the_same_rule(s3_server, s3, b
 def test_an_s3_export_refuses_a_prefix_a_live_run_or_cleanup_holds(s3, bucket, make_location, kind):
     location = make_location(bucket, prefix="e2")
     locks = PrefixLocks(s3, bucket)
-    hold = locks.hold(kind, "someone-elses-run", ["e1/", "dagster-io/e1/"], what="e1")
+    # No configuration's prefix lies in the exports area (refused at load): a note for one
+    # there is another version's, or made by hand; it is honoured all the same.
+    hold = locks.hold(kind, "someone-elses-run", ["s3-assets-exports/e1/"], what="e1")
     try:
         with pytest.raises(ConfigError, match=rf"lies under a prefix in use: {kind} someone-elses-run"):
-            export_listing(listing_of(["e2/a"]), f"s3://{bucket}/e1/new.csv", location)
-        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="e1/")
+            export_listing(listing_of(["e2/a"]), f"s3://{bucket}/s3-assets-exports/e1/new.csv", location)
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="s3-assets-exports/e1/")
         # Beside it is fine.
-        export_listing(listing_of(["e2/a"]), f"s3://{bucket}/e10/new.csv", location)
+        export_listing(listing_of(["e2/a"]), f"s3://{bucket}/s3-assets-exports/e10/new.csv", location)
     finally:
         hold.release()
-    export_listing(listing_of(["e2/a"]), f"s3://{bucket}/e1/new.csv", location)  # released: allowed
+    export_listing(listing_of(["e2/a"]), f"s3://{bucket}/s3-assets-exports/e1/new.csv", location)  # released
 
 
 @pytest.mark.parametrize("spelling", ["dagster-io/e1/train/x.csv", "Dagster-IO\\e1\\x.csv",
@@ -285,7 +289,7 @@ def test_outputs_and_notes_of_every_configuration_are_guarded_in_any_bucket(s3, 
     other = f"o-{bucket}"
     s3.create_bucket(Bucket=other)
     for where in (bucket, other):
-        with pytest.raises(ConfigError, match="the default S3_ASSETS_IO_PREFIX|the lock notes"):
+        with pytest.raises(ConfigError, match="S3 exports go only under"):
             export_listing(listing_of(["e2/a"]), f"s3://{where}/{spelling}", location)
         assert s3.list_objects_v2(Bucket=where).get("KeyCount") == 0
 

@@ -40,6 +40,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from s3_assets.lib.errors import ConfigError, S3AssetsError, describe_client_error
+from s3_assets.lib.exports import EXPORTS_AREA
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, PrefixLocks, roots_overlap
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
 from s3_assets.lib.stored_values import drop_expect_for_small_bodies, key_segment
@@ -62,6 +63,12 @@ DEFAULT_RETRY_MODE = "standard"
 BUCKET_NAME = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 DEFAULT_IO_PREFIX = "dagster-io"  # where every configuration that does not set S3_ASSETS_IO_PREFIX stores outputs
+# Folders the project keeps in every bucket, whatever the prefixes: neither prefix may be,
+# contain or lie in one (compared as `roots_overlap` does: case and Unicode forms folded).
+PROJECT_FOLDERS = {
+    LOCKS_FOLDER: "the notes by which runs and cleanups exclude each other",
+    EXPORTS_AREA: "the listing's S3 exports (s3_listing's export_csv)",
+}
 PREFIX_MAX_BYTES = 512  # S3 keys hold 1024 bytes; leave room for the names under the prefix
 
 
@@ -111,9 +118,10 @@ def validate_prefix(prefix: str, field: str = "prefix") -> str:
                           "NFC", fields=(field,))
     if len(root.encode()) > PREFIX_MAX_BYTES:
         raise ConfigError(f"prefix is longer than {PREFIX_MAX_BYTES} bytes", fields=(field,))
-    if root and roots_overlap(root, LOCKS_FOLDER):
-        raise ConfigError(f"prefix {prefix!r} overlaps {LOCKS_FOLDER!r}, where the project keeps the notes by "
-                          "which runs and cleanups exclude each other: choose another prefix", fields=(field,))
+    for folder, what in PROJECT_FOLDERS.items():
+        if root and roots_overlap(root, folder):
+            raise ConfigError(f"prefix {prefix!r} is, contains or lies in {folder!r}, where the project keeps "
+                              f"{what}: choose another prefix", fields=(field,))
     return prefix
 
 

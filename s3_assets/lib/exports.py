@@ -1,8 +1,18 @@
-"""Writing an export (the listing's CSV) to S3 without ever replacing an object the project did
-not write there itself: the S3 side of the local exports folder's rule.
+"""Writing an export (the listing's CSV) without ever replacing a file or an object the project
+did not write there itself: locally under the exports folder (`write_local_export`, a file
+manifest), in S3 under the exports area (`write_export`, a mark on each object).
 
-An export goes to a new key, or over an earlier export that nobody changed since, and nowhere
-else. Exports are marked: user metadata `x-amz-meta-s3-assets-export` holds the SHA-256 of the
+S3 exports go only under one folder of each bucket, `s3-assets-exports/` (EXPORTS_AREA): any
+other key is refused, as the server stores it (`server_key`: `\\` is `/`, empty segments
+collapse; the area is matched exactly as spelled). No export can know every configuration's
+data prefix, so none is trusted to stay out of them by comparison: instead no data prefix or IO
+prefix may be, contain or lie in the area (refused when the settings load,
+`defs/resources.validate_prefix`), and the project's own other folders (`dagster-io/`,
+`.s3-assets-locks/`) lie outside it. So the area holds exports only, and an export can only
+ever replace an object inside it.
+
+Inside the area, an export goes to a new key, or over an earlier export that nobody changed
+since, and nowhere else. Exports are marked: user metadata `x-amz-meta-s3-assets-export` holds the SHA-256 of the
 body written (beside `x-amz-meta-sha256` and S3's own SHA-256 checksum, as every upload of the
 project). Before writing, one HEAD (with `ChecksumMode=ENABLED`) decides:
 
@@ -13,6 +23,12 @@ project). Before writing, one HEAD (with `ChecksumMode=ENABLED`) decides:
 - a marked object whose content is no longer the one marked (S3's whole-object checksum, where
   the server keeps one, differs from the mark): refused;
 - a marked, unchanged object: PUT with `If-Match: <its ETag>` (changed meanwhile: refused).
+
+Where the server keeps no checksum, the mark is user metadata, which a copy (`copy_object`, a
+PUT that copies the metadata) carries along: such a copy counts as an export. That is safe only
+because of the area: a marked copy outside it is refused by the area rule before any HEAD, and
+inside it only exports write (a person who copies into the area writes into the project's
+exports).
 
 A server that refuses conditional writes (501 `NotImplemented`, as LocalStack 4.9.2 on
 general-purpose buckets) gets the same PUT without the condition, after the same HEAD; one that
@@ -27,7 +43,12 @@ deleting.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
+import json
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -37,7 +58,9 @@ from s3_assets.lib.prefix_lock import PrefixLocks, overlap_form
 from s3_assets.lib.text import printable
 from s3_assets.lib.uploading import SHA256_METADATA, difference, stored_object_and_metadata
 
+EXPORTS_AREA = "s3-assets-exports/"  # the one folder of a bucket S3 exports go to (no prefix may overlap it)
 EXPORT_METADATA = "s3-assets-export"  # x-amz-meta-s3-assets-export: the SHA-256 (hex) of the export's body
+EXPORTS_MANIFEST = ".written.json"  # local exports: path -> sha256 of each file an export wrote there
 MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PutObject
 _CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
 _UNSUPPORTED = {"NotImplemented", "501"}
@@ -54,6 +77,25 @@ def _code(error: ClientError) -> str:
 
 def _status(error: ClientError) -> int:
     return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _segments(key: str) -> list[str]:
+    """A key's segments as SeaweedFS stores it: `\\` read as `/`, empty segments collapsed
+    (`s3://b/e20\\raw\\train.csv` and `s3://b//e20/raw/gt.csv` are `e20/raw/...`)."""
+    return [segment for segment in key.replace("\\", "/").split("/") if segment]
+
+
+def server_key(key: str) -> str:
+    """The key an S3-compatible server stores for `key` (see `_segments`). Refused: `.` or
+    `..` segments (SeaweedFS refuses them, AWS keeps them literally, a file system resolves
+    them: no one meaning) and a key that names a folder."""
+    segments = _segments(key)
+    if any(segment in (".", "..") for segment in segments):
+        raise ConfigError(f"export_csv key {printable(key)!r} has a '.' or '..' segment, which servers "
+                          "refuse or read differently: write the key without them")
+    if not segments or key.replace("\\", "/").endswith("/"):
+        raise ConfigError(f"export_csv key {printable(key)!r} names a folder, not an object")
+    return "/".join(segments)
 
 
 def held_by(locks: PrefixLocks, key: str) -> str | None:
@@ -75,13 +117,19 @@ def held_by(locks: PrefixLocks, key: str) -> str | None:
     return None
 
 
-def write_export(client: Any, bucket: str, key: str, body: bytes, *, target: str,
+def write_export(client: Any, bucket: str, raw_key: str, body: bytes, *, target: str,
                  extra_args: dict[str, Any] | None = None, locks: PrefixLocks | None = None) -> str:
-    """Write `body` at s3://bucket/key under the rule above; returns the URI written.
+    """Write `body` at s3://bucket/<raw_key as the server stores it> under the rule above;
+    returns the URI written.
 
     `target` is the export's setting as given (shown, escaped, in refusals). Raises
     ExportRefused (a ConfigError) naming the target and why; S3OperationError for S3 failures."""
+    key = server_key(raw_key)
     where = f"export_csv {printable(target)!r} (s3://{bucket}/{printable(key)} as the server stores it)"
+    if not key.startswith(EXPORTS_AREA):
+        raise ExportRefused(f"{where}: S3 exports go only under s3://{bucket}/{EXPORTS_AREA} (a key like "
+                            f"s3://{bucket}/{EXPORTS_AREA}files.csv), the folder no data or stored outputs may "
+                            "lie in; nothing was written")
     if len(key.encode()) > 1024:
         raise ExportRefused(f"{where}: the key is longer than S3's 1,024 bytes")
     if len(body) > MAX_SINGLE_PUT:
@@ -132,3 +180,95 @@ def write_export(client: Any, bucket: str, key: str, body: bytes, *, target: str
     except S3_FAILURES as error:
         raise describe_client_error(error, bucket=bucket, key=key, endpoint=client.meta.endpoint_url) from None
     return f"s3://{bucket}/{key}"
+
+
+# -- local exports -----------------------------------------------------------------------------
+
+# Errors that say the name is unusable here, not that the disk or the system failed.
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EINVAL, errno.EILSEQ,
+                errno.EEXIST}
+
+
+def write_local_export(body: bytes, target: str, root: Path) -> str:
+    """Write `body` to the file `target` names under the exports folder `root` (relative names
+    from there; absolute ones must resolve inside it, symlinked folders included): a new file
+    (created exclusively, never through a symlink), or one an earlier export wrote and nobody
+    changed since (its hash is in the folder's manifest); never any other file. A target that
+    names a folder (ends in `/`, `\\`, `.` or `..`; an existing folder) or whose folder part
+    holds a file is refused by name; so is any name the system cannot use here, as a
+    ConfigError, never a raw OSError. Returns the path written."""
+    last = re.split(r"[/\\]", target)[-1]
+    if last in ("", ".", ".."):
+        raise ConfigError(f"export_csv {printable(target)!r} names a folder, not a file: local exports go to a "
+                          f"file under {root}/ (a name like `files.csv`)")
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    try:
+        return _write_local(body, target, root)
+    except OSError as error:
+        if error.errno not in _PATH_ERRNOS:
+            raise
+        raise ConfigError(f"export_csv {printable(target)!r}: not a file name this system can write under "
+                          f"{root}/ ({error.strerror or type(error).__name__}); choose a short plain name "
+                          "like `files.csv`") from None
+
+
+def _not_a_folder(parent: Path, root: Path) -> Path | None:
+    """The first part of `parent` (below `root`) that exists and is not a folder, or None."""
+    for folder in (*reversed(parent.relative_to(root).parents), parent.relative_to(root)):
+        part = root / folder
+        if part != root and (part.exists() or part.is_symlink()) and not part.is_dir():
+            return part
+    return None
+
+
+def _write_local(body: bytes, target: str, root: Path) -> str:
+    raw = Path(target).expanduser()
+    wanted = raw if raw.is_absolute() else root / raw
+    parent = wanted.parent.resolve()  # symlinked folders resolved: they must still lead inside
+    name = wanted.name
+    if not name or name in (".", "..") or name == EXPORTS_MANIFEST or not parent.is_relative_to(root):
+        raise ConfigError(f"export_csv {printable(target)!r}: local exports go to a file under {root}/ "
+                          "(a name like `files.csv`), nowhere else")
+    path = parent / name
+    blocking = _not_a_folder(parent, root)
+    if blocking is not None:
+        raise ConfigError(f"export_csv {printable(target)!r}: {printable(str(blocking))} is a file, not a folder, "
+                          "so nothing can be written inside it; choose another name")
+    if path.is_dir() and not path.is_symlink():
+        raise ConfigError(f"export_csv {printable(target)!r}: {printable(str(path))} is a folder: name a file "
+                          "in it (like `files.csv`)")
+    parent.mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(root)
+    relative = str(path.relative_to(root))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        if path.is_symlink() or not path.is_file():
+            raise ConfigError(f"export_csv {printable(str(path))!r} is a symlink or not a file: not replaced") from None
+        if manifest.get(relative) != hashlib.sha256(path.read_bytes()).hexdigest():
+            raise ConfigError(f"export_csv {printable(str(path))!r} exists and is not an export the project "
+                              "wrote (or was changed since): not replaced; choose a new name") from None
+        temporary = path.with_name(f".{name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+        os.replace(temporary, path)
+    else:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+    manifest[relative] = hashlib.sha256(body).hexdigest()
+    manifest_path = root / EXPORTS_MANIFEST
+    temporary = root / f".{EXPORTS_MANIFEST}.{os.getpid()}.tmp"
+    temporary.unlink(missing_ok=True)
+    temporary.write_text(json.dumps(manifest, sort_keys=True))
+    os.replace(temporary, manifest_path)
+    return str(path)
+
+
+def _read_manifest(root: Path) -> dict[str, str]:
+    try:
+        raw = json.loads((root / EXPORTS_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}

@@ -2,12 +2,7 @@
 the modelling table."""
 
 import csv
-import errno
-import hashlib
-import json
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -33,9 +28,7 @@ from s3_assets.defs.metadata import (
     table_metadata,
 )
 from s3_assets.defs.resources import (
-    DEFAULT_IO_PREFIX,
     S3Prefix,
-    normalise_prefix,
     project_path,
     validate_bucket_name,
 )
@@ -43,11 +36,11 @@ from s3_assets.defs.s3_copies.assets import S3_COPY_KEYS
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.dictionary import DataDictionary, labelled, type_by_domain
 from s3_assets.lib.errors import ConfigError
-from s3_assets.lib.exports import write_export
+from s3_assets.lib.exports import EXPORTS_AREA, write_export, write_local_export
 from s3_assets.lib.file_map import FileMapRules, keys_under_prefix, select_data_files
 from s3_assets.lib.listing import list_objects, ls_lines, ls_recursive_lines, subfolders
 from s3_assets.lib.loading import load_frames
-from s3_assets.lib.prefix_lock import LOCKS_FOLDER, PrefixLocks, overlap_form
+from s3_assets.lib.prefix_lock import PrefixLocks
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
 
@@ -60,7 +53,6 @@ class FileMapConfig(Config):
 
 
 EXPORTS_DIR = ".s3-assets/exports"  # the one local folder exports go to (relative: from the project root)
-EXPORTS_MANIFEST = ".written.json"  # path -> sha256 of each file an export wrote there
 ENCODING_COLUMN = "text_encoding"
 # Characters that break or start a line for some reader (C0/C1 controls, DEL, NEL, the Unicode
 # line and paragraph separators) or reorder what a reader sees (bidi controls), and '%', so
@@ -77,8 +69,8 @@ class ListingConfig(Config):
     export_csv: str = Field(
         default="",
         description=f"also write the listing as CSV: a file name under `{EXPORTS_DIR}/` (a new file, or one "
-                    "an earlier export wrote), or s3://bucket/key (a new object, or one an earlier export wrote) outside "
-                    "the data prefix, the stored outputs and any prefix a run or cleanup holds",
+                    f"an earlier export wrote), or `s3://bucket/{EXPORTS_AREA}<name>` (a new object, or one an earlier "
+                    f"export wrote; S3 exports go only under `{EXPORTS_AREA}`, no data prefix may lie there)",
     )
 
 
@@ -113,14 +105,15 @@ def s3_listing(context: AssetExecutionContext, config: ListingConfig, s3_prefix:
 
 def export_listing(listing: pd.DataFrame, target: str, s3_prefix: S3Prefix) -> str:
     """Write the listing as CSV (`listing_csv`) to a file of the project's exports folder or
-    to an S3 key outside the data prefix and the stored outputs; anything else is refused,
-    naming why. The target is set from outside (run config, the UI): it is data."""
+    to an S3 key in a bucket's exports area (`lib.exports`); anything else is refused, naming
+    why. The target is set from outside (run config, the UI): it is data."""
     _refuse_invalid_text(target)
     body = listing_csv(listing)
     if target.lower().startswith("s3:"):
         return _export_to_s3(body, target, s3_prefix)
     if "://" in target:
-        raise ConfigError(f"export_csv {printable(target)!r}: only s3:// or a file name under {EXPORTS_DIR}/")
+        raise ConfigError(f"export_csv {printable(target)!r}: only s3://bucket/{EXPORTS_AREA}<name> or a file "
+                          f"name under {EXPORTS_DIR}/")
     return _export_local(body, target)
 
 
@@ -164,79 +157,26 @@ def listing_csv(listing: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode()
 
 
-def _segments(key: str) -> list[str]:
-    """A key's segments as SeaweedFS stores it: `\\` read as `/`, empty segments collapsed
-    (`s3://b/e20\\raw\\train.csv` and `s3://b//e20/raw/gt.csv` are `e20/raw/...`)."""
-    return [segment for segment in key.replace("\\", "/").split("/") if segment]
-
-
-def server_key(key: str) -> str:
-    """The key an S3-compatible server stores for `key` (see `_segments`). Refused: `.` or
-    `..` segments (SeaweedFS refuses them, AWS keeps them literally, a file system resolves
-    them: no one meaning) and a key that names a folder."""
-    segments = _segments(key)
-    if any(segment in (".", "..") for segment in segments):
-        raise ConfigError(f"export_csv key {printable(key)!r} has a '.' or '..' segment, which servers "
-                          "refuse or read differently: write the key without them")
-    if not segments or key.replace("\\", "/").endswith("/"):
-        raise ConfigError(f"export_csv key {printable(key)!r} names a folder, not an object")
-    return "/".join(segments)
-
-
 def _export_to_s3(body: bytes, target: str, s3_prefix: S3Prefix) -> str:
-    """Guarded in any bucket (another bucket may be another configuration's): the data prefix,
-    the IO prefix and the default one (every configuration's stored outputs), the lock notes;
-    then `lib.exports.write_export`: never over an object the project did not write, nor under a
-    prefix a live run or cleanup holds."""
+    """`s3://bucket/key` in any bucket, the key under the bucket's exports area as the server
+    stores it (`lib.exports.write_export`: only there, never over an object the project did
+    not write, nor under a prefix a live run or cleanup holds)."""
     if not target.startswith("s3://"):
-        raise ConfigError(f"export_csv {printable(target)!r}: write S3 targets as s3://bucket/key")
+        raise ConfigError(f"export_csv {printable(target)!r}: write S3 targets as s3://bucket/{EXPORTS_AREA}<name>")
     bucket, _, raw_key = target[len("s3://"):].partition("/")
     validate_bucket_name(bucket)
     if _LINE_UNSAFE.search(raw_key.replace("%", "")):
         raise ConfigError(f"export_csv {printable(target)!r}: the key holds a control character")
-    key = server_key(raw_key)
-    guarded = {
-        "the listed data prefix (its copies; cleanup would delete the export)": server_key_root(s3_prefix.root),
-        "the stored outputs (S3_ASSETS_IO_PREFIX)": server_key_root(normalise_prefix(s3_prefix.io_prefix)),
-        "the stored outputs of the default S3_ASSETS_IO_PREFIX": server_key_root(DEFAULT_IO_PREFIX),
-        "the lock notes of runs and cleanups": server_key_root(LOCKS_FOLDER),
-    }
-    for what, root in guarded.items():  # folded as the lock notes compare: a server may fold case
-        if not root or overlap_form(key + "/").startswith(overlap_form(root)):
-            raise ConfigError(
-                f"export_csv {printable(target)!r} is s3://{bucket}/{printable(key)} as the server stores it, "
-                f"under {what} s3://{bucket}/{printable(root)}: choose a key outside it")
     client = s3_prefix.connect()
     locks = PrefixLocks(client, bucket, write_args=s3_prefix.write_args())
-    return write_export(client, bucket, key, body, target=target, extra_args=s3_prefix.write_args(), locks=locks)
-
-
-def server_key_root(root: str) -> str:
-    """A prefix ('a/b/' or '' for the bucket) as the server stores it."""
-    segments = _segments(root)
-    return "/".join(segments) + "/" if segments else ""
+    return write_export(client, bucket, raw_key, body, target=target, extra_args=s3_prefix.write_args(), locks=locks)
 
 
 def _export_local(body: bytes, target: str) -> str:
-    """Write under the exports folder only: a new file (created exclusively, never through a
-    symlink), or one an earlier export wrote and nobody changed since (its hash is in the
-    folder's manifest); never any other file."""
+    """A file under the exports folder (`lib.exports.write_local_export`), its name checked
+    first: a name no file system takes is refused before any file call."""
     _refuse_unusable_name(target)
-    root = project_path(EXPORTS_DIR)
-    root.mkdir(parents=True, exist_ok=True)
-    root = root.resolve()
-    try:
-        return _write_local(body, target, root)
-    except OSError as error:
-        if error.errno not in _PATH_ERRNOS:
-            raise
-        raise ConfigError(f"export_csv {printable(target)!r}: not a file name this system can write under "
-                          f"{root}/ ({error.strerror or type(error).__name__}); choose a short plain name "
-                          "like `files.csv`") from None
-
-
-# Errors that say the name is unusable here, not that the disk or the system failed.
-_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EINVAL, errno.EILSEQ}
+    return write_local_export(body, target, project_path(EXPORTS_DIR))
 
 
 def _refuse_unusable_name(target: str) -> None:
@@ -257,51 +197,6 @@ def _refuse_unusable_name(target: str) -> None:
     if why:
         raise ConfigError(f"export_csv {printable(target)!r}: {why}; local exports go to a file under "
                           f"{EXPORTS_DIR}/ (a name like `files.csv`)")
-
-
-def _write_local(body: bytes, target: str, root: Path) -> str:
-    raw = Path(target).expanduser()
-    wanted = raw if raw.is_absolute() else root / raw
-    parent = wanted.parent.resolve()  # symlinked folders resolved: they must still lead inside
-    name = wanted.name
-    if not name or name in (".", "..") or name == EXPORTS_MANIFEST or not parent.is_relative_to(root):
-        raise ConfigError(f"export_csv {printable(target)!r}: local exports go to a file under {root}/ "
-                          "(a name like `files.csv`), nowhere else")
-    parent.mkdir(parents=True, exist_ok=True)
-    path = parent / name
-    manifest = _read_manifest(root)
-    relative = str(path.relative_to(root))
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    except FileExistsError:
-        if path.is_symlink() or not path.is_file():
-            raise ConfigError(f"export_csv {printable(str(path))!r} is a symlink or not a file: not replaced") from None
-        if manifest.get(relative) != hashlib.sha256(path.read_bytes()).hexdigest():
-            raise ConfigError(f"export_csv {printable(str(path))!r} exists and is not an export the project "
-                              "wrote (or was changed since): not replaced; choose a new name") from None
-        temporary = path.with_name(f".{name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
-        os.replace(temporary, path)
-    else:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
-    manifest[relative] = hashlib.sha256(body).hexdigest()
-    manifest_path = root / EXPORTS_MANIFEST
-    temporary = root / f".{EXPORTS_MANIFEST}.{os.getpid()}.tmp"
-    temporary.unlink(missing_ok=True)
-    temporary.write_text(json.dumps(manifest, sort_keys=True))
-    os.replace(temporary, manifest_path)
-    return str(path)
-
-
-def _read_manifest(root: Path) -> dict[str, str]:
-    try:
-        raw = json.loads((root / EXPORTS_MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
 
 
 @asset(group_name=ANALYSIS_GROUP, kinds={"python"})
