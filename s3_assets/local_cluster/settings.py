@@ -132,7 +132,7 @@ def check_broker(app: Any) -> None:
                                          interval_max=1.0, timeout=BROKER_CONNECT_TIMEOUT)
     except (OperationalError, OSError) as error:
         configured = cluster_settings().celery_broker_url.strip()
-        what = ("check that it runs and answers there, and its password: S3_ASSETS_CELERY_BROKER_URL"
+        what = ("check that the broker runs and answers there, and S3_ASSETS_CELERY_BROKER_URL (host, port, password)"
                 if configured else "start the local cluster with `s3-assets-cluster start`")
         cause = printable(without_url_secrets(f"{type(error).__name__}: {error}", url))
         raise ClusterError(f"cannot reach the Celery broker {shown_url(url)} ({cause}): {what}") from None
