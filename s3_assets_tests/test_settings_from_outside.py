@@ -233,14 +233,19 @@ def test_hadoop_folder_markers_in_the_notes_folder_are_no_notes(s3, bucket, make
 # -- 6. worker names belong to one cluster folder ----------------------------------------------
 
 
+READY_THEN_SLEEP = "import time\nprint('ready', flush=True)\ntime.sleep(600)"
+
+
 @pytest.fixture
 def worker_named():
     started = []
 
     def start(name: str) -> int:
-        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "celery", "-n", name],
-                                   start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-c", READY_THEN_SLEEP, "celery", "-n", name],
+                                   stdout=subprocess.PIPE, text=True, start_new_session=True)
         started.append(process)
+        # Its command line is final once it runs its code (right after Popen, /proc may show none yet).
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
         return process.pid
 
     yield start
