@@ -115,6 +115,7 @@ def test_a_usable_broker_url_is_accepted(url):
     ({"S3_ASSETS_TARGET": "custom", "S3_ASSETS_ENDPOINT_URL": "http://h:99999"}, "S3_ASSETS_ENDPOINT_URL"),
     ({"S3_ASSETS_SOURCE": f"ftp://u:{BROKER_PASSWORD}@h/tic-mld/"}, "S3_ASSETS_SOURCE"),
     ({"S3_ASSETS_SOURCE": "https:///tic-mld/"}, "S3_ASSETS_SOURCE"),
+    ({"S3_ASSETS_SOURCE": "HTTP://h/tic-mld/"}, "S3_ASSETS_SOURCE"),  # read as a directory by the fetcher
 ])
 def test_other_url_settings_go_through_the_same_check(env, var):
     with pytest.raises(ConfigError) as refused:

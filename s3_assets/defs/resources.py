@@ -137,7 +137,7 @@ def parseable_url(value: str, what: str, field: str, schemes: Sequence[str] = ()
             port_ok = parts.port is None or parts.port > 0
         except ValueError:
             port_ok = False
-        if parts.scheme.lower() not in schemes or "://" not in value:
+        if value.strip().partition("://")[0] not in schemes:  # as given: `HTTP://` is no URL to `is_url`
             raise ConfigError(f"{what} {shown_url(value)!r} is not a URL the project can use: use {use}", fields=(field,))
         if not parts.hostname:
             raise ConfigError(f"{what} {shown_url(value)!r} names no host: use {use}", fields=(field,))
