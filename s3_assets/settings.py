@@ -51,7 +51,26 @@ class Setting:
 
     @property
     def description(self) -> str:
-        return self.info.description or ""
+        """The field's description, with its allowed range when it has one (docs/CONFIGURATION.md)."""
+        allowed = allowed_range(self.resource, self.field)
+        return (self.info.description or "") + (f"; allowed: {allowed}" if allowed else "")
+
+
+def allowed_range(resource: type[ConfigurableResource] | type[Config], field: str) -> str | None:
+    """A numeric field's range as declared by its `Field(ge/gt/le)` ("1 to 20", "more than 0, at
+    most 300"), or None: the one declaration both the table and the refusal quote."""
+    low = high = None
+    above = False
+    for constraint in resource.model_fields[field].metadata:  # pydantic's annotated_types Ge, Gt, Le
+        if getattr(constraint, "ge", None) is not None:
+            low = constraint.ge
+        elif getattr(constraint, "gt", None) is not None:
+            low, above = constraint.gt, True
+        elif getattr(constraint, "le", None) is not None:
+            high = constraint.le
+    if low is None or high is None:
+        return None
+    return f"more than {low:g}, at most {high:g}" if above else f"{low:g} to {high:g}"
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -130,9 +149,15 @@ def _named(resource: type[ConfigurableResource] | type[Config], error: Validatio
         shown = ", ".join(f"{name}={shown_url(values[field])!r}" if field in values else f"{name} (default)"
                           for field, name in zip(fields, names, strict=True))
         message = without_url_secrets(str(cause) if isinstance(cause, ConfigError) else detail["msg"], *values.values())
+        allowed = allowed_range(resource, fields[0]) if len(fields) == 1 and fields[0] in resource.model_fields else None
+        if allowed and detail["type"] in _OUT_OF_RANGE:
+            message = f"out of range: use {allowed}"
         problems.append(f"{shown}: {message}")
         variables += names
     return ConfigError("invalid configuration: " + "; ".join(problems), fields=tuple(variables))
+
+
+_OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
 
 def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:

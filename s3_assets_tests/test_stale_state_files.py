@@ -83,9 +83,12 @@ def test_an_older_state_file_needs_whole_arguments_not_a_substring(tmp_path):
     holds this folder's path as a prefix (`-dir=/x/s3` in `-dir=/x/s3b`): not ours."""
     other = tmp_path / "s3b"
     program = Path(sys.executable).name
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", f"-dir={other}", "-n",
-                                "s3-assets-1@host"], start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-c", "import time\nprint('ready', flush=True)\ntime.sleep(600)",
+                                f"-dir={other}", "-n", "s3-assets-1@host"], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
     try:
+        # Its command line is final once it runs its code (right after Popen, /proc may show none yet).
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
         assert not is_recorded_process(process.pid, None, program, f"-dir={tmp_path / 's3'}")
         assert not is_recorded_process(process.pid, None, program, "-n s3-assets-1@ho")
         assert is_recorded_process(process.pid, None, program, f"-dir={other}", "-n s3-assets-1@host")

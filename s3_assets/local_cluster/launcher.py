@@ -32,7 +32,7 @@ from s3_assets.dagster_internals import (
     get_python_environment_entry_point,
 )
 from s3_assets.defs.cluster.executor import STEPS_ON_WORKERS_TAG
-from s3_assets.local_cluster.settings import QUEUE, app_args, cluster_dir
+from s3_assets.local_cluster.settings import QUEUE, app_args, check_broker, cluster_dir
 
 RUN_PROCESS_TAG = "s3_assets/run_process"  # pid of a run launched in a process of its own
 RUN_PROCESS_STARTED_TAG = "s3_assets/run_process_started"  # that process's start time (psutil's create_time)
@@ -59,6 +59,7 @@ class ClusterRunLauncher(CeleryRunLauncher):
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
         if run.tags.get(STEPS_ON_WORKERS_TAG) != "true":
+            check_broker(self.celery)  # an unreachable broker is refused naming it, before the task is sent
             super().launch_run(context)
             return
         assert run.job_code_origin is not None  # every launched run has one

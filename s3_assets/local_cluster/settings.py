@@ -3,15 +3,26 @@ the run launcher and the workers, so all three use the same broker and the same 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from dagster import Config
 from pydantic import Field, field_validator
 
 from s3_assets.defs.resources import parseable_url, project_path
+from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.text import printable, shown_url, without_url_secrets
+from s3_assets.local_cluster.broker import ClusterError
 
 DEFAULT_DIR = ".s3-assets/local-cluster"
 QUEUE = "dagster"
+# The executor keeps its results in the broker too (`app_args`): a Redis-protocol server only.
+BROKER_SCHEMES = ("redis", "rediss")
+BROKER_CONNECT_RETRIES = 2  # after the first attempt, 0.5 s and 1 s apart
+BROKER_CONNECT_TIMEOUT = 10.0  # seconds for the whole check
+SSL_CERT_REQS = {"required", "optional", "none", "cert_required", "cert_optional", "cert_none"}
 
 
 class ClusterSettings(Config):
@@ -25,7 +36,7 @@ class ClusterSettings(Config):
                     "generated password, logs",
     )
     workers: int = Field(default=2, ge=1, le=64,
-                         description="worker processes that `s3-assets-cluster start` runs (1 to 64)")
+                         description="worker processes that `s3-assets-cluster start` runs")
     celery_broker_url: str = Field(
         default="",
         description="a Celery broker of your own (`redis://:password@host:6379/0`, e.g. on Kubernetes); "
@@ -40,7 +51,22 @@ class ClusterSettings(Config):
     @field_validator("celery_broker_url")
     @classmethod
     def _broker_url(cls, value: str) -> str:
-        return parseable_url(value, "the broker URL", "celery_broker_url")
+        """A Redis URL (the executor also keeps its results there, so no other kombu transport):
+        `redis://` or `rediss://` (TLS, with the `ssl_cert_reqs` Celery's Redis backend requires),
+        a host, a port, a database number."""
+        parseable_url(value, "the broker URL", "celery_broker_url", schemes=BROKER_SCHEMES)
+        if not value.strip():
+            return value
+        parts = urlsplit(value.strip())
+        if not re.fullmatch(r"/?|/\d{1,5}", parts.path):
+            raise ConfigError(f"the broker URL {shown_url(value)!r}: its path must be a database number "
+                              "(`/0`) or nothing", fields=("celery_broker_url",))
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        if parts.scheme.lower() == "rediss" and query.get("ssl_cert_reqs", "").lower() not in SSL_CERT_REQS:
+            raise ConfigError(f"the broker URL {shown_url(value)!r} uses TLS (rediss://) without "
+                              "`?ssl_cert_reqs=required` (or `optional`, `none`), which Celery's Redis result "
+                              "backend requires", fields=("celery_broker_url",))
+        return value
 
 
 def cluster_settings() -> ClusterSettings:
@@ -90,3 +116,23 @@ def app_args(directory: Path | None = None) -> dict:
     url = broker_url(directory)
     return {"broker": url, "backend": url, "include": [],
             "config_source": dict_wrapper(dict(DEFAULT_CONFIG, **celery_config()))}
+
+
+def check_broker(app: Any) -> None:
+    """Connect once to `app`'s broker before the first task is sent (the executor's run, the
+    launcher's launch): an unreachable broker then fails naming it (never its password) and what
+    to check, within a few seconds, instead of with kombu's or Celery's own error, which names
+    neither, after Celery's result backend spent ~20 s reconnecting."""
+    from kombu.exceptions import OperationalError
+
+    url = str(app.conf.broker_url or "")
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=BROKER_CONNECT_RETRIES, interval_start=0.5, interval_step=0.5,
+                                         interval_max=1.0, timeout=BROKER_CONNECT_TIMEOUT)
+    except (OperationalError, OSError) as error:
+        configured = cluster_settings().celery_broker_url.strip()
+        what = ("check that the broker runs and answers there, and S3_ASSETS_CELERY_BROKER_URL (host, port, password)"
+                if configured else "start the local cluster with `s3-assets-cluster start`")
+        cause = printable(without_url_secrets(f"{type(error).__name__}: {error}", url))
+        raise ClusterError(f"cannot reach the Celery broker {shown_url(url)} ({cause}): {what}") from None

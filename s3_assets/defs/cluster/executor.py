@@ -76,6 +76,11 @@ def _celery_executor_class():
     class WatchedCeleryExecutor(CeleryExecutor):
         def execute(self, plan_context, execution_plan):
             from dagster_celery.core_execution_loop import core_celery_execution_loop
+            from dagster_celery.make_app import make_app
+
+            from s3_assets.local_cluster.settings import check_broker
+
+            check_broker(make_app(self.app_args()))  # an unreachable broker fails the run naming it
 
             def submit(app, context, step, queue, priority, known_state):
                 return WatchedResult(submit_celery_step(app, context, step, queue, priority, known_state), app, step.key)

@@ -1,0 +1,279 @@
+"""Settings and state from outside are data (issue 19 §7, leftovers of the outside attack): every
+numeric setting has a range, refused by name; the broker URL is one the cluster can use, and an
+unreachable one is named (never its password); the download cache keeps no password; folder
+markers of any usual shape in the notes folder are no notes; worker names belong to one cluster
+folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+from dagster._core.test_utils import create_run_for_test
+from dagster_celery.config import DEFAULT_CONFIG
+
+from s3_assets.dagster_internals import LaunchRunContext, RetryMode
+from s3_assets.defs.cluster.executor import _celery_executor_class
+from s3_assets.lib.errors import ConfigError
+from s3_assets.lib.prefix_lock import LOCKS_FOLDER, NOTES_ROOT, PrefixLocks, is_folder_marker
+from s3_assets.lib.source import UCI_TABLES, SourceFetcher, url_digest
+from s3_assets.local_cluster.broker import ClusterError
+from s3_assets.local_cluster.cluster import WORKERS_FILE, LocalCluster
+from s3_assets.local_cluster.launcher import ClusterRunLauncher
+from s3_assets.local_cluster.settings import celery_config
+from s3_assets.settings import SETTINGS, allowed_range, build_resources, configuration_table, load_cluster_settings
+from s3_assets_tests.test_cleanup import keys_in
+from s3_assets_tests.test_stale_state_files import private_folder
+from s3_assets_tests.test_uci_source import Server
+from s3_assets_tests.test_url_secrets import SOURCE_PASSWORD, SOURCE_USER, closed_port, with_user
+
+BROKER_PASSWORD = "brokerpw-7d1c"
+
+# -- 1. every numeric setting has a range ------------------------------------------------------
+
+
+def _numeric(setting) -> type | None:
+    kinds = {arg for arg in typing.get_args(setting.info.annotation) or (setting.info.annotation,)
+             if arg in (int, float)}
+    return next(iter(kinds), None)
+
+
+NUMERIC = [setting for setting in SETTINGS if _numeric(setting)]
+
+
+def _load(env: dict[str, str]) -> None:
+    build_resources(env)
+    load_cluster_settings(env)
+
+
+def test_every_numeric_setting_has_a_documented_range():
+    assert {s.var for s in NUMERIC} >= {"S3_ASSETS_MAX_ATTEMPTS", "S3_ASSETS_SOURCE_RETRIES",
+                                        "S3_ASSETS_READ_TIMEOUT", "S3_ASSETS_CLUSTER_WORKERS"}
+    table = configuration_table()
+    for setting in NUMERIC:
+        allowed = allowed_range(setting.resource, setting.field)
+        assert allowed, f"{setting.var} has no range"
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{setting.var}` |"))
+        assert f"allowed: {allowed}" in row
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "CONFIGURATION.md").read_text()
+    assert table in docs
+
+
+@pytest.mark.parametrize("setting", NUMERIC, ids=lambda s: s.var)
+@pytest.mark.parametrize("side", ["huge", "below"])
+def test_a_number_out_of_its_range_is_refused_by_name_with_the_range(setting, side):
+    allowed = allowed_range(setting.resource, setting.field)
+    assert allowed
+    if side == "huge":
+        raw = "1" + "0" * 30 if _numeric(setting) is int else "1e300"
+    else:
+        raw = "-1"
+    with pytest.raises(ConfigError) as refused:
+        _load({setting.var: raw})
+    assert refused.value.fields == (setting.var,)
+    assert f"{setting.var}={raw!r}: out of range: use {allowed}" in str(refused.value)
+
+
+def test_the_retries_that_used_to_run_for_ever_are_refused():
+    for var, raw in (("S3_ASSETS_MAX_ATTEMPTS", "1000000"), ("S3_ASSETS_SOURCE_RETRIES", "100000")):
+        with pytest.raises(ConfigError, match=re.escape(f"{var}={raw!r}: out of range")):
+            build_resources({var: raw})
+    resources = build_resources({"S3_ASSETS_MAX_ATTEMPTS": "20", "S3_ASSETS_SOURCE_RETRIES": "10"})
+    assert resources["s3_prefix"].s3.max_attempts == 20 and resources["uci_source"].retries == 10
+
+
+# -- 2. the broker URL (and every other URL setting) is one the project can use -----------------
+
+
+@pytest.mark.parametrize("url", [
+    "nonsense", "redis:/h:6379/0", f"amqp://guest:{BROKER_PASSWORD}@h:5672//", f"http://:{BROKER_PASSWORD}@h:6379/0",
+    f"redis://:{BROKER_PASSWORD}@/0", f"redis://:{BROKER_PASSWORD}@h:notaport/0", f"redis://:{BROKER_PASSWORD}@h:70000/0",
+    f"redis://:{BROKER_PASSWORD}@h:0/0", f"redis://:{BROKER_PASSWORD}@h:6379/queue",
+    f"rediss://:{BROKER_PASSWORD}@h:6380/0",  # TLS without the ssl_cert_reqs Celery's result backend requires
+])
+def test_a_broker_url_the_cluster_cannot_use_is_refused_by_name(url):
+    with pytest.raises(ConfigError) as refused:
+        load_cluster_settings({"S3_ASSETS_CELERY_BROKER_URL": url})
+    assert refused.value.fields == ("S3_ASSETS_CELERY_BROKER_URL",)
+    assert BROKER_PASSWORD not in str(refused.value) and "guest" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1", f"redis://:{BROKER_PASSWORD}@redis.svc:6379/0",
+                                 f"rediss://default:{BROKER_PASSWORD}@cache.aws:6380/1?ssl_cert_reqs=required"])
+def test_a_usable_broker_url_is_accepted(url):
+    assert load_cluster_settings({"S3_ASSETS_CELERY_BROKER_URL": url}).celery_broker_url == url
+
+
+@pytest.mark.parametrize(("env", "var"), [
+    ({"S3_ASSETS_TARGET": "custom", "S3_ASSETS_ENDPOINT_URL": "http://:9000"}, "S3_ASSETS_ENDPOINT_URL"),
+    ({"S3_ASSETS_TARGET": "custom", "S3_ASSETS_ENDPOINT_URL": "http://h:99999"}, "S3_ASSETS_ENDPOINT_URL"),
+    ({"S3_ASSETS_SOURCE": f"ftp://u:{BROKER_PASSWORD}@h/tic-mld/"}, "S3_ASSETS_SOURCE"),
+    ({"S3_ASSETS_SOURCE": "https:///tic-mld/"}, "S3_ASSETS_SOURCE"),
+    ({"S3_ASSETS_SOURCE": "HTTP://h/tic-mld/"}, "S3_ASSETS_SOURCE"),  # read as a directory by the fetcher
+])
+def test_other_url_settings_go_through_the_same_check(env, var):
+    with pytest.raises(ConfigError) as refused:
+        build_resources(env)
+    assert refused.value.fields == (var,) and BROKER_PASSWORD not in str(refused.value)
+
+
+# -- 3. an unreachable broker is named, without its password -------------------------------------
+
+
+@pytest.fixture
+def dead_broker(monkeypatch) -> str:
+    url = f"redis://:{BROKER_PASSWORD}@127.0.0.1:{closed_port()}/0"
+    monkeypatch.setenv("S3_ASSETS_CELERY_BROKER_URL", url)
+    return url
+
+
+def _assert_names_the_broker(error: ClusterError, url: str) -> None:
+    message = str(error)
+    shown = url.replace(f":{BROKER_PASSWORD}@", "")
+    assert f"cannot reach the Celery broker {shown} " in message, message
+    assert "S3_ASSETS_CELERY_BROKER_URL" in message and BROKER_PASSWORD not in message
+
+
+def test_the_launcher_names_an_unreachable_broker(dead_broker):
+    with DagsterInstance.ephemeral() as instance:
+        launcher = ClusterRunLauncher()
+        launcher.register_instance(instance)
+        run = create_run_for_test(instance, job_name="load_files")
+        with pytest.raises(ClusterError) as refused:
+            launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    _assert_names_the_broker(refused.value, dead_broker)
+
+
+def test_the_executor_names_an_unreachable_broker_before_any_step(dead_broker):
+    executor = _celery_executor_class()(retries=RetryMode(RetryMode.DISABLED), broker=dead_broker, backend=dead_broker,
+                                        include=[], config_source=dict(DEFAULT_CONFIG, **celery_config()))
+    with pytest.raises(ClusterError) as refused:
+        executor.execute(None, None)  # refused before the plan is looked at
+    _assert_names_the_broker(refused.value, dead_broker)
+
+
+# -- 4. the download cache keeps no password ---------------------------------------------------
+
+
+@pytest.fixture
+def source_with_user(uci_dir):
+    server = Server(uci_dir)
+    yield server, with_user(server.url, SOURCE_USER, SOURCE_PASSWORD)
+    server.close()
+
+
+def _cache_bytes(cache: Path) -> bytes:
+    return b"\n".join(path.read_bytes() for path in cache.rglob("*") if path.is_file())
+
+
+def test_no_password_in_the_download_cache_and_the_entry_still_matches(source_with_user, tmp_path):
+    server, url = source_with_user
+    cache = tmp_path / "cache"
+    fetcher = SourceFetcher(base=url, cache_dir=str(cache), retries=0)
+    for table in UCI_TABLES:
+        fetcher.fetch(table.filename)
+    stored = _cache_bytes(cache)
+    assert SOURCE_PASSWORD.encode() not in stored and SOURCE_USER.encode() not in stored
+    meta = json.loads((cache / "ticdata2000.txt.http.json").read_text())
+    assert meta["shown_url"] == server.url + "ticdata2000.txt"
+    assert meta["url_sha256"] == url_digest(url + "ticdata2000.txt") and "url" not in meta
+    # The same URL again: the entry is recognised (a conditional GET answered 304).
+    assert SourceFetcher(base=url, cache_dir=str(cache), retries=0).fetch("ticdata2000.txt").from_cache
+    assert server.requests[-1] == ("ticdata2000.txt", 304)
+    # Another password is another URL: not this entry's.
+    other = with_user(server.url, SOURCE_USER, "another-pass")
+    assert not SourceFetcher(base=other, cache_dir=str(cache), retries=0).fetch("ticdata2000.txt").from_cache
+    assert server.requests[-1] == ("ticdata2000.txt", 200)
+
+
+def test_an_older_cache_entry_with_the_url_is_used_and_rewritten_without_it(source_with_user, tmp_path):
+    server, url = source_with_user
+    cache = tmp_path / "cache"
+    SourceFetcher(base=url, cache_dir=str(cache), retries=0).fetch("ticdata2000.txt")
+    path = cache / "ticdata2000.txt.http.json"
+    meta = json.loads(path.read_text())
+    old = {"url": url + "ticdata2000.txt", **{k: v for k, v in meta.items() if k not in ("shown_url", "url_sha256")}}
+    path.write_text(json.dumps(old))  # as an older version wrote it (mode kept: owner-only)
+    fetched = SourceFetcher(base=url, cache_dir=str(cache), retries=0).fetch("ticdata2000.txt")
+    assert fetched.from_cache and server.requests[-1] == ("ticdata2000.txt", 304)  # still this URL's entry
+    assert SOURCE_PASSWORD.encode() not in _cache_bytes(cache)
+    rewritten = json.loads(path.read_text())
+    assert "url" not in rewritten and rewritten["url_sha256"] == url_digest(url + "ticdata2000.txt")
+    assert rewritten["sha256"] == meta["sha256"]
+
+
+# -- 5. folder markers of any usual shape in the notes folder ------------------------------------
+
+MARKERS = (NOTES_ROOT + "_$folder$", NOTES_ROOT + "made by hand_$folder$", NOTES_ROOT + "run.120.x_$folder$",
+           NOTES_ROOT + "sub/", NOTES_ROOT + "sub/_$folder$", LOCKS_FOLDER.rstrip("/") + "_$folder$")
+
+
+def test_one_predicate_tells_folder_markers_from_notes():
+    assert all(is_folder_marker(key) for key in (*MARKERS, NOTES_ROOT, LOCKS_FOLDER))
+    assert not is_folder_marker(NOTES_ROOT + "run.120.abc.0123456789abcdef.@")
+
+
+def test_hadoop_folder_markers_in_the_notes_folder_are_no_notes(s3, bucket, make_location):
+    for marker in MARKERS:
+        s3.put_object(Bucket=bucket, Key=marker, Body=b"")
+    location = make_location(bucket)
+    locks = PrefixLocks(location.connect(), bucket)
+    locks.hold_for_run("a-run", location.written_roots(), what="t").release()
+    with locks.cleanup("a-cleanup", ["elsewhere/"], what="t"):
+        pass
+    # Left as they were: neither read as notes nor swept.
+    assert {key for key in keys_in(s3, bucket) if key.startswith(LOCKS_FOLDER.rstrip("/"))} == set(MARKERS)
+
+
+# -- 6. worker names belong to one cluster folder ----------------------------------------------
+
+
+READY_THEN_SLEEP = "import time\nprint('ready', flush=True)\ntime.sleep(600)"
+
+
+@pytest.fixture
+def worker_named():
+    started = []
+
+    def start(name: str) -> int:
+        process = subprocess.Popen([sys.executable, "-c", READY_THEN_SLEEP, "celery", "-n", name],
+                                   stdout=subprocess.PIPE, text=True, start_new_session=True)
+        started.append(process)
+        # Its command line is final once it runs its code (right after Popen, /proc may show none yet).
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        return process.pid
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def test_worker_names_differ_between_cluster_folders(tmp_path):
+    one = LocalCluster(private_folder(tmp_path, "one"), workers=2)
+    two = LocalCluster(private_folder(tmp_path, "two"), workers=2)
+    assert not set(one.node_names()) & set(two.node_names())
+    assert one.node_names() == LocalCluster(tmp_path / "one", workers=2).node_names()  # stable for a folder
+
+
+def test_an_older_workers_file_matches_only_this_folders_workers(tmp_path, worker_named):
+    """An older `workers.json` (bare pids, no start time) is matched by command line: a pid that
+    now names another folder's worker is not this folder's."""
+    one = LocalCluster(private_folder(tmp_path, "one"), workers=1)
+    two = LocalCluster(private_folder(tmp_path, "two"), workers=1)
+    theirs = worker_named(two.node_names()[0])
+    (one.directory / WORKERS_FILE).write_text(json.dumps({one.node_names()[0]: theirs}))
+    assert one._worker_pids() == {}  # noqa: SLF001 - what status and stop act on
+    # an older version's name (the same in every folder) is no name of this folder's either
+    older = worker_named("s3-assets-1@host")
+    (one.directory / WORKERS_FILE).write_text(json.dumps({"s3-assets-1@host": older}))
+    assert one._worker_pids() == {}  # noqa: SLF001
+    ours = worker_named(one.node_names()[0])
+    (one.directory / WORKERS_FILE).write_text(json.dumps({one.node_names()[0]: ours}))
+    assert one._worker_pids() == {one.node_names()[0]: ours}  # noqa: SLF001 - its own worker still is
