@@ -19,13 +19,21 @@ from s3_assets.local_cluster.cluster import WORKERS_FILE, LocalCluster
 from s3_assets.local_s3.server import STATE_FILE, STATE_VERSION, EmbeddedS3
 
 
+VICTIM_ARGUMENTS = ("unrelated-victim", "600")
+
+
 @pytest.fixture
 def victim():
-    """An unrelated process in a session of its own (so a killpg on its pid would end it)."""
-    process = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    """An unrelated process in a session of its own (so a killpg on its pid would end it). It
+    says `ready` once it runs its own code: until then (right after Popen returns, while the
+    kernel finishes the exec) /proc may show no command line yet."""
+    process = subprocess.Popen([sys.executable, "-c", "import time\nprint('ready', flush=True)\ntime.sleep(600)",
+                                *VICTIM_ARGUMENTS], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     yield process
     process.kill()
     process.wait()
+    process.stdout.close()
 
 
 def private_folder(tmp_path: Path, name: str) -> Path:
@@ -73,7 +81,7 @@ def test_the_recorded_process_is_identified_by_start_time_or_command_line(victim
     started = started_at(victim.pid)
     assert is_recorded_process(victim.pid, started)
     assert not is_recorded_process(victim.pid, started + 1)
-    assert is_recorded_process(victim.pid, None, "sleep", "600")
+    assert is_recorded_process(victim.pid, None, Path(sys.executable).name, " ".join(VICTIM_ARGUMENTS))
     assert not is_recorded_process(victim.pid, None, "weed")
     assert not is_recorded_process(victim.pid, None)
 
