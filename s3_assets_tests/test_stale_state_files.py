@@ -18,7 +18,6 @@ from s3_assets.local_cluster.broker import LocalBroker
 from s3_assets.local_cluster.cluster import WORKERS_FILE, LocalCluster
 from s3_assets.local_s3.server import STATE_FILE, STATE_VERSION, EmbeddedS3
 
-
 VICTIM_ARGUMENTS = ("unrelated-victim", "600")
 
 
