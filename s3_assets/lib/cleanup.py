@@ -328,6 +328,8 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
         waiting: list[tuple[str, int, Target, tuple[str, ...]]] = []  # heap: (until, order, target, probes)
         order = itertools.count()
         settled: set[str] = set()  # probes listed whole without a refusal
+        pending: dict[str, None] = {}  # probes of waiting keys not yet listed, in listing order
+        probed: set[str] = set()
         stop = _Stop(None if dry_run else check)
         try:
             for root in roots:
@@ -347,17 +349,23 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
                     for t, v in zip(targets, verdicts, strict=True):
                         if isinstance(v, HoldUntil):
                             heapq.heappush(waiting, (v.key, next(order), t, v.probes))
+                            pending.update((p, None) for p in v.probes if p not in probed)
                     now = [t for t, v in zip(targets, verdicts, strict=True) if v is not True and not isinstance(v, HoldUntil)]
                     passed = max((t.key for t in page), default="")  # every key up to it is listed
                     while waiting and waiting[0][0] < passed:
                         now.append(heapq.heappop(waiting)[2])
                     if waiting and foreign is not None and not versions and len(page) >= BATCH:  # more pages follow
-                        probes = list(dict.fromkeys(p for entry in sorted(waiting) for p in entry[3] if p not in settled))
-                        done, refusal = _probe(client, bucket, probes[:PROBES_PER_PAGE], foreign)
+                        for probe in [p for p in pending if passed > p and not passed.startswith(p)]:
+                            del pending[probe]  # the listing has passed all of it: nothing to ask
+                        probes = list(itertools.islice(pending, PROBES_PER_PAGE))  # each listed once at most
+                        for probe in probes:
+                            del pending[probe]
+                        probed.update(probes)
+                        done, refusal = _probe(client, bucket, probes, foreign)
                         settled |= done
                         if refusal:
                             report.refused = printable(refusal)
-                        ready = [entry for entry in waiting if entry[3] and settled.issuperset(entry[3])]
+                        ready = [entry for entry in waiting if entry[3] and settled.issuperset(entry[3])] if done else []
                         if ready:
                             waiting = [entry for entry in waiting if not (entry[3] and settled.issuperset(entry[3]))]
                             heapq.heapify(waiting)
