@@ -307,7 +307,7 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
     called, locally, before each delete request and each listed page; nothing more is sent after.
 
     `foreign(key)`: a text (why the key is not this cleanup's: another configuration's stored
-    output) makes the cleanup refuse, before the page holding it is queued, and nothing more is
+    output, S3 copy or lock note) makes the cleanup refuse, before the page holding it is queued, and nothing more is
     listed or sent (a dry run fails the same); True holds the key back until every root is listed
     without a refusal (it may belong to something a later page shows to be foreign); HoldUntil(k)
     until the listing has passed k (S3 lists keys in UTF-8 byte order, which is str order); False
