@@ -17,10 +17,12 @@ Held: `check` (the cleanup's lock-note lease, `Hold.ensure_live`) is called righ
 delete request is sent and before each listed page is queued; once it fails nothing more is
 sent or listed, and the report says what was deleted and what was not, and why.
 
-Not its own: `foreign` (the cleanup op: another configuration's stored values, recognised by
-name) is asked about each listed key before its page is queued; a refusal stops the listing and
-the deletes there, the report says what earlier pages deleted, and keys it holds back (a value's
-`manifest.json`, which lists before its version folders) go only once everything is listed.
+Not its own: `foreign` (the cleanup op: another configuration's stored values or S3 copies,
+recognised by name) is asked about each listed key before its page is queued; a refusal stops the
+listing and the deletes there, the report says what earlier pages deleted, and keys it holds back
+go only once the listing has shown they are not foreign: a value's `manifest.json` (it lists
+before its version folders) once everything is listed, a key that may belong to a nested
+configuration (`HoldUntil`) once the listing has passed where that configuration's copies sort.
 
 Versioned buckets: a delete without VersionId only adds a delete marker. The report says whether
 the bucket is versioned; `delete_versions` removes every version and marker under the roots.
@@ -28,6 +30,8 @@ the bucket is versioned; `delete_versions` removes every version and marker unde
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -256,7 +260,41 @@ class _Stop:
         return run
 
 
-Foreign = Callable[[str], str | bool | None]
+@dataclass(frozen=True)
+class HoldUntil:
+    """`foreign`'s verdict on a key that may belong to something a later key would show to be
+    foreign, when S3's listing order says where that key would be: held back until the listing
+    has passed `key` (listed a greater one, or finished the root) without a refusal, then sent.
+    Or sooner: once each of `probes` (prefixes under the root where such keys would be) has been
+    listed whole without a refusal; `clean` lists them, one page each, when a full page leaves
+    keys waiting (so a big folder's deletes stay pipelined)."""
+
+    key: str
+    probes: tuple[str, ...] = ()
+
+
+PROBES_PER_PAGE = 8  # prefixes probed after a listed page at most (one LIST each)
+
+
+def _probe(client: Any, bucket: str, prefixes: list[str], foreign: Foreign) -> tuple[set[str], str]:
+    """Lists each prefix (one page): those listed whole without a key `foreign` refuses, and the
+    first refusal (`key: why`, not yet escaped). A failed LIST settles nothing: the listing will."""
+    done: set[str] = set()
+    for prefix in prefixes:
+        try:
+            answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=BATCH)
+        except S3_FAILURES:
+            continue
+        for item in answer.get("Contents", ()):
+            verdict = foreign(item["Key"])
+            if isinstance(verdict, str):
+                return done, f"{item['Key']}: {verdict}"
+        if not answer.get("IsTruncated"):
+            done.add(prefix)
+    return done, ""
+
+
+Foreign = Callable[[str], str | bool | HoldUntil | None]
 
 
 def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_versions: bool = False,
@@ -269,10 +307,11 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
     called, locally, before each delete request and each listed page; nothing more is sent after.
 
     `foreign(key)`: a text (why the key is not this cleanup's: another configuration's stored
-    output) makes the cleanup refuse, before the page holding it is queued, and nothing more is
+    output, S3 copy or lock note) makes the cleanup refuse, before the page holding it is queued, and nothing more is
     listed or sent (a dry run fails the same); True holds the key back until every root is listed
-    without a refusal (it may belong to something a later page shows to be foreign); False or
-    None: the key is deleted as usual.
+    without a refusal (it may belong to something a later page shows to be foreign); HoldUntil(k)
+    until the listing has passed k (S3 lists keys in UTF-8 byte order, which is str order); False
+    or None: the key is deleted as usual.
 
     Pipelined: each listed page's keys are checked and sent as a batch at once, while the next
     page is listed (and the versioning check runs alongside, unless it decides what is listed).
@@ -286,6 +325,11 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
         versions = delete_versions and report.versioned
         sent: list[Future[tuple[dict[str, str], list[Target], str | None]]] = []
         held: list[Target] = []  # keys `foreign` holds back until the whole listing passed
+        waiting: list[tuple[str, int, Target, tuple[str, ...]]] = []  # heap: (until, order, target, probes)
+        order = itertools.count()
+        settled: set[str] = set()  # probes listed whole without a refusal
+        pending: dict[str, None] = {}  # probes of waiting keys not yet listed, in listing order
+        probed: set[str] = set()
         stop = _Stop(None if dry_run else check)
         try:
             for root in roots:
@@ -302,11 +346,42 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
                         break
                     report.targets += targets
                     held += [t for t, v in zip(targets, verdicts, strict=True) if v is True]
-                    now = [t for t, v in zip(targets, verdicts, strict=True) if v is not True]
+                    for t, v in zip(targets, verdicts, strict=True):
+                        if isinstance(v, HoldUntil):
+                            heapq.heappush(waiting, (v.key, next(order), t, v.probes))
+                            pending.update((p, None) for p in v.probes if p not in probed)
+                    now = [t for t, v in zip(targets, verdicts, strict=True) if v is not True and not isinstance(v, HoldUntil)]
+                    passed = max((t.key for t in page), default="")  # every key up to it is listed
+                    while waiting and waiting[0][0] < passed:
+                        now.append(heapq.heappop(waiting)[2])
+                    if waiting and foreign is not None and not versions and len(page) >= BATCH:  # more pages follow
+                        for probe in [p for p in pending if passed > p and not passed.startswith(p)]:
+                            del pending[probe]  # the listing has passed all of it: nothing to ask
+                        probes = list(itertools.islice(pending, PROBES_PER_PAGE))  # each listed once at most
+                        for probe in probes:
+                            del pending[probe]
+                        probed.update(probes)
+                        done, refusal = _probe(client, bucket, probes, foreign)
+                        settled |= done
+                        if refusal:
+                            report.refused = printable(refusal)
+                        ready = [entry for entry in waiting if entry[3] and settled.issuperset(entry[3])] if done else []
+                        if ready:
+                            waiting = [entry for entry in waiting if not (entry[3] and settled.issuperset(entry[3]))]
+                            heapq.heapify(waiting)
+                            now += [entry[2] for entry in ready]
                     if not dry_run:
                         sent += [pool.submit(stop.guard(chunk, job)) for chunk, job in planned_jobs(client, bucket, now)]
+                    if report.refused:
+                        break
                 if report.stopped_listing or report.refused:
                     break
+                # The root is listed whole: whatever waited on a key of it has been passed.
+                listed, waiting = [entry[2] for entry in waiting], []
+                if listed and not dry_run:
+                    sent += [pool.submit(stop.guard(chunk, job)) for chunk, job in planned_jobs(client, bucket, listed)]
+            if report.refused or report.stopped_listing:
+                held += [entry[2] for entry in waiting]
             if report.refused:
                 report.not_sent += [t.label() for t in held]
             elif held and not dry_run:  # every root listed and nothing foreign: the held-back keys go too
@@ -315,6 +390,7 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
             if not sent or isinstance(error, OutsidePrefixError):
                 raise
             report.interrupted = str(error)  # some deletes went: say which, and that the listing stopped
+            report.not_sent += [t.label() for t in held] + [entry[2].label() for entry in waiting]
         finally:
             results = [future.result() for future in sent]  # what was sent is waited for, and reported
             report.versioning = versioning.result()

@@ -1,7 +1,8 @@
 """The cleanup job: delete everything under the prefix (and the project's stored outputs for it)
 and nothing else, on demand or weekly. A dry run unless `dry_run: false` is written out."""
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
@@ -36,10 +37,10 @@ from s3_assets.defs.metadata import code_block
 from s3_assets.defs.resources import DEFAULT_IO_PREFIX, S3Prefix, normalise_prefix, prefixes_overlap
 from s3_assets.lib import stored_values
 from s3_assets.lib.changes import state_digest, state_of
-from s3_assets.lib.cleanup import CleanupError, CleanupReport, clean
+from s3_assets.lib.cleanup import CleanupError, CleanupReport, Foreign, HoldUntil, clean
 from s3_assets.lib.errors import ConfigError, S3AssetsError
 from s3_assets.lib.listing import list_objects
-from s3_assets.lib.prefix_lock import Hold
+from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, overlap_form
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
 from s3_assets.per_file.retention import remove_file_partitions
@@ -70,15 +71,71 @@ def refuse_overlap(s3_prefix: S3Prefix) -> None:
             "cleanup would delete theirs; choose a data prefix outside it")
 
 
-def others_outputs(s3_prefix: S3Prefix, outputs_root: str) -> Callable[[str], str | bool | None]:
-    """`clean`'s `foreign`: an object of a stored value's version folder outside this
-    configuration's own outputs is another configuration's stored output (its IO prefix lies in
-    this data prefix, whatever this configuration's IO prefix is): the cleanup refuses, naming
-    it. A `manifest.json` outside the own outputs may be such a value's pointer (it lists before
-    its version folders): held back until the whole listing passed. No request: the names decide."""
-    def foreign(key: str) -> str | bool | None:
-        if key.startswith(outputs_root):
-            return None
+# The S3 copies' keys below a data prefix (`raw/train.csv`, ...), folded as prefixes are compared.
+# The same layout deeper under a cleaned prefix is another configuration's data.
+COPY_LAYOUTS = tuple(tuple(overlap_form(part) for part in table.s3_relative.split("/")) for table in UCI_TABLES)
+LAST_COPY = max(table.s3_relative for table in UCI_TABLES)  # the last of them in S3's listing order
+(COPIES_FOLDER,) = {table.s3_relative.split("/", 1)[0] + "/" for table in UCI_TABLES}  # `raw/`: they all lie in it
+_SEGMENT = re.compile(r"[^/\\]+")  # a key's segments as a server that reads `\` as `/` and drops `//` stores it
+
+
+def nested_configuration(rest: str) -> str | None:
+    """The folder (as listed, without its trailing '/') below a cleaned data prefix that `rest`
+    (a listed key below it) shows to be another configuration's data prefix: `rest` is that
+    folder's S3 copy (`<folder>/raw/train.csv`, any depth; compared as the server stores it and
+    folded, so `\\`, `//` and case spellings count too). None for the prefix's own copies
+    (`raw/train.csv`) and any other key."""
+    segments = list(_SEGMENT.finditer(rest))
+    folded = tuple(overlap_form(segment.group()) for segment in segments)
+    for layout in COPY_LAYOUTS:
+        if len(segments) > len(layout) and folded[-len(layout):] == layout:
+            return rest[:segments[-len(layout)].start()].rstrip("/\\")
+    return None
+
+
+def _is_lock_note(rest: str) -> bool:
+    """A lock note by name: under this release's notes folder, or an older release's
+    (`<io_prefix>/<prefix>/.locks/writers/…`, `.locks/cleanup.json`)."""
+    folded = [overlap_form(segment) for segment in _SEGMENT.findall(rest)]
+    notes = overlap_form(LOCKS_FOLDER.rstrip("/"))
+    return notes in folded or any(a == ".locks" and b in ("writers", "cleanup.json")
+                                  for a, b in zip(folded, folded[1:], strict=False))
+
+
+def not_its_own(s3_prefix: S3Prefix, outputs_root: str) -> Foreign:
+    """`clean`'s `foreign`: what, under the cleaned roots, belongs to another configuration,
+    recognised by name (no request), outside this configuration's own stored outputs:
+
+    - another configuration's S3 copies (`<prefix>/<sub…>/raw/train.csv`: its S3_ASSETS_PREFIX
+      lies inside this one; `nested_configuration`) or lock notes: refused, naming its prefix
+      and how to clean it. A key in a sub-folder may be such a configuration's (`<sub>/x.csv`
+      lists before `<sub>/raw/train.csv`): held back (`HoldUntil`) until the listing has passed
+      where the copies of every folder holding it would be, or `clean` has listed each such
+      folder's `raw/` and found none;
+    - an object of a stored value's version folder: another configuration's stored output (its
+      IO prefix lies in this data prefix, whatever this configuration's IO prefix is): refused,
+      naming it. A `manifest.json` may be such a value's pointer (it lists before its version
+      folders): held back until the whole listing passed."""
+    data_root = s3_prefix.destructive_root()
+
+    def foreign(key: str) -> str | bool | HoldUntil | None:
+        if key.startswith(outputs_root) or not key.startswith(data_root):
+            return None  # its own stored outputs (`clean` refuses any key outside the roots)
+        rest = key[len(data_root):]
+        nested = nested_configuration(rest)
+        if nested is not None:
+            other = data_root + nested
+            # Not repr(): `clean` escapes the whole text once (`printable`), backslashes included.
+            return (f"an S3 copy of another configuration's data: its S3_ASSETS_PREFIX {other} lies inside this "
+                    f"cleanup's S3_ASSETS_PREFIX {data_root}, and deleting its copies would leave its stored outputs "
+                    "and its assets in the catalog pointing at nothing. Clean it with its own cleanup first "
+                    f"(cleanup_job with S3_ASSETS_PREFIX={other} and that configuration's S3_ASSETS_IO_PREFIX: it "
+                    "also removes its stored outputs and marks its assets as gone), then run this cleanup again")
+        if _is_lock_note(rest):
+            return (f"a lock note (runs and cleanups exclude each other through it) inside S3_ASSETS_PREFIX "
+                    f"{s3_prefix.prefix!r}, not this cleanup's: some configuration's S3_ASSETS_IO_PREFIX lies "
+                    "inside this data prefix; check S3_ASSETS_PREFIX, or move that configuration's "
+                    "S3_ASSETS_IO_PREFIX out of it")
         part = stored_values.stored_value_part(key)
         if part == "version":
             return (f"a stored step output of another configuration (a version folder of a stored value), not under "
@@ -86,7 +143,13 @@ def others_outputs(s3_prefix: S3Prefix, outputs_root: str) -> Callable[[str], st
                     f"S3_ASSETS_IO_PREFIX lies inside S3_ASSETS_PREFIX {s3_prefix.prefix!r} (this one's is "
                     f"{s3_prefix.io_prefix!r}): check S3_ASSETS_PREFIX, or move that configuration's "
                     "S3_ASSETS_IO_PREFIX out of it")
-        return part == "pointer"
+        if part == "pointer":
+            return True
+        folders = [data_root + rest[:i] for i, char in enumerate(rest) if char == "/" and i > 0]
+        if not folders:
+            return None  # directly under the prefix: no nested configuration holds it
+        return HoldUntil(max(f"{folder}/{LAST_COPY}" for folder in folders),
+                         probes=tuple(f"{folder}/{COPIES_FOLDER}" for folder in folders))
     return foreign
 
 
@@ -223,7 +286,7 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
         run = run_status(run_id)
         return None if run is None else run.is_finished
 
-    foreign = others_outputs(s3_prefix, outputs_root)
+    foreign = not_its_own(s3_prefix, outputs_root)
 
     def run_clean(hold: Hold | None = None) -> tuple[CleanupReport, CleanupError | None]:
         try:

@@ -1,0 +1,140 @@
+"""A cleanup of a parent prefix never deletes a nested configuration's data (issue 19 §2):
+configuration A has `S3_ASSETS_PREFIX=grp/e5`; a cleanup of `grp` would delete A's copies
+(`grp/e5/raw/*.csv`), report success and leave A's stored outputs and catalog pointing at
+nothing. The cleanup recognises A's copies by their layout below its own prefix (any depth,
+spelled as the server stores them) and refuses, dry run too, naming A's prefix and how to clean
+it; keys of A that list before its copies (other pages) are held back until the listing has
+passed where the copies would be."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from dagster import DagsterInstance
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from s3_assets.defs.resources import S3Prefix
+from s3_assets.lib.source import UCI_TABLES
+from s3_assets.lib.text import printable
+from s3_assets_tests.fault_proxy import FaultProxy
+from s3_assets_tests.test_cleanup import keys_in
+from s3_assets_tests.test_cleanup_safety import COPIES, custom, failure_of, latest_status, run_cleanup
+from s3_assets_tests.test_listing import put_many
+
+RELATIVES = [table.s3_relative for table in UCI_TABLES]  # raw/train.csv, ..., raw/metadata/col_info.csv
+
+
+def refused(location, *, dry_run: bool) -> str:
+    result = run_cleanup(location, raise_on_error=False, dry_run=dry_run)
+    assert not result.success
+    return failure_of(result)
+
+
+@pytest.mark.parametrize(("nested", "relative"), list(zip(["grp/e5", "grp/a/e5", "grp/raw", "grp/a/b/c/e5"],
+                                                          RELATIVES, strict=True)))
+def test_a_parent_cleanup_refuses_a_nested_configurations_copies(s3, bucket, make_location, nested, relative):
+    """Depth 1, 2 and 4, and a nested prefix named `raw` (its copies are `grp/raw/raw/...`,
+    the parent's own are `grp/raw/...`), each with another of the four copies (one is enough
+    to tell): dry run and real run refuse, nothing is deleted, the message names the nested
+    prefix and its own cleanup."""
+    own = ["grp/raw/train.csv", "grp/raw/metadata/col_info.csv", "grp/notes.txt", "grp/zzz/later.csv"]
+    theirs = [f"{nested}/{relative}", f"{nested}/aaa.txt"]
+    put_many(s3, bucket, own + theirs)
+    before = keys_in(s3, bucket)
+    for dry_run in (True, False):
+        message = refused(make_location(bucket, prefix="grp"), dry_run=dry_run)
+        assert "refusing to clean up" in message and "Nothing was deleted" in message
+        assert f"its S3_ASSETS_PREFIX {nested} lies inside" in message and f"S3_ASSETS_PREFIX={nested}" in message
+        assert "an S3 copy of another configuration's data" in message
+        assert keys_in(s3, bucket) == before
+    if nested == "grp/raw":  # without it the same cleanup deletes its own, `raw/` and sub-folders included
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in theirs]})
+        assert run_cleanup(make_location(bucket, prefix="grp"), dry_run=False).success
+        assert keys_in(s3, bucket) == set()
+
+
+@pytest.mark.parametrize(("written", "named"), [
+    ("grp\\e5\\raw\\train.csv", "grp/e5"),              # `\` is stored as `/`
+    ("grp//e5/raw/gt.csv", "grp/e5"),                   # empty segments collapse
+    ("grp/e5//raw//test.csv", "grp/e5"),
+    ("grp/E5/RAW/Train.csv", "grp/E5"),                 # a server that folds case stores it as one
+    ("grp/e\x1b[31m5\u202e/raw/train.csv", "grp/e\x1b[31m5\u202e"),  # shown escaped
+])
+def test_odd_spellings_of_a_nested_configuration_are_refused_and_named_escaped(
+        s3, bucket, make_location, written, named):
+    put_many(s3, bucket, [written, "grp/notes.txt"])
+    before = keys_in(s3, bucket)
+    stored = (before - {"grp/notes.txt"}).pop()
+    assert "\\" not in stored and "//" not in stored  # the server stores it as the test expects
+    for dry_run in (True, False):
+        message = refused(make_location(bucket, prefix="grp"), dry_run=dry_run)
+        assert f"its S3_ASSETS_PREFIX {printable(named)} lies inside" in message
+        assert "\x1b" not in message and "\u202e" not in message
+        assert keys_in(s3, bucket) == before
+
+
+def test_a_nested_configuration_spread_over_pages_keeps_every_key(s3_server, s3, bucket):
+    """Pages of 1,000 keys: A's keys before its copies fill the first page, its copies are on
+    the second. The first page's keys that cannot be A's (directly under `grp/`, or in a folder
+    whose copies' place the listing has passed) go; A's wait. A full page leaving keys waiting,
+    the cleanup lists `grp/e5/raw/` (one LIST, the only extra request), finds A's copy and refuses
+    before the second page is requested; A's keys stay. (A big folder without copies is settled
+    the same way, so its deletes stay pipelined: test_cleanup_safety.py::
+    test_a_cleanup_whose_lease_lapsed_stops_before_the_next_batch_and_says_what_it_deleted.)"""
+    own_direct = [f"grp/0own{i}.txt" for i in range(3)]
+    own_folder = [f"grp/d/x{i}.csv" for i in range(4)]  # `grp/d/raw/train.csv` lists before `grp/e5/…`
+    theirs = [f"grp/e5/a{i:04d}.csv" for i in range(1100)] + [f"grp/e5/{relative}" for relative in RELATIVES]
+    after = ["grp/zz/x.csv"]
+    put_many(s3, bucket, own_direct + own_folder + theirs + after)
+    with FaultProxy(s3_server.state.ports.s3) as proxy:
+        location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket, prefix="grp")
+        message = refused(location, dry_run=True)
+        assert "Nothing was deleted" in message and keys_in(s3, bucket) == set(own_direct + own_folder + theirs + after)
+        with proxy.lock:
+            proxy.requests.clear()
+        message = refused(location, dry_run=False)
+        listed = [parse_qs(urlsplit(path).query) for method, path, _ in proxy.requests
+                  if method == "GET" and "list-type=2" in path]
+    assert keys_in(s3, bucket) == set(theirs + after)
+    assert "7 object(s) listed before it was found were deleted" in message
+    assert "its S3_ASSETS_PREFIX grp/e5 lies inside" in message
+    pages = [(query["prefix"][0], "continuation-token" in query or "start-after" in query) for query in listed
+             if query.get("prefix", [""])[0].startswith("grp/") and query.get("max-keys") == ["1000"]]
+    # The first page, the probe, then (no second page) the listing of what is left, which the
+    # cleanup records as the catalog's state.
+    assert pages[:3] == [("grp/", False), ("grp/e5/raw/", False), ("grp/", False)]
+    assert [prefix for prefix, _ in pages].count("grp/e5/raw/") == 1
+
+
+def test_a_real_nested_configuration_survives_the_parents_cleanup(s3, bucket, make_location, run_graph, uci_dir):
+    """The issue's case with real runs: A (`grp/e5`) materialized; a real cleanup of `grp`
+    is refused and A's copies, stored outputs and passed checks stay; A's own cleanup, then
+    `grp`'s, succeed."""
+    instance = DagsterInstance.ephemeral()
+    nested = make_location(bucket, prefix="grp/e5")
+    run_graph(nested, uci_dir, instance=instance)
+    put_many(s3, bucket, ["grp/mine.txt"])
+    before = keys_in(s3, bucket)
+    assert {f"grp/e5/{relative}" for relative in COPIES.values()} <= before
+    parent = make_location(bucket, prefix="grp")
+    result = run_cleanup(parent, instance=instance, raise_on_error=False, dry_run=False)
+    assert not result.success and "S3_ASSETS_PREFIX=grp/e5" in failure_of(result)
+    assert keys_in(s3, bucket) == before
+    passed = AssetCheckExecutionRecordStatus.SUCCEEDED
+    assert {latest_status(instance, asset, "object_exists") for asset in COPIES} == {passed}
+
+    assert run_cleanup(nested, instance=instance, dry_run=False).success
+    assert run_cleanup(parent, instance=instance, dry_run=False).success
+    assert not any(key.startswith("grp/") for key in keys_in(s3, bucket))
+
+
+@pytest.mark.parametrize("note", ["grp/io/e1/.locks/writers/run1/host-1-ab.json", "grp/io/e1/.locks/cleanup.json"])
+def test_another_configurations_lock_notes_are_refused(s3, bucket, make_location, note):
+    """An older release kept its notes under `<io_prefix>/<prefix>/.locks/`: another
+    configuration whose IO prefix lies in this data prefix."""
+    put_many(s3, bucket, [note, "grp/notes.txt"])
+    before = keys_in(s3, bucket)
+    for dry_run in (True, False):
+        assert "a lock note" in refused(make_location(bucket, prefix="grp"), dry_run=dry_run)
+        assert keys_in(s3, bucket) == before
