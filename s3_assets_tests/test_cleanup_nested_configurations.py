@@ -4,7 +4,8 @@ configuration A has `S3_ASSETS_PREFIX=grp/e5`; a cleanup of `grp` would delete A
 nothing. The cleanup recognises A's copies by their layout below its own prefix (any depth,
 spelled as the server stores them) and refuses, dry run too, naming A's prefix and how to clean
 it; keys of A that list before its copies (other pages) are held back until the listing has
-passed where the copies would be."""
+left A's folder, in S3's byte order as in SeaweedFS' folder-by-folder order, or a probe of its
+`raw/` has found no copy."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_a_parent_cleanup_refuses_a_nested_configurations_copies(s3, bucket, mak
     ("grp\\e5\\raw\\train.csv", "grp/e5"),              # `\` is stored as `/`
     ("grp//e5/raw/gt.csv", "grp/e5"),                   # empty segments collapse
     ("grp/e5//raw//test.csv", "grp/e5"),
-    ("grp/E5/RAW/Train.csv", "grp/E5"),                 # a server that folds case stores it as one
+    ("grp/E5/raw/train.csv", "grp/E5"),                 # the folder in any case (the copy's names are the project's)
     ("grp/e\x1b[31m5\u202e/raw/train.csv", "grp/e\x1b[31m5\u202e"),  # shown escaped
 ])
 def test_odd_spellings_of_a_nested_configuration_are_refused_and_named_escaped(
@@ -74,16 +75,22 @@ def test_odd_spellings_of_a_nested_configuration_are_refused_and_named_escaped(
         assert keys_in(s3, bucket) == before
 
 
+def listed_pages(proxy: FaultProxy) -> list[tuple[str, bool]]:
+    """The page-sized LIST requests the proxy saw under `grp/`: (prefix, a later page of it)."""
+    with proxy.lock:
+        queries = [parse_qs(urlsplit(path).query) for method, path, _ in proxy.requests
+                   if method == "GET" and "list-type=2" in path]
+    return [(query["prefix"][0], "continuation-token" in query or "start-after" in query) for query in queries
+            if query.get("prefix", [""])[0].startswith("grp/") and query.get("max-keys") == ["1000"]]
+
+
 def test_a_nested_configuration_spread_over_pages_keeps_every_key(s3_server, s3, bucket):
     """Pages of 1,000 keys: A's keys before its copies fill the first page, its copies are on
     the second. The first page's keys that cannot be A's (directly under `grp/`, or in a folder
-    whose copies' place the listing has passed) go; A's wait. A full page leaving keys waiting,
-    the cleanup lists `grp/e5/raw/` (one LIST, the only extra request), finds A's copy and refuses
-    before the second page is requested; A's keys stay. (A big folder without copies is settled
-    the same way, so its deletes stay pipelined: test_cleanup_safety.py::
-    test_a_cleanup_whose_lease_lapsed_stops_before_the_next_batch_and_says_what_it_deleted.)"""
+    the listing has left) go; A's wait (fewer than a batch: no probe), and the second page's
+    copy refuses before any of it is sent; A's keys stay."""
     own_direct = [f"grp/0own{i}.txt" for i in range(3)]
-    own_folder = [f"grp/d/x{i}.csv" for i in range(4)]  # `grp/d/raw/train.csv` lists before `grp/e5/…`
+    own_folder = [f"grp/d/x{i}.csv" for i in range(4)]
     theirs = [f"grp/e5/a{i:04d}.csv" for i in range(1100)] + [f"grp/e5/{relative}" for relative in RELATIVES]
     after = ["grp/zz/x.csv"]
     put_many(s3, bucket, own_direct + own_folder + theirs + after)
@@ -94,17 +101,47 @@ def test_a_nested_configuration_spread_over_pages_keeps_every_key(s3_server, s3,
         with proxy.lock:
             proxy.requests.clear()
         message = refused(location, dry_run=False)
-        listed = [parse_qs(urlsplit(path).query) for method, path, _ in proxy.requests
-                  if method == "GET" and "list-type=2" in path]
+        pages = listed_pages(proxy)
     assert keys_in(s3, bucket) == set(theirs + after)
     assert "7 object(s) listed before it was found were deleted" in message
     assert "its S3_ASSETS_PREFIX grp/e5 lies inside" in message
-    pages = [(query["prefix"][0], "continuation-token" in query or "start-after" in query) for query in listed
-             if query.get("prefix", [""])[0].startswith("grp/") and query.get("max-keys") == ["1000"]]
-    # The first page, the probe, then (no second page) the listing of what is left, which the
-    # cleanup records as the catalog's state.
-    assert pages[:3] == [("grp/", False), ("grp/e5/raw/", False), ("grp/", False)]
-    assert [prefix for prefix, _ in pages].count("grp/e5/raw/") == 1
+    # Two pages, no probe, then the listing of what is left (the catalog's state).
+    assert pages[:3] == [("grp/", False), ("grp/", True), ("grp/", False)], pages
+
+
+def test_a_folder_is_left_when_the_server_lists_folder_by_folder(s3_server, s3, bucket):
+    """SeaweedFS lists `grp/e5/…` before `grp/e5-b/…` (folder by folder; S3's byte order has
+    `-` before `/`). A's (`grp/e5-b`) first key ends the first page, after 999 of the parent's
+    own keys in `grp/e5/`; its copy starts the second. The listing has left `grp/e5/` (its keys
+    go), not `grp/e5-b/` (its key waits): the copy refuses and every key of A stays."""
+    own = [f"grp/e5/k{i:03d}.csv" for i in range(999)]
+    theirs = ["grp/e5-b/a.csv", "grp/e5-b/raw/train.csv"]
+    put_many(s3, bucket, own + theirs)
+    first = s3.list_objects_v2(Bucket=bucket, Prefix="grp/", MaxKeys=1000)
+    assert first["Contents"][-1]["Key"] == "grp/e5-b/a.csv"  # the order this test is about
+    location = S3Prefix(s3=custom(s3_server.state.endpoint_url, s3_server), bucket=bucket, prefix="grp")
+    message = refused(location, dry_run=False)
+    assert "its S3_ASSETS_PREFIX grp/e5-b lies inside" in message
+    assert keys_in(s3, bucket) == set(theirs)
+
+
+def test_a_big_folder_is_probed_once_and_a_copy_found_there_refuses_before_its_page_is_sent(s3_server, s3, bucket):
+    """A batch's worth of keys waiting on one folder: the cleanup lists the folder's `raw/`
+    once (the only extra request) instead of holding them to the end. Free (`grp/big/`), its keys
+    go at once, the later pages' too; holding a copy (`grp/nest/`: the 4th page leaves 1,900 of its
+    keys waiting), nothing of that page is sent."""
+    big = [f"grp/big/a{i:04d}.csv" for i in range(2100)]
+    nested = [f"grp/nest/a{i:04d}.csv" for i in range(2000)] + ["grp/nest/raw/gt.csv"]
+    put_many(s3, bucket, big + nested)
+    with FaultProxy(s3_server.state.ports.s3) as proxy:
+        location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket, prefix="grp")
+        message = refused(location, dry_run=False)
+        pages = listed_pages(proxy)
+    assert "its S3_ASSETS_PREFIX grp/nest lies inside" in message
+    assert "2100 object(s) listed before it was found were deleted" in message
+    assert keys_in(s3, bucket) == set(nested)
+    probes = [prefix for prefix, _ in pages if prefix != "grp/"]
+    assert probes == ["grp/big/raw/", "grp/nest/raw/"]
 
 
 def test_a_real_nested_configuration_survives_the_parents_cleanup(s3, bucket, make_location, run_graph, uci_dir):

@@ -62,13 +62,13 @@ def test_a_cleanup_refuses_another_configurations_stored_outputs_in_its_prefix(s
 
 def test_a_pointer_listed_pages_before_its_version_folder_is_not_deleted(s3, bucket, make_location):
     """Pages of 1,000: the value's `manifest.json` is on the first page, its version folder on
-    the second. The first page's other keys go (and are named as deleted); the pointer is held
-    back, the second page is refused before it is queued. (The other keys sort after
-    `x/e1/train/raw/train.csv`, where a nested configuration's copies would be: the listing
-    has passed that, so they are not held back for it: test_cleanup_nested_configurations.)"""
+    the third. The pointer is held back; the other keys of the first two pages go (and are named
+    as deleted: a batch's worth waiting in `x/e1/train/`, the cleanup's probe of that folder's
+    `raw/` shows it is no nested configuration's, test_cleanup_nested_configurations); the third
+    page is refused before it is queued."""
     location = make_location(bucket, prefix="x", io_prefix="io2")
     version = "v00000000000000000001-0123abcd-somerun"
-    plain = [f"x/e1/train/s{i:04d}" for i in range(1000)]
+    plain = [f"x/e1/train/s{i:04d}" for i in range(2000)]
     kept = ["x/e1/train/manifest.json", f"x/e1/train/{version}/manifest.json", f"x/e1/train/{version}/train.parquet"]
     put_many(s3, bucket, plain + kept)
     result = run_cleanup(location, raise_on_error=False, dry_run=False, keep_outputs=True)
@@ -76,8 +76,8 @@ def test_a_pointer_listed_pages_before_its_version_folder_is_not_deleted(s3, buc
     message = failure_of(result)
     left = keys_in(s3, bucket)
     assert set(kept) <= left  # the stored value is whole
-    assert "999 object(s) listed before it was found were deleted" in message
-    assert left == set(kept) | {"x/e1/train/s0999"}
+    assert "1999 object(s) listed before it was found were deleted" in message
+    assert left == set(kept) | {"x/e1/train/s1999"}
     assert f"x/e1/train/{version}/" in message
 
 

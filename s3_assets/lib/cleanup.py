@@ -21,8 +21,9 @@ Not its own: `foreign` (the cleanup op: another configuration's stored values or
 recognised by name) is asked about each listed key before its page is queued; a refusal stops the
 listing and the deletes there, the report says what earlier pages deleted, and keys it holds back
 go only once the listing has shown they are not foreign: a value's `manifest.json` (it lists
-before its version folders) once everything is listed, a key that may belong to a nested
-configuration (`HoldUntil`) once the listing has passed where that configuration's copies sort.
+before its version folders) once everything is listed, a key in a folder that may be a nested
+configuration's prefix (`InFolders`) once the listing has left the folder or a probe of it
+found no copy.
 
 Versioned buckets: a delete without VersionId only adds a delete marker. The report says whether
 the bucket is versioned; `delete_versions` removes every version and marker under the roots.
@@ -30,8 +31,6 @@ the bucket is versioned; `delete_versions` removes every version and marker unde
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -261,19 +260,20 @@ class _Stop:
 
 
 @dataclass(frozen=True)
-class HoldUntil:
-    """`foreign`'s verdict on a key that may belong to something a later key would show to be
-    foreign, when S3's listing order says where that key would be: held back until the listing
-    has passed `key` (listed a greater one, or finished the root) without a refusal, then sent.
-    Or sooner: once each of `probes` (prefixes under the root where such keys would be) has been
-    listed whole without a refusal; `clean` lists them, one page each, when a full page leaves
-    keys waiting (so a big folder's deletes stay pipelined)."""
+class InFolders:
+    """`foreign`'s verdict on a key that lies in `folders` (prefixes ending in '/', below the
+    cleaned root), one of which may be another configuration's prefix that a key listed later
+    would show (its copy, `<folder>raw/train.csv`). Held back until, for each folder, the listing
+    has left it, or `<folder><probe>` has been listed whole without a refusal. A folder's keys
+    list together, in S3's byte order as in SeaweedFS' folder-by-folder order (which differ:
+    `a/x` and `a-b/x` swap), so "left it" is "the last key listed lies outside it", true in both;
+    no order between folders is assumed."""
 
-    key: str
-    probes: tuple[str, ...] = ()
+    folders: tuple[str, ...]
+    probe: str
 
 
-PROBES_PER_PAGE = 8  # prefixes probed after a listed page at most (one LIST each)
+PROBES_PER_PAGE = 8  # folders probed after a listed page at most (one LIST each)
 
 
 def _probe(client: Any, bucket: str, prefixes: list[str], foreign: Foreign) -> tuple[set[str], str]:
@@ -294,7 +294,45 @@ def _probe(client: Any, bucket: str, prefixes: list[str], foreign: Foreign) -> t
     return done, ""
 
 
-Foreign = Callable[[str], str | bool | HoldUntil | None]
+class _Waiting:
+    """Keys held back by an `InFolders` verdict, and the folders proven free of another
+    configuration (`settled`: their probe listed whole without a refusal)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Target, InFolders]] = []
+        self.settled: set[str] = set()
+        self.asked: dict[str, str] = {}  # probe prefix -> its folder, each asked once
+
+    def hold(self, target: Target, verdict: InFolders) -> None:
+        self.entries.append((target, verdict))
+
+    def release(self, last: str) -> list[Target]:
+        """The keys whose every folder the listing has left (`last`: the last key listed so far)
+        or a probe settled; the others stay."""
+        released: list[Target] = []
+        kept: list[tuple[Target, InFolders]] = []
+        for target, verdict in self.entries:
+            if all(folder in self.settled or not last.startswith(folder) for folder in verdict.folders):
+                released.append(target)
+            else:
+                kept.append((target, verdict))
+        self.entries = kept
+        return released
+
+    def to_probe(self, last: str) -> list[str]:
+        """The probe prefixes of the folders that still hold keys back (those that hold `last`),
+        each asked once, PROBES_PER_PAGE at most."""
+        wanted = {folder + verdict.probe: folder for _, verdict in self.entries for folder in verdict.folders
+                  if last.startswith(folder) and folder not in self.settled}
+        prefixes = [prefix for prefix in wanted if prefix not in self.asked][:PROBES_PER_PAGE]
+        self.asked.update((prefix, wanted[prefix]) for prefix in prefixes)
+        return prefixes
+
+    def settle(self, prefixes: set[str]) -> None:
+        self.settled |= {self.asked[prefix] for prefix in prefixes}
+
+
+Foreign = Callable[[str], str | bool | InFolders | None]
 
 
 def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_versions: bool = False,
@@ -309,9 +347,10 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
     `foreign(key)`: a text (why the key is not this cleanup's: another configuration's stored
     output, S3 copy or lock note) makes the cleanup refuse, before the page holding it is queued, and nothing more is
     listed or sent (a dry run fails the same); True holds the key back until every root is listed
-    without a refusal (it may belong to something a later page shows to be foreign); HoldUntil(k)
-    until the listing has passed k (S3 lists keys in UTF-8 byte order, which is str order); False
-    or None: the key is deleted as usual.
+    without a refusal (it may belong to something a later page shows to be foreign); `InFolders`
+    until the listing has left its folders, or a probe has shown them free (a real run lists a
+    folder's `probe` once, when a batch's worth of keys waits on it, so a big folder's deletes stay
+    pipelined); False or None: the key is deleted as usual.
 
     Pipelined: each listed page's keys are checked and sent as a batch at once, while the next
     page is listed (and the versioning check runs alongside, unless it decides what is listed).
@@ -325,11 +364,7 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
         versions = delete_versions and report.versioned
         sent: list[Future[tuple[dict[str, str], list[Target], str | None]]] = []
         held: list[Target] = []  # keys `foreign` holds back until the whole listing passed
-        waiting: list[tuple[str, int, Target, tuple[str, ...]]] = []  # heap: (until, order, target, probes)
-        order = itertools.count()
-        settled: set[str] = set()  # probes listed whole without a refusal
-        pending: dict[str, None] = {}  # probes of waiting keys not yet listed, in listing order
-        probed: set[str] = set()
+        waiting = _Waiting()  # keys `foreign` holds back until the listing has left their folders
         stop = _Stop(None if dry_run else check)
         try:
             for root in roots:
@@ -345,44 +380,37 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
                         report.refused = printable(f"{why[0].key}: {why[1]}")
                         break
                     report.targets += targets
-                    held += [t for t, v in zip(targets, verdicts, strict=True) if v is True]
-                    for t, v in zip(targets, verdicts, strict=True):
-                        if isinstance(v, HoldUntil):
-                            heapq.heappush(waiting, (v.key, next(order), t, v.probes))
-                            pending.update((p, None) for p in v.probes if p not in probed)
-                    now = [t for t, v in zip(targets, verdicts, strict=True) if v is not True and not isinstance(v, HoldUntil)]
-                    passed = max((t.key for t in page), default="")  # every key up to it is listed
-                    while waiting and waiting[0][0] < passed:
-                        now.append(heapq.heappop(waiting)[2])
-                    if waiting and foreign is not None and not versions and len(page) >= BATCH:  # more pages follow
-                        for probe in [p for p in pending if passed > p and not passed.startswith(p)]:
-                            del pending[probe]  # the listing has passed all of it: nothing to ask
-                        probes = list(itertools.islice(pending, PROBES_PER_PAGE))  # each listed once at most
-                        for probe in probes:
-                            del pending[probe]
-                        probed.update(probes)
-                        done, refusal = _probe(client, bucket, probes, foreign)
-                        settled |= done
-                        if refusal:
+                    now = []
+                    for target, verdict in zip(targets, verdicts, strict=True):
+                        if verdict is True:
+                            held.append(target)
+                        elif isinstance(verdict, InFolders):
+                            waiting.hold(target, verdict)
+                        else:
+                            now.append(target)
+                    # Versions: a page's versions and delete markers come as two lists, whose order
+                    # between them says nothing of where the listing is: held until the root is listed.
+                    last = page[-1].key if page and not versions else None
+                    now += waiting.release(last) if last is not None else []
+                    if foreign is not None and last is not None and len(waiting.entries) >= BATCH and not dry_run:
+                        # a batch's worth waits on folders the listing is still in: probe them
+                        done, refusal = _probe(client, bucket, waiting.to_probe(last), foreign)
+                        if refusal:  # before any of this page is sent
                             report.refused = printable(refusal)
-                        ready = [entry for entry in waiting if entry[3] and settled.issuperset(entry[3])] if done else []
-                        if ready:
-                            waiting = [entry for entry in waiting if not (entry[3] and settled.issuperset(entry[3]))]
-                            heapq.heapify(waiting)
-                            now += [entry[2] for entry in ready]
+                            report.not_sent += [t.label() for t in now]
+                            break
+                        waiting.settle(done)
+                        now += waiting.release(last)
                     if not dry_run:
                         sent += [pool.submit(stop.guard(chunk, job)) for chunk, job in planned_jobs(client, bucket, now)]
-                    if report.refused:
-                        break
                 if report.stopped_listing or report.refused:
                     break
-                # The root is listed whole: whatever waited on a key of it has been passed.
-                listed, waiting = [entry[2] for entry in waiting], []
+                # The root is listed whole without a refusal: every folder of it has been left.
+                listed = waiting.release("")
                 if listed and not dry_run:
                     sent += [pool.submit(stop.guard(chunk, job)) for chunk, job in planned_jobs(client, bucket, listed)]
+            held += waiting.release("") if report.refused or report.stopped_listing else []  # never sent
             if report.refused or report.stopped_listing:
-                held += [entry[2] for entry in waiting]
-            if report.refused:
                 report.not_sent += [t.label() for t in held]
             elif held and not dry_run:  # every root listed and nothing foreign: the held-back keys go too
                 sent += [pool.submit(stop.guard(chunk, job)) for chunk, job in planned_jobs(client, bucket, held)]
@@ -390,7 +418,7 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
             if not sent or isinstance(error, OutsidePrefixError):
                 raise
             report.interrupted = str(error)  # some deletes went: say which, and that the listing stopped
-            report.not_sent += [t.label() for t in held] + [entry[2].label() for entry in waiting]
+            report.not_sent += [t.label() for t in held + waiting.release("")]
         finally:
             results = [future.result() for future in sent]  # what was sent is waited for, and reported
             report.versioning = versioning.result()

@@ -37,7 +37,7 @@ from s3_assets.defs.metadata import code_block
 from s3_assets.defs.resources import DEFAULT_IO_PREFIX, S3Prefix, normalise_prefix, prefixes_overlap
 from s3_assets.lib import stored_values
 from s3_assets.lib.changes import state_digest, state_of
-from s3_assets.lib.cleanup import CleanupError, CleanupReport, Foreign, HoldUntil, clean
+from s3_assets.lib.cleanup import CleanupError, CleanupReport, Foreign, InFolders, clean
 from s3_assets.lib.errors import ConfigError, S3AssetsError
 from s3_assets.lib.listing import list_objects
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, overlap_form
@@ -71,25 +71,25 @@ def refuse_overlap(s3_prefix: S3Prefix) -> None:
             "cleanup would delete theirs; choose a data prefix outside it")
 
 
-# The S3 copies' keys below a data prefix (`raw/train.csv`, ...), folded as prefixes are compared.
-# The same layout deeper under a cleaned prefix is another configuration's data.
-COPY_LAYOUTS = tuple(tuple(overlap_form(part) for part in table.s3_relative.split("/")) for table in UCI_TABLES)
-LAST_COPY = max(table.s3_relative for table in UCI_TABLES)  # the last of them in S3's listing order
+# The S3 copies' keys below a data prefix (`raw/train.csv`, ...): the project writes exactly
+# these names, so the same layout deeper under a cleaned prefix is another configuration's data.
+COPY_LAYOUTS = tuple(tuple(table.s3_relative.split("/")) for table in UCI_TABLES)
 (COPIES_FOLDER,) = {table.s3_relative.split("/", 1)[0] + "/" for table in UCI_TABLES}  # `raw/`: they all lie in it
 _SEGMENT = re.compile(r"[^/\\]+")  # a key's segments as a server that reads `\` as `/` and drops `//` stores it
 
 
 def nested_configuration(rest: str) -> str | None:
     """The folder (as listed, without its trailing '/') below a cleaned data prefix that `rest`
-    (a listed key below it) shows to be another configuration's data prefix: `rest` is that
-    folder's S3 copy (`<folder>/raw/train.csv`, any depth; compared as the server stores it and
-    folded, so `\\`, `//` and case spellings count too). None for the prefix's own copies
-    (`raw/train.csv`) and any other key."""
-    segments = list(_SEGMENT.finditer(rest))
-    folded = tuple(overlap_form(segment.group()) for segment in segments)
+    (a listed key below it) shows to be another configuration's data prefix: `rest` ends in that
+    folder's S3 copy (`<folder>/raw/train.csv`, any depth, empty segments ignored; the copy's
+    names exactly as the project writes them, the folder's as listed). None for the prefix's
+    own copies (`raw/train.csv`) and any other key. (No configuration's prefix holds `\\` or an
+    empty segment: `validate_prefix` refuses them.)"""
+    segments = list(re.finditer(r"[^/]+", rest))
+    names = tuple(segment.group() for segment in segments)
     for layout in COPY_LAYOUTS:
-        if len(segments) > len(layout) and folded[-len(layout):] == layout:
-            return rest[:segments[-len(layout)].start()].rstrip("/\\")
+        if len(names) > len(layout) and names[-len(layout):] == layout:
+            return rest[:segments[-len(layout)].start()].rstrip("/")
     return None
 
 
@@ -109,16 +109,15 @@ def not_its_own(s3_prefix: S3Prefix, outputs_root: str) -> Foreign:
     - another configuration's S3 copies (`<prefix>/<sub…>/raw/train.csv`: its S3_ASSETS_PREFIX
       lies inside this one; `nested_configuration`) or lock notes: refused, naming its prefix
       and how to clean it. A key in a sub-folder may be such a configuration's (`<sub>/x.csv`
-      lists before `<sub>/raw/train.csv`): held back (`HoldUntil`) until the listing has passed
-      where the copies of every folder holding it would be, or `clean` has listed each such
-      folder's `raw/` and found none;
+      lists before `<sub>/raw/train.csv`): held back (`InFolders`) until the listing has left
+      every folder holding it, or `clean` has listed such a folder's `raw/` and found no copy;
     - an object of a stored value's version folder: another configuration's stored output (its
       IO prefix lies in this data prefix, whatever this configuration's IO prefix is): refused,
       naming it. A `manifest.json` may be such a value's pointer (it lists before its version
       folders): held back until the whole listing passed."""
     data_root = s3_prefix.destructive_root()
 
-    def foreign(key: str) -> str | bool | HoldUntil | None:
+    def foreign(key: str) -> str | bool | InFolders | None:
         if key.startswith(outputs_root) or not key.startswith(data_root):
             return None  # its own stored outputs (`clean` refuses any key outside the roots)
         rest = key[len(data_root):]
@@ -145,11 +144,9 @@ def not_its_own(s3_prefix: S3Prefix, outputs_root: str) -> Foreign:
                     "S3_ASSETS_IO_PREFIX out of it")
         if part == "pointer":
             return True
-        folders = [data_root + rest[:i] for i, char in enumerate(rest) if char == "/" and i > 0]
-        if not folders:
-            return None  # directly under the prefix: no nested configuration holds it
-        return HoldUntil(max(f"{folder}/{LAST_COPY}" for folder in folders),
-                         probes=tuple(f"{folder}/{COPIES_FOLDER}" for folder in folders))
+        folders = tuple(data_root + rest[:i + 1] for i, char in enumerate(rest) if char == "/" and i > 0)
+        # directly under the prefix, no nested configuration holds it; in a folder, one may
+        return InFolders(folders, probe=COPIES_FOLDER) if folders else None
     return foreign
 
 
