@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -302,9 +303,12 @@ FALLBACK_NOTES = ".fallback-warned"  # in the cache folder: one note per run tha
 
 def url_digest(url: str) -> str:
     """What a cache entry keeps of the URL it was downloaded from, to tell whether it belongs to
-    the configured one: a SHA-256 of the whole URL (its password included), never the URL itself
-    (`shown_url` is kept beside it for people)."""
-    return hashlib.sha256(url.encode()).hexdigest()
+    the configured one: a SHA-256 of the URL without its user part (`shown_url` is kept beside it
+    for people). Never of the password: beside the rest of the URL, a hash of a short password
+    is guessed offline. Another password names the same file; another query (a signed URL's
+    token) another entry."""
+    parts = urlsplit(url)
+    return hashlib.sha256(urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).encode()).hexdigest()
 
 
 def _without_secret_url(meta: dict) -> dict:
