@@ -23,7 +23,6 @@ from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.errors import ConfigError
 from s3_assets.lib.exports import server_key
 from s3_assets.lib.listing import list_objects
-from s3_assets.lib.prefix_lock import PrefixLocks
 from s3_assets_tests.conftest import graph_resources
 from s3_assets_tests.fault_proxy import FaultProxy, carries_condition, refuse_conditional
 
@@ -262,24 +261,6 @@ def test_a_server_without_conditional_writes_gets_the_same_rule(s3_server, s3, b
             and _body(s3, bucket, "s3-assets-exports/theirs.csv") == b"their data")
     puts = [h for m, p, h in proxy.requests if m == "PUT" and "/s3-assets-exports/x.csv" in p]
     assert [carries_condition(h) for h in puts] == [True, False, True, False]  # refused, then plain
-
-
-@pytest.mark.parametrize("kind", ["run", "cleanup"])
-def test_an_s3_export_refuses_a_prefix_a_live_run_or_cleanup_holds(s3, bucket, make_location, kind):
-    location = make_location(bucket, prefix="e2")
-    locks = PrefixLocks(s3, bucket)
-    # No configuration's prefix lies in the exports area (refused at load): a note for one
-    # there is another version's, or made by hand; it is honoured all the same.
-    hold = locks.hold(kind, "someone-elses-run", ["s3-assets-exports/e1/"], what="e1")
-    try:
-        with pytest.raises(ConfigError, match=rf"lies under a prefix in use: {kind} someone-elses-run"):
-            export_listing(listing_of(["e2/a"]), f"s3://{bucket}/s3-assets-exports/e1/new.csv", location)
-        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="s3-assets-exports/e1/")
-        # Beside it is fine.
-        export_listing(listing_of(["e2/a"]), f"s3://{bucket}/s3-assets-exports/e10/new.csv", location)
-    finally:
-        hold.release()
-    export_listing(listing_of(["e2/a"]), f"s3://{bucket}/s3-assets-exports/e1/new.csv", location)  # released
 
 
 @pytest.mark.parametrize("spelling", ["dagster-io/e1/train/x.csv", "Dagster-IO\\e1\\x.csv",

@@ -35,9 +35,8 @@ general-purpose buckets) gets the same PUT without the condition, after the same
 ignores them gives the same. The condition only closes the moment between the HEAD and the PUT;
 the HEAD's verdict is the rule, on every server (see docs/RELIABILITY.md, "the listing export").
 
-Also refused: a key under a prefix that a live lock note (a run that writes it, a cleanup that
-deletes it; `lib/prefix_lock`) holds, so that no export lands in data someone is writing or
-deleting.
+No lock note is consulted: no configuration's data or outputs can lie in the area, so no run or
+cleanup holds a prefix there (a LIST of the notes per export would find none).
 """
 
 from __future__ import annotations
@@ -54,7 +53,6 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from s3_assets.lib.errors import S3_FAILURES, ConfigError, describe_client_error
-from s3_assets.lib.prefix_lock import PrefixLocks, overlap_form
 from s3_assets.lib.text import printable
 from s3_assets.lib.uploading import SHA256_METADATA, difference, stored_object_and_metadata
 
@@ -98,27 +96,8 @@ def server_key(key: str) -> str:
     return "/".join(segments)
 
 
-def held_by(locks: PrefixLocks, key: str) -> str | None:
-    """A description of the live lock note whose prefix holds `key`, or None. One LIST of the
-    notes folder; a body is read only of a note that keeps its prefixes there."""
-    items, now = locks.list_notes()
-    wanted = overlap_form(key)
-    for note_key, written in items:
-        note = locks.parse_key(note_key, written)
-        if now >= note.expires:
-            continue
-        roots = note.roots if note.roots is not None else tuple(locks.read_body(note).get("roots", ()))
-        for root in roots:
-            if wanted.startswith(overlap_form(root)):
-                until = f"{note.expires:%Y-%m-%d %H:%M:%S}"
-                doing = "writes" if note.kind == "run" else "deletes"
-                return (f"{note.kind} {printable(note.owner)} {doing} s3://{locks.bucket}/{printable(root)} (its lock "
-                        f"note {printable(note_key)} counts until {until} UTC unless renewed)")
-    return None
-
-
 def write_export(client: Any, bucket: str, raw_key: str, body: bytes, *, target: str,
-                 extra_args: dict[str, Any] | None = None, locks: PrefixLocks | None = None) -> str:
+                 extra_args: dict[str, Any] | None = None) -> str:
     """Write `body` at s3://bucket/<raw_key as the server stores it> under the rule above;
     returns the URI written.
 
@@ -137,11 +116,6 @@ def write_export(client: Any, bucket: str, raw_key: str, body: bytes, *, target:
     sha256 = hashlib.sha256(body)
     md5 = hashlib.md5(body, usedforsecurity=False)
     try:
-        if locks is not None:
-            holder = held_by(locks, key)
-            if holder:
-                raise ExportRefused(f"{where} lies under a prefix in use: {holder}. Nothing was written; "
-                                    "choose a key outside it, or export when it is done")
         found = stored_object_and_metadata(client, bucket, key)
         condition: dict[str, str]
         if found is None:

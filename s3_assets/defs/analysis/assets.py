@@ -40,7 +40,6 @@ from s3_assets.lib.exports import EXPORTS_AREA, write_export, write_local_export
 from s3_assets.lib.file_map import FileMapRules, keys_under_prefix, select_data_files
 from s3_assets.lib.listing import list_objects, ls_lines, ls_recursive_lines, subfolders
 from s3_assets.lib.loading import load_frames
-from s3_assets.lib.prefix_lock import PrefixLocks
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
 
@@ -160,16 +159,14 @@ def listing_csv(listing: pd.DataFrame) -> bytes:
 def _export_to_s3(body: bytes, target: str, s3_prefix: S3Prefix) -> str:
     """`s3://bucket/key` in any bucket, the key under the bucket's exports area as the server
     stores it (`lib.exports.write_export`: only there, never over an object the project did
-    not write, nor under a prefix a live run or cleanup holds)."""
+    not write)."""
     if not target.startswith("s3://"):
         raise ConfigError(f"export_csv {printable(target)!r}: write S3 targets as s3://bucket/{EXPORTS_AREA}<name>")
     bucket, _, raw_key = target[len("s3://"):].partition("/")
     validate_bucket_name(bucket)
     if _LINE_UNSAFE.search(raw_key.replace("%", "")):
         raise ConfigError(f"export_csv {printable(target)!r}: the key holds a control character")
-    client = s3_prefix.connect()
-    locks = PrefixLocks(client, bucket, write_args=s3_prefix.write_args())
-    return write_export(client, bucket, raw_key, body, target=target, extra_args=s3_prefix.write_args(), locks=locks)
+    return write_export(s3_prefix.connect(), bucket, raw_key, body, target=target, extra_args=s3_prefix.write_args())
 
 
 def _export_local(body: bytes, target: str) -> str:
