@@ -175,3 +175,20 @@ def test_another_configurations_lock_notes_are_refused(s3, bucket, make_location
     for dry_run in (True, False):
         assert "a lock note" in refused(make_location(bucket, prefix="grp"), dry_run=dry_run)
         assert keys_in(s3, bucket) == before
+
+
+@pytest.mark.parametrize(("nested", "relative"), [("myio/p1", RELATIVES[0]), ("myio/p1/x", RELATIVES[3])])
+def test_another_configurations_copies_inside_its_stored_outputs_are_refused(s3, bucket, make_location, nested, relative):
+    """A (`S3_ASSETS_PREFIX=p1`, `S3_ASSETS_IO_PREFIX=myio`) keeps its stored outputs in
+    `myio/p1/`; B's prefix is that folder (or lies in it), so B's copies are there too (outside
+    attack on issue 19 §2: A's cleanup deleted them as "stored output objects" and succeeded).
+    Refused, dry run too, before anything of the outputs folder is sent, naming B's prefix."""
+    theirs = [f"{nested}/{relative}", f"{nested}/notes.txt"]
+    own = ["p1/raw/train.csv", "myio/p1/train/manifest.json"]
+    put_many(s3, bucket, own + theirs)
+    location = make_location(bucket, prefix="p1", io_prefix="myio")
+    for dry_run in (True, False):
+        message = refused(location, dry_run=dry_run)
+        assert f"its S3_ASSETS_PREFIX {nested} lies in them" in message and f"S3_ASSETS_PREFIX={nested}" in message
+    left = keys_in(s3, bucket)
+    assert set(theirs) | {"myio/p1/train/manifest.json"} <= left  # nothing of the outputs folder was sent

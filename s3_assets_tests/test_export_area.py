@@ -130,6 +130,10 @@ def test_a_prefix_in_the_area_is_refused_when_the_settings_load(variable, value)
     ("newdir/", "names a folder"), ("newdir\\", "names a folder"), ("sub/.", "names a folder"),
     ("sub", "sub is a folder"), ("sub/", "names a folder"), ("{exports}/sub", "sub is a folder"),
     ("sub/..", "names a folder"),
+    # the exporter's own files (outside attack: a name like its temporary file became the manifest)
+    (".written.json", "the exports folder's own"), ("..written.json.123.tmp", "the exports folder's own"),
+    ("sub/.hidden.csv", "the exports folder's own"),
+    ("/".join(["d"] * 1500) + "/x.csv", "more than 64 folders deep"),  # raised a raw RecursionError
 ])
 def test_local_names_of_folders_or_through_files_are_refused_by_name(exports, make_location, bucket,  # noqa: F811
                                                                      target, why):

@@ -58,6 +58,7 @@ from s3_assets.lib.uploading import SHA256_METADATA, difference, stored_object_a
 
 EXPORTS_AREA = "s3-assets-exports/"  # the one folder of a bucket S3 exports go to (no prefix may overlap it)
 EXPORT_METADATA = "s3-assets-export"  # x-amz-meta-s3-assets-export: the SHA-256 (hex) of the export's body
+MAX_LOCAL_DEPTH = 64  # path parts of a local export's name at most (a deeper one only exhausts the system)
 EXPORTS_MANIFEST = ".written.json"  # local exports: path -> sha256 of each file an export wrote there
 MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PutObject
 _CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
@@ -171,10 +172,17 @@ def write_local_export(body: bytes, target: str, root: Path) -> str:
     names a folder (ends in `/`, `\\`, `.` or `..`; an existing folder) or whose folder part
     holds a file is refused by name; so is any name the system cannot use here, as a
     ConfigError, never a raw OSError. Returns the path written."""
-    last = re.split(r"[/\\]", target)[-1]
+    parts = re.split(r"[/\\]", target)
+    last = parts[-1]
     if last in ("", ".", ".."):
         raise ConfigError(f"export_csv {printable(target)!r} names a folder, not a file: local exports go to a "
                           f"file under {root}/ (a name like `files.csv`)")
+    if last.startswith("."):
+        raise ConfigError(f"export_csv {printable(target)!r}: a name starting with '.' is the exports folder's own "
+                          f"(its manifest {EXPORTS_MANIFEST}, temporary files); choose a name like `files.csv`")
+    if len(parts) > MAX_LOCAL_DEPTH:
+        raise ConfigError(f"export_csv {printable(target)!r}: more than {MAX_LOCAL_DEPTH} folders deep; choose a "
+                          "name like `files.csv`")
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     try:

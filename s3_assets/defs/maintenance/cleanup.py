@@ -78,19 +78,25 @@ COPY_LAYOUTS = tuple(tuple(table.s3_relative.split("/")) for table in UCI_TABLES
 _SEGMENT = re.compile(r"[^/\\]+")  # a key's segments as a server that reads `\` as `/` and drops `//` stores it
 
 
-def nested_configuration(rest: str) -> str | None:
-    """The folder (as listed, without its trailing '/') below a cleaned data prefix that `rest`
-    (a listed key below it) shows to be another configuration's data prefix: `rest` ends in that
-    folder's S3 copy (`<folder>/raw/train.csv`, any depth, empty segments ignored; the copy's
-    names exactly as the project writes them, the folder's as listed). None for the prefix's
-    own copies (`raw/train.csv`) and any other key. (No configuration's prefix holds `\\` or an
-    empty segment: `validate_prefix` refuses them.)"""
+def copies_folder(rest: str) -> str | None:
+    """The folder (as listed, without its trailing '/'; '' for the root itself) below a root
+    whose S3 copy `rest` (a listed key below the root) is: `rest` ends in `<folder>/raw/train.csv`
+    or another of the copies, empty segments ignored, the copy's names exactly as the project
+    writes them, the folder's as listed. None for any other key. (No configuration's prefix holds
+    `\\` or an empty segment: `validate_prefix` refuses them.)"""
     segments = list(re.finditer(r"[^/]+", rest))
     names = tuple(segment.group() for segment in segments)
     for layout in COPY_LAYOUTS:
-        if len(names) > len(layout) and names[-len(layout):] == layout:
+        if len(names) >= len(layout) and names[-len(layout):] == layout:
             return rest[:segments[-len(layout)].start()].rstrip("/")
     return None
+
+
+def nested_configuration(rest: str) -> str | None:
+    """The folder below a cleaned data prefix that `rest` shows to be another configuration's
+    data prefix (`copies_folder`, at least one level down); None for the prefix's own copies
+    (`raw/train.csv`) and any other key."""
+    return copies_folder(rest) or None
 
 
 def _is_lock_note(rest: str) -> bool:
@@ -118,8 +124,10 @@ def not_its_own(s3_prefix: S3Prefix, outputs_root: str) -> Foreign:
     data_root = s3_prefix.destructive_root()
 
     def foreign(key: str) -> str | bool | InFolders | None:
-        if key.startswith(outputs_root) or not key.startswith(data_root):
-            return None  # its own stored outputs (`clean` refuses any key outside the roots)
+        if key.startswith(outputs_root):
+            return in_outputs(key[len(outputs_root):])
+        if not key.startswith(data_root):
+            return None  # `clean` refuses any key outside the roots
         rest = key[len(data_root):]
         nested = nested_configuration(rest)
         if nested is not None:
@@ -144,10 +152,30 @@ def not_its_own(s3_prefix: S3Prefix, outputs_root: str) -> Foreign:
                     "S3_ASSETS_IO_PREFIX out of it")
         if part == "pointer":
             return True
-        folders = tuple(data_root + rest[:i + 1] for i, char in enumerate(rest) if char == "/" and i > 0)
+        folders = _folders(data_root, rest)
         # directly under the prefix, no nested configuration holds it; in a folder, one may
         return InFolders(folders, probe=COPIES_FOLDER) if folders else None
+
+    def in_outputs(rest: str) -> str | InFolders:
+        """Under its own stored outputs, another configuration's copies (its S3_ASSETS_PREFIX is
+        this one's outputs folder, or lies in it) are refused; every other key waits, like a
+        data key in a folder, the outputs folder itself included: the IO manager writes none
+        of the copies' names there, at any depth."""
+        folder = copies_folder(rest)
+        if folder is not None:
+            other = (outputs_root + folder).rstrip("/")
+            return (f"an S3 copy of another configuration's data inside this configuration's stored outputs "
+                    f"{outputs_root}: its S3_ASSETS_PREFIX {other} lies in them (S3_ASSETS_IO_PREFIX "
+                    f"{s3_prefix.io_prefix} of this one), and this cleanup would delete its copies. Clean it "
+                    f"with its own cleanup first (cleanup_job with S3_ASSETS_PREFIX={other}), or give one of the "
+                    "two configurations another prefix")
+        return InFolders((outputs_root, *_folders(outputs_root, rest)), probe=COPIES_FOLDER)
     return foreign
+
+
+def _folders(root: str, rest: str) -> tuple[str, ...]:
+    """The folders below `root` that hold the key `root + rest` (prefixes ending in '/')."""
+    return tuple(root + rest[:i + 1] for i, char in enumerate(rest) if char == "/" and i > 0)
 
 
 def _keys_block(keys: list[str]) -> MetadataValue:
