@@ -146,7 +146,9 @@ def _named(resource: type[ConfigurableResource] | type[Config], error: Validatio
         fields = getattr(cause, "fields", ()) or tuple(str(part) for part in detail["loc"][:1])
         names = [var_of.get(field, field) for field in fields]
         # A value may be a URL with a password in it (endpoint, source, broker): shown without.
-        shown = ", ".join(f"{name}={shown_url(values[field])!r}" if field in values else f"{name} (default)"
+        # a name that is no field: botocore's own variable, read from the environment (AWS_MAX_ATTEMPTS)
+        shown = ", ".join(f"{name}={shown_url(values[field])!r}" if field in values
+                          else f"{name} (default)" if field in resource.model_fields else name
                           for field, name in zip(fields, names, strict=True))
         message = without_url_secrets(str(cause) if isinstance(cause, ConfigError) else detail["msg"], *values.values())
         allowed = allowed_range(resource, fields[0]) if len(fields) == 1 and fields[0] in resource.model_fields else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import subprocess
 import sys
 import typing
@@ -24,6 +25,7 @@ from s3_assets.defs.cluster.executor import _celery_executor_class
 from s3_assets.lib.errors import ConfigError
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, NOTES_ROOT, PrefixLocks, is_folder_marker
 from s3_assets.lib.source import UCI_TABLES, SourceFetcher, url_digest
+from s3_assets.local_cluster import settings as cluster_settings_module
 from s3_assets.local_cluster.broker import ClusterError
 from s3_assets.local_cluster.cluster import WORKERS_FILE, LocalCluster
 from s3_assets.local_cluster.launcher import ClusterRunLauncher
@@ -97,6 +99,12 @@ def test_the_retries_that_used_to_run_for_ever_are_refused():
     f"redis://:{BROKER_PASSWORD}@/0", f"redis://:{BROKER_PASSWORD}@h:notaport/0", f"redis://:{BROKER_PASSWORD}@h:70000/0",
     f"redis://:{BROKER_PASSWORD}@h:0/0", f"redis://:{BROKER_PASSWORD}@h:6379/queue",
     f"rediss://:{BROKER_PASSWORD}@h:6380/0",  # TLS without the ssl_cert_reqs Celery's result backend requires
+    # query options kombu hands to redis-py unchecked (a TypeError at every cluster run); only ssl_cert_reqs is used
+    f"redis://:{BROKER_PASSWORD}@h:6379/0?db=3", "redis://h:6379/0?virtual_host=7",
+    f"redis://h:6379/0?password={BROKER_PASSWORD}", "redis://h:6379/0?socket_timeout=abc",
+    f"redis://h:6379/0?{BROKER_PASSWORD}", f"rediss://:{BROKER_PASSWORD}@h:6380/0?ssl_cert_reqs=none&db=2",
+    # a '\\' ends the host for redis-py/urllib3-style parsers, not for urlsplit
+    f"redis://:{BROKER_PASSWORD}\\x@h:6379/0", "redis://h:6379\\@x/0",
 ])
 def test_a_broker_url_the_cluster_cannot_use_is_refused_by_name(url):
     with pytest.raises(ConfigError) as refused:
@@ -106,7 +114,8 @@ def test_a_broker_url_the_cluster_cannot_use_is_refused_by_name(url):
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1", f"redis://:{BROKER_PASSWORD}@redis.svc:6379/0",
-                                 f"rediss://default:{BROKER_PASSWORD}@cache.aws:6380/1?ssl_cert_reqs=required"])
+                                 f"rediss://default:{BROKER_PASSWORD}@cache.aws:6380/1?ssl_cert_reqs=required",
+                                 f"redis://:{BROKER_PASSWORD}%5Cx@h:6379/0"])
 def test_a_usable_broker_url_is_accepted(url):
     assert load_cluster_settings({"S3_ASSETS_CELERY_BROKER_URL": url}).celery_broker_url == url
 
@@ -117,6 +126,18 @@ def test_a_usable_broker_url_is_accepted(url):
     ({"S3_ASSETS_SOURCE": f"ftp://u:{BROKER_PASSWORD}@h/tic-mld/"}, "S3_ASSETS_SOURCE"),
     ({"S3_ASSETS_SOURCE": "https:///tic-mld/"}, "S3_ASSETS_SOURCE"),
     ({"S3_ASSETS_SOURCE": "HTTP://h/tic-mld/"}, "S3_ASSETS_SOURCE"),  # read as a directory by the fetcher
+    # a '\\' in the authority: urllib3 ends the host there and quoted the password's first piece as one
+    ({"S3_ASSETS_SOURCE": f"http://alice:{BROKER_PASSWORD}\\w7@127.0.0.1:18480/"}, "S3_ASSETS_SOURCE"),
+    ({"S3_ASSETS_SOURCE": f"http://{BROKER_PASSWORD}\\@127.0.0.1:18480/"}, "S3_ASSETS_SOURCE"),
+    ({"S3_ASSETS_SOURCE": "http://127.0.0.1:18480\\@x/"}, "S3_ASSETS_SOURCE"),  # requests would fetch 127.0.0.1
+    ({"S3_ASSETS_TARGET": "custom", "S3_ASSETS_ENDPOINT_URL": "http://127.0.0.1:9000\\@x/"}, "S3_ASSETS_ENDPOINT_URL"),
+    # a query or fragment: the endpoint cannot resolve, the source would append file names to it
+    ({"S3_ASSETS_TARGET": "custom", "S3_ASSETS_ENDPOINT_URL": f"http://127.0.0.1:9000/?token={BROKER_PASSWORD}"},
+     "S3_ASSETS_ENDPOINT_URL"),
+    ({"S3_ASSETS_TARGET": "custom", "S3_ASSETS_ENDPOINT_URL": f"http://127.0.0.1:9000#{BROKER_PASSWORD}"},
+     "S3_ASSETS_ENDPOINT_URL"),
+    ({"S3_ASSETS_SOURCE": f"http://127.0.0.1:18480/?sig={BROKER_PASSWORD}"}, "S3_ASSETS_SOURCE"),
+    ({"S3_ASSETS_SOURCE": f"https://h/tic-mld/#{BROKER_PASSWORD}"}, "S3_ASSETS_SOURCE"),
 ])
 def test_other_url_settings_go_through_the_same_check(env, var):
     with pytest.raises(ConfigError) as refused:
@@ -124,14 +145,42 @@ def test_other_url_settings_go_through_the_same_check(env, var):
     assert refused.value.fields == (var,) and BROKER_PASSWORD not in str(refused.value)
 
 
+@pytest.mark.parametrize(("var", "raw"), [("AWS_MAX_ATTEMPTS", raw) for raw in ("abc", "1e3", "0", "-3", "100000", "2\u00b3")]
+                         + [("AWS_RETRY_MODE", "bogus"), ("AWS_RETRY_MODE", "Standard")])
+def test_botocores_own_retry_settings_standing_in_are_checked_by_name(monkeypatch, var, raw):
+    monkeypatch.setenv(var, raw)
+    with pytest.raises(ConfigError) as refused:
+        build_resources({})
+    assert refused.value.fields == (var,) and str(refused.value).startswith(f"invalid configuration: {var}: ")
+    # S3_ASSETS_* set: botocore's value is not used, so not checked
+    build_resources({"S3_ASSETS_MAX_ATTEMPTS": "4", "S3_ASSETS_RETRY_MODE": "standard"})
+
+
+def test_botocores_own_usable_retry_settings_are_accepted(monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "20")
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    build_resources({})
+
+
 # -- 3. an unreachable broker is named, without its password -------------------------------------
 
 
-@pytest.fixture
-def dead_broker(monkeypatch) -> str:
-    url = f"redis://:{BROKER_PASSWORD}@127.0.0.1:{closed_port()}/0"
-    monkeypatch.setenv("S3_ASSETS_CELERY_BROKER_URL", url)
-    return url
+@pytest.fixture(params=["closed", "silent"])
+def dead_broker(request, monkeypatch) -> typing.Iterator[str]:
+    """A broker port nobody listens on, or one that accepts and never answers (another service,
+    a proxy): the kernel completes the connections of a listening socket that never accepts, so
+    the check's reads wait; only its socket timeout (made short here) ends them."""
+    with socket.socket() as listener:
+        if request.param == "closed":
+            port = closed_port()
+        else:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(64)
+            port = listener.getsockname()[1]
+            monkeypatch.setattr(cluster_settings_module, "BROKER_SOCKET_TIMEOUT", 0.2, raising=False)
+        url = f"redis://:{BROKER_PASSWORD}@127.0.0.1:{port}/0"
+        monkeypatch.setenv("S3_ASSETS_CELERY_BROKER_URL", url)
+        yield url
 
 
 def _assert_names_the_broker(error: ClusterError, url: str) -> None:
@@ -221,16 +270,23 @@ def test_one_predicate_tells_folder_markers_from_notes():
     assert not is_folder_marker(NOTES_ROOT + "run.120.abc.0123456789abcdef.@")
 
 
+# s3fs-fuse's directory objects: zero bytes, named like the folder (no `/`); a note always has a body
+S3FS_MARKERS = {NOTES_ROOT + "dir": "application/x-directory", NOTES_ROOT + "sub/dir": "httpd/unix-directory",
+                NOTES_ROOT + "run.120.x": "application/octet-stream"}
+
+
 def test_hadoop_folder_markers_in_the_notes_folder_are_no_notes(s3, bucket, make_location):
     for marker in MARKERS:
         s3.put_object(Bucket=bucket, Key=marker, Body=b"")
+    for marker, content_type in S3FS_MARKERS.items():
+        s3.put_object(Bucket=bucket, Key=marker, Body=b"", ContentType=content_type)
     location = make_location(bucket)
     locks = PrefixLocks(location.connect(), bucket)
     locks.hold_for_run("a-run", location.written_roots(), what="t").release()
     with locks.cleanup("a-cleanup", ["elsewhere/"], what="t"):
         pass
     # Left as they were: neither read as notes nor swept.
-    assert {key for key in keys_in(s3, bucket) if key.startswith(LOCKS_FOLDER.rstrip("/"))} == set(MARKERS)
+    assert {key for key in keys_in(s3, bucket) if key.startswith(LOCKS_FOLDER.rstrip("/"))} == {*MARKERS, *S3FS_MARKERS}
 
 
 # -- 6. worker names belong to one cluster folder ----------------------------------------------

@@ -43,7 +43,7 @@ from s3_assets.lib.exports import EXPORTS_AREA
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, PrefixLocks, roots_overlap
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
 from s3_assets.lib.stored_values import drop_expect_for_small_bodies, key_segment
-from s3_assets.lib.text import shown_url, user_part_problem
+from s3_assets.lib.text import printable, shown_url, user_part_problem
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -58,6 +58,8 @@ DEFAULT_BUCKET = "s3-assets"
 # profile's config) choose: more patient than botocore's defaults (3 attempts, legacy mode).
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_RETRY_MODE = "standard"
+MAX_ATTEMPTS_RANGE = (1, 20)  # S3_ASSETS_MAX_ATTEMPTS, and AWS_MAX_ATTEMPTS when it stands in for it
+RETRY_MODES = ("standard", "adaptive", "legacy")
 
 BUCKET_NAME = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -130,11 +132,13 @@ def prefixes_overlap(a: str, b: str) -> bool:
     return roots_overlap(normalise_prefix(a), normalise_prefix(b))
 
 
-def parseable_url(value: str, what: str, field: str, schemes: Sequence[str] = ()) -> str:
+def parseable_url(value: str, what: str, field: str, schemes: Sequence[str] = (), query: bool = False) -> str:
     """`value`, unless its user part is one no URL parser reads as given (see
     `user_part_problem`), or, given `schemes`, unless it is a URL of one of them with a host and,
-    if any, a numeric port: refused naming `what`, never quoting the value's secrets
-    (`shown_url`). An empty value is left to the field (it means "not set")."""
+    if any, a numeric port, and (unless `query`) no query or fragment, which an endpoint or a base
+    URL cannot use and which would keep a token in plain configuration: refused naming `what`,
+    never quoting the value's secrets (`shown_url`). An empty value is left to the field (it means
+    "not set")."""
     problem = user_part_problem(value)
     if problem:
         raise ConfigError(f"{what}: {problem}", fields=(field,))
@@ -151,6 +155,9 @@ def parseable_url(value: str, what: str, field: str, schemes: Sequence[str] = ()
             raise ConfigError(f"{what} {shown_url(value)!r} names no host: use {use}", fields=(field,))
         if not port_ok:
             raise ConfigError(f"{what} {shown_url(value)!r}: its port is not a number from 1 to 65535", fields=(field,))
+        if not query and ("?" in value or "#" in value):  # the user part holds neither (user_part_problem)
+            raise ConfigError(f"{what} {shown_url(value)!r} has a query or fragment "
+                              "(not shown), which it cannot use: remove it", fields=(field,))
     return value
 
 
@@ -179,7 +186,7 @@ class S3Connection(S3Resource):
         default=None, description="AWS profile from ~/.aws to use (`aws`/`custom`); empty: `AWS_PROFILE` or the default chain"
     )
     max_attempts: int | None = Field(  # type: ignore[assignment]
-        default=None, ge=1, le=20,
+        default=None, ge=MAX_ATTEMPTS_RANGE[0], le=MAX_ATTEMPTS_RANGE[1],
         description=f"botocore attempts, the first call included; empty: `AWS_MAX_ATTEMPTS`, else {DEFAULT_MAX_ATTEMPTS}",
     )
     retry_mode: Literal["", "standard", "adaptive", "legacy"] = Field(
@@ -243,6 +250,7 @@ class S3Connection(S3Resource):
             raise ConfigError(
                 "target 'custom' needs an endpoint (e.g. http://127.0.0.1:9000)", fields=("target", "endpoint_url")
             )
+        self._botocore_environment()
         if self.target == "local":
             seen: dict[int, str] = {}
             for flag, port in self.local_ports().listening().items():
@@ -253,6 +261,20 @@ class S3Connection(S3Resource):
                     raise ConfigError(f"embedded S3 ports {seen[port]} and {flag} are both {port}", fields=fields)
                 seen[port] = flag
         return self
+
+    def _botocore_environment(self) -> None:
+        """botocore's own AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, where they stand in for unset
+        S3_ASSETS_* settings (`_retries`), get the same range and choices when the settings load:
+        botocore would fail at the first S3 call naming nothing, or retry without a bound."""
+        low, high = MAX_ATTEMPTS_RANGE
+        raw = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+        if self.max_attempts is None and raw and not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+            raise ConfigError(f"AWS_MAX_ATTEMPTS={printable(raw[:20])!r} stands in for S3_ASSETS_MAX_ATTEMPTS and is "
+                              f"not a whole number from {low} to {high}", fields=("AWS_MAX_ATTEMPTS",))
+        mode = os.environ.get("AWS_RETRY_MODE", "")
+        if not self.retry_mode and mode and mode not in RETRY_MODES:
+            raise ConfigError(f"AWS_RETRY_MODE={printable(mode[:20])!r} stands in for S3_ASSETS_RETRY_MODE and is not "
+                              f"one of {', '.join(RETRY_MODES)}", fields=("AWS_RETRY_MODE",))
 
     # -- the embedded server (target=local) ------------------------------------------------
     def local_ports(self) -> LocalS3Ports:

@@ -239,7 +239,8 @@ class PrefixLocks:
         """Every note's key and LastModified, and the server's time of the listing (its Date).
 
         Folder markers (`is_folder_marker`: `.s3-assets-locks/v1/` itself, a console's
-        `sub/`, Hadoop's `_$folder$`) are no notes: left out, never read, never swept."""
+        `sub/`, Hadoop's `_$folder$`) are no notes: left out, never read, never swept. So is any
+        zero-byte object (s3fs-fuse's `sub`, `application/x-directory`): a note always has a body."""
         items: list[tuple[str, datetime]] = []
         now: datetime | None = None
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": NOTES_ROOT}
@@ -253,7 +254,7 @@ class PrefixLocks:
                     except (TypeError, ValueError):
                         now = None
                 items += [(item["Key"], item["LastModified"]) for item in page.get("Contents", ())
-                          if not is_folder_marker(item["Key"])]
+                          if not is_folder_marker(item["Key"]) and item.get("Size") != 0]
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
                     break

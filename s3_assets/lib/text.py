@@ -54,7 +54,14 @@ def user_part_problem(url: str) -> str | None:
     then reads part of the password as a host or port and repeats it in its error: such a URL
     is refused when the settings load, naming the variable and never the value."""
     _, sep, rest = url.strip().partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
+        return None
+    if "\\" in re.split(r"[/?#]", rest, maxsplit=1)[0]:
+        # WHATWG parsers (urllib3, requests) end the host at a `\`, urlsplit does not: the two
+        # would read another host (and urllib3 quotes part of a password as one)
+        return ("its host or user part holds a '\\', which ends the host for some URL parsers and not for "
+                "others: percent-encode it in a password (%5C)")
+    if "@" not in rest:
         return None
     if any(character in rest.rpartition("@")[0] for character in "/?#"):
         return ("its user part holds an unencoded '/', '?' or '#', which ends the host for every URL parser: "

@@ -22,6 +22,9 @@ QUEUE = "dagster"
 BROKER_SCHEMES = ("redis", "rediss")
 BROKER_CONNECT_RETRIES = 2  # after the first attempt, 0.5 s and 1 s apart
 BROKER_CONNECT_TIMEOUT = 10.0  # seconds for the whole check
+# Seconds for each connect and each read of one attempt: the timeout above does not end a read,
+# so a broker address that accepts and never answers (another service, a proxy) would hang the check.
+BROKER_SOCKET_TIMEOUT = 3.0
 SSL_CERT_REQS = {"required", "optional", "none", "cert_required", "cert_optional", "cert_none"}
 
 
@@ -54,14 +57,19 @@ class ClusterSettings(Config):
         """A Redis URL (the executor also keeps its results there, so no other kombu transport):
         `redis://` or `rediss://` (TLS, with the `ssl_cert_reqs` Celery's Redis backend requires),
         a host, a port, a database number."""
-        parseable_url(value, "the broker URL", "celery_broker_url", schemes=BROKER_SCHEMES)
+        parseable_url(value, "the broker URL", "celery_broker_url", schemes=BROKER_SCHEMES, query=True)
         if not value.strip():
             return value
         parts = urlsplit(value.strip())
         if not re.fullmatch(r"/?|/\d{1,5}", parts.path):
             raise ConfigError(f"the broker URL {shown_url(value)!r}: its path must be a database number "
                               "(`/0`) or nothing", fields=("celery_broker_url",))
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        if set(query) - {"ssl_cert_reqs"} or parts.fragment:
+            # kombu passes other options (db, password, socket_timeout…) on to redis-py unchecked,
+            # where they fail every cluster run with a TypeError that names nothing
+            raise ConfigError(f"the broker URL {shown_url(value)!r} has query options (not shown) other than "
+                              "`ssl_cert_reqs`, which the project does not use: remove them", fields=("celery_broker_url",))
         if parts.scheme.lower() == "rediss" and query.get("ssl_cert_reqs", "").lower() not in SSL_CERT_REQS:
             raise ConfigError(f"the broker URL {shown_url(value)!r} uses TLS (rediss://) without "
                               "`?ssl_cert_reqs=required` (or `optional`, `none`), which Celery's Redis result "
@@ -127,7 +135,8 @@ def check_broker(app: Any) -> None:
 
     url = str(app.conf.broker_url or "")
     try:
-        with app.connection_for_write() as connection:
+        with app.connection_for_write(transport_options={"socket_timeout": BROKER_SOCKET_TIMEOUT,
+                                                          "socket_connect_timeout": BROKER_SOCKET_TIMEOUT}) as connection:
             connection.ensure_connection(max_retries=BROKER_CONNECT_RETRIES, interval_start=0.5, interval_step=0.5,
                                          interval_max=1.0, timeout=BROKER_CONNECT_TIMEOUT)
     except (OperationalError, OSError) as error:
