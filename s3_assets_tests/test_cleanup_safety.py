@@ -405,11 +405,21 @@ def test_run_and_cleanup_started_together_never_both_succeed_with_data_lost(s3_s
     if stage == "together":
         go.set()
 
+    arrived: list[tuple[str, str, str]] = []  # (whose, method, path) in the order the two proxies got them
+    order = threading.Lock()
+
     def observe(method: str, path: str) -> None:
+        with order:
+            arrived.append(("run", method, path))
         if stage == "first request" or (method == "PUT" and f"/{NOTES_ROOT}run." in path):
             go.set()
 
-    with FaultProxy(s3_server.state.ports.s3, on_request=observe) as proxy:
+    def observe_cleanup(method: str, path: str) -> None:
+        with order:
+            arrived.append(("cleanup", method, path))
+
+    with (FaultProxy(s3_server.state.ports.s3, on_request=observe) as proxy,
+          FaultProxy(s3_server.state.ports.s3, on_request=observe_cleanup) as cleanup_proxy):
         run_location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket)
         start = threading.Barrier(2)
 
@@ -421,22 +431,20 @@ def test_run_and_cleanup_started_together_never_both_succeed_with_data_lost(s3_s
         def cleanup():
             start.wait()
             go.wait(120)
-            cleanup_location = S3Prefix(s3=custom(proxy.url, s3_server), bucket=bucket)  # seen by the proxy too
+            cleanup_location = S3Prefix(s3=custom(cleanup_proxy.url, s3_server), bucket=bucket)
             return run_cleanup(cleanup_location, raise_on_error=False, dry_run=False)  # another instance
 
         (run_thread, run_box), (cleanup_thread, cleanup_box) = in_thread(graph), in_thread(cleanup)
         run_thread.join(180)
         cleanup_thread.join(180)
-        with proxy.lock:
-            arrived = [(method, path) for method, path, _ in proxy.requests]
     run, cleaned = run_box["result"], cleanup_box["result"]
     if run.success and cleaned.success:
         # One after the other (a cleanup that starts as the run ends may come second and delete
         # what it wrote): the run's note was released before the cleanup's first delete arrived.
-        released = max(i for i, (method, path) in enumerate(arrived)
-                       if method == "DELETE" and f"/{NOTES_ROOT}run." in path)
-        deletes = [i for i, (method, path) in enumerate(arrived)
-                   if (method == "POST" and "delete" in path) or (method == "DELETE" and NOTES_ROOT not in path)]
+        released = max(i for i, (whose, method, path) in enumerate(arrived)
+                       if whose == "run" and method == "DELETE" and f"/{NOTES_ROOT}run." in path)
+        deletes = [i for i, (whose, method, path) in enumerate(arrived) if whose == "cleanup" and (
+                   (method == "POST" and "delete" in path) or (method == "DELETE" and NOTES_ROOT not in path))]
         assert deletes and released < min(deletes), arrived
     elif run.success:  # what the run says it wrote is there
         assert "ins_dataset/raw/train.csv" in keys_in(s3, bucket)
