@@ -438,16 +438,15 @@ def test_run_and_cleanup_started_together_never_both_succeed_with_data_lost(s3_s
         run_thread.join(180)
         cleanup_thread.join(180)
     run, cleaned = run_box["result"], cleanup_box["result"]
-    if run.success and cleaned.success:
-        # One after the other (a cleanup that starts as the run ends may come second and delete
-        # what it wrote): the run's note was released before the cleanup's first delete arrived.
+    if run.success and "ins_dataset/raw/train.csv" not in keys_in(s3, bucket):
+        # What the run wrote is gone: only a cleanup that came after the run may have deleted it
+        # (started together, either may go first under load): the run's note was released before
+        # the cleanup's first delete arrived.
         released = max(i for i, (whose, method, path) in enumerate(arrived)
                        if whose == "run" and method == "DELETE" and f"/{NOTES_ROOT}run." in path)
         deletes = [i for i, (whose, method, path) in enumerate(arrived) if whose == "cleanup" and (
                    (method == "POST" and "delete" in path) or (method == "DELETE" and NOTES_ROOT not in path))]
-        assert deletes and released < min(deletes), arrived
-    elif run.success:  # what the run says it wrote is there
-        assert "ins_dataset/raw/train.csv" in keys_in(s3, bucket)
+        assert cleaned.success and deletes and released < min(deletes), arrived
     if not cleaned.success:  # a refused cleanup names the run that holds the prefix
         assert run.run_id in failure_of(cleaned)
     if not run.success:  # a refused run names the cleanup
