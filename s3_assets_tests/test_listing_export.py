@@ -23,6 +23,7 @@ from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.errors import ConfigError
 from s3_assets.lib.exports import server_key
 from s3_assets.lib.listing import list_objects
+from s3_assets.lib.server_keys import renamed_by_servers, stored_segments
 from s3_assets_tests.conftest import graph_resources
 from s3_assets_tests.fault_proxy import FaultProxy, carries_condition, refuse_conditional
 
@@ -107,11 +108,14 @@ DOT_SPELLINGS = ["x/../{p}/raw/train.csv", "./{p}/./raw/train.csv", "{p}/raw/../
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 def test_server_key_is_what_the_server_stores(s3, bucket, spelling):
-    """The guard's premise: `server_key` names the object SeaweedFS writes for each spelling."""
+    """The guards' premise (`lib.server_keys`, used by exports, lock notes, file maps and the
+    prefixes' validation): each spelling is one SeaweedFS stores under another name, the name
+    `server_key` gives, which it stores as written."""
     raw = spelling.format(p="norm")
     s3.put_object(Bucket=bucket, Key=raw, Body=b"x")
     stored = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-    assert stored == [server_key(raw)]
+    assert stored == [server_key(raw)] == ["/".join(stored_segments(raw))]
+    assert renamed_by_servers(raw) is not None and renamed_by_servers(stored[0]) is None
 
 
 @pytest.mark.parametrize("spelling", DOT_SPELLINGS)
@@ -119,6 +123,7 @@ def test_dot_segments_are_refused_as_the_server_refuses_them(s3, bucket, make_lo
     raw = spelling.format(p="ins_dataset")
     with pytest.raises(ClientError, match="InvalidRequest"):
         s3.put_object(Bucket=bucket, Key=raw, Body=b"x")
+    assert "'.' or '..' segment" in (renamed_by_servers(raw) or "")
     with pytest.raises(ConfigError, match="'.' or '..' segment"):
         export_listing(listing_of(["ins_dataset/a"]), f"s3://{bucket}/{raw}", make_location(bucket))
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0

@@ -41,6 +41,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from s3_assets.lib.errors import ConfigError, S3AssetsError, describe_client_error
 from s3_assets.lib.exports import EXPORTS_AREA
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, PrefixLocks, roots_overlap
+from s3_assets.lib.server_keys import renamed_by_servers
 from s3_assets.lib.source import UCI_BASE_URL, Fetched, SourceFetcher
 from s3_assets.lib.stored_values import drop_expect_for_small_bodies, key_segment
 from s3_assets.lib.text import printable, shown_url, user_part_problem
@@ -103,13 +104,9 @@ def validate_prefix(prefix: str, field: str = "prefix") -> str:
     is stored as `normalise_prefix` spells it, so locks and overlaps are judged on what S3 holds."""
     root = normalise_prefix(prefix)
     segments = root.rstrip("/").split("/") if root else []
-    if "\\" in root:
-        raise ConfigError(f"prefix {prefix!r} holds a '\\', which some S3 servers store as '/': use '/'",
-                          fields=(field,))
-    if any(segment in (".", "..") for segment in segments):
-        raise ConfigError(f"prefix {prefix!r} has a '.' or '..' segment, which S3 refuses", fields=(field,))
-    if any(segment == "" for segment in segments):
-        raise ConfigError(f"prefix {prefix!r} has an empty segment ('//')", fields=(field,))
+    renamed = renamed_by_servers(root)
+    if renamed:
+        raise ConfigError(f"prefix {prefix!r} {renamed}", fields=(field,))
     if CONTROL.search(root):
         raise ConfigError(f"prefix {prefix!r} holds a control character", fields=(field,))
     if any(segment != segment.strip() for segment in segments):

@@ -53,6 +53,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from s3_assets.lib.errors import S3_FAILURES, ConfigError, describe_client_error
+from s3_assets.lib.server_keys import stored_segments
 from s3_assets.lib.text import printable
 from s3_assets.lib.uploading import SHA256_METADATA, difference, stored_object_and_metadata
 
@@ -78,17 +79,10 @@ def _status(error: ClientError) -> int:
     return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
-def _segments(key: str) -> list[str]:
-    """A key's segments as SeaweedFS stores it: `\\` read as `/`, empty segments collapsed
-    (`s3://b/e20\\raw\\train.csv` and `s3://b//e20/raw/gt.csv` are `e20/raw/...`)."""
-    return [segment for segment in key.replace("\\", "/").split("/") if segment]
-
-
 def server_key(key: str) -> str:
-    """The key an S3-compatible server stores for `key` (see `_segments`). Refused: `.` or
-    `..` segments (SeaweedFS refuses them, AWS keeps them literally, a file system resolves
-    them: no one meaning) and a key that names a folder."""
-    segments = _segments(key)
+    """The key an S3-compatible server stores for `key` (`lib.server_keys`). Refused: `.` or
+    `..` segments (no one meaning) and a key that names a folder."""
+    segments = stored_segments(key)
     if any(segment in (".", "..") for segment in segments):
         raise ConfigError(f"export_csv key {printable(key)!r} has a '.' or '..' segment, which servers "
                           "refuse or read differently: write the key without them")

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from s3_assets.lib.errors import S3AssetsError
+from s3_assets.lib.server_keys import renamed_by_servers
 from s3_assets.lib.text import printable
 
 
@@ -59,12 +60,6 @@ class OutsidePrefixError(S3AssetsError, ValueError):
     """A file map names an object outside the bucket and data prefix; the message names each."""
 
 
-def _segments_as_stored(key: str) -> bool:
-    """A key the server stores as written: no `\\` or empty, `.` or `..` segment (SeaweedFS turns
-    `\\` and `//` into `/`, and a path-style endpoint may resolve `..`)."""
-    return "\\" not in key and all(part not in ("", ".", "..") for part in key.split("/"))
-
-
 def keys_under_prefix(file_map: Mapping[Any, Any], bucket: str, root: str) -> dict[str, str]:
     """name -> key for a file map (name -> `s3://` URI) whose every URI is in `bucket` under the
     data prefix `root` ('' or ending in '/'), as the server will store it. Whatever produced
@@ -76,7 +71,7 @@ def keys_under_prefix(file_map: Mapping[Any, Any], bucket: str, root: str) -> di
         text = uri if isinstance(uri, str) else ""
         uri_bucket, _, key = text.removeprefix("s3://").partition("/")
         if (isinstance(name, str) and text.startswith("s3://") and uri_bucket == bucket and key.startswith(root)
-                and len(key) > len(root) and _segments_as_stored(key)):
+                and len(key) > len(root) and renamed_by_servers(key) is None):
             keys[name] = key
         else:
             refused.append(f"{printable(str(name))}: {printable(str(uri))}")

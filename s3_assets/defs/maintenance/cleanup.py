@@ -41,6 +41,7 @@ from s3_assets.lib.cleanup import CleanupError, CleanupReport, Foreign, InFolder
 from s3_assets.lib.errors import ConfigError, S3AssetsError
 from s3_assets.lib.listing import list_objects
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, overlap_form
+from s3_assets.lib.server_keys import stored_segments
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
 from s3_assets.per_file.retention import remove_file_partitions
@@ -75,7 +76,6 @@ def refuse_overlap(s3_prefix: S3Prefix) -> None:
 # these names, so the same layout deeper under a cleaned prefix is another configuration's data.
 COPY_LAYOUTS = tuple(tuple(table.s3_relative.split("/")) for table in UCI_TABLES)
 (COPIES_FOLDER,) = {table.s3_relative.split("/", 1)[0] + "/" for table in UCI_TABLES}  # `raw/`: they all lie in it
-_SEGMENT = re.compile(r"[^/\\]+")  # a key's segments as a server that reads `\` as `/` and drops `//` stores it
 
 
 def copies_folder(rest: str) -> str | None:
@@ -102,7 +102,7 @@ def nested_configuration(rest: str) -> str | None:
 def _is_lock_note(rest: str) -> bool:
     """A lock note by name: under this release's notes folder, or an older release's
     (`<io_prefix>/<prefix>/.locks/writers/…`, `.locks/cleanup.json`)."""
-    folded = [overlap_form(segment) for segment in _SEGMENT.findall(rest)]
+    folded = [overlap_form(segment) for segment in stored_segments(rest)]
     notes = overlap_form(LOCKS_FOLDER.rstrip("/"))
     return notes in folded or any(a == ".locks" and b in ("writers", "cleanup.json")
                                   for a, b in zip(folded, folded[1:], strict=False))
