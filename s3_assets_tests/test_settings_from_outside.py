@@ -12,10 +12,12 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import typing
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from dagster import DagsterInstance
 from dagster._core.test_utils import create_run_for_test
 from dagster_celery.config import DEFAULT_CONFIG
@@ -29,7 +31,7 @@ from s3_assets.local_cluster import settings as cluster_settings_module
 from s3_assets.local_cluster.broker import ClusterError
 from s3_assets.local_cluster.cluster import WORKERS_FILE, LocalCluster
 from s3_assets.local_cluster.launcher import ClusterRunLauncher
-from s3_assets.local_cluster.settings import celery_config
+from s3_assets.local_cluster.settings import celery_config, check_broker
 from s3_assets.settings import SETTINGS, allowed_range, build_resources, configuration_table, load_cluster_settings
 from s3_assets_tests.test_cleanup import keys_in
 from s3_assets_tests.test_stale_state_files import private_folder
@@ -162,6 +164,54 @@ def test_botocores_own_usable_retry_settings_are_accepted(monkeypatch):
     build_resources({})
 
 
+PROFILE_SECRET = "profile-secret-9f3a"
+
+
+@pytest.fixture
+def aws_config_file(tmp_path, monkeypatch):
+    """An AWS config file (AWS_CONFIG_FILE) with the given profile values, botocore's AWS_*
+    retry variables unset."""
+    for var in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    path = tmp_path / "aws-config"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(path))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+
+    def write(profile: str, **values: str) -> None:
+        section = "default" if profile == "default" else f"profile {profile}"
+        lines = [f"[{section}]", f"aws_secret_access_key = {PROFILE_SECRET}", *(f"{k} = {v}" for k, v in values.items())]
+        path.write_text("\n".join(lines) + "\n")
+        if profile != "default":
+            monkeypatch.setenv("AWS_PROFILE", profile)
+
+    return write
+
+
+@pytest.mark.parametrize("profile", ["retries", "default"])
+@pytest.mark.parametrize(("key", "raw"), [("max_attempts", raw) for raw in ("abc", "1e3", "0", "-3", "100000", "2\u00b3")]
+                         + [("retry_mode", "bogus"), ("retry_mode", "Standard")])
+def test_the_aws_profiles_retry_settings_standing_in_are_checked_by_name(aws_config_file, monkeypatch, profile, key, raw):
+    """The profile's `max_attempts`/`retry_mode` (the profile AWS_PROFILE chooses, in the file
+    AWS_CONFIG_FILE names) get the range and choices of AWS_MAX_ATTEMPTS/AWS_RETRY_MODE: refused
+    naming the profile and the file's variable, never the profile's other values."""
+    aws_config_file(profile, **{key: raw})
+    with pytest.raises(ConfigError) as refused:
+        build_resources({})
+    name = f"{key} in AWS profile {profile!r}"
+    assert refused.value.fields == (name,) and str(refused.value).startswith(f"invalid configuration: {name}: ")
+    assert "AWS_CONFIG_FILE" in str(refused.value) and PROFILE_SECRET not in str(refused.value)
+    # Not used, so not checked: ours set, or botocore's own variable (which wins over the profile)
+    ours = {"max_attempts": ("S3_ASSETS_MAX_ATTEMPTS", "4"), "retry_mode": ("S3_ASSETS_RETRY_MODE", "standard")}[key]
+    build_resources(dict([ours]))
+    monkeypatch.setenv(f"AWS_{key.upper()}", ours[1])
+    build_resources({})
+
+
+def test_the_aws_profiles_usable_retry_settings_are_accepted(aws_config_file):
+    aws_config_file("retries", max_attempts="20", retry_mode="adaptive")
+    build_resources({})
+
+
 # -- 3. an unreachable broker is named, without its password -------------------------------------
 
 
@@ -206,6 +256,85 @@ def test_the_executor_names_an_unreachable_broker_before_any_step(dead_broker):
     with pytest.raises(ClusterError) as refused:
         executor.execute(None, None)  # refused before the plan is looked at
     _assert_names_the_broker(refused.value, dead_broker)
+
+
+class CountingRedis:
+    """A loopback server that speaks just enough Redis for `check_broker` (`+PONG` to PING,
+    `+OK` to anything else) and counts the connections it accepts; `answering = False` makes it
+    close each connection at once, which fails the check."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.answering = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.answering:
+                threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+            else:
+                connection.close()
+
+    @staticmethod
+    def _answer(connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as commands:
+            while (header := commands.readline()).startswith(b"*"):
+                words = []
+                for _ in range(int(header[1:])):
+                    size = int(commands.readline()[1:])
+                    words.append(commands.read(size + 2)[:-2])
+                connection.sendall(b"+PONG\r\n" if words[:1] == [b"PING"] else b"+OK\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def counting_broker(monkeypatch):
+    server = CountingRedis()
+    url = f"redis://:{BROKER_PASSWORD}@127.0.0.1:{server.port}/0"
+    monkeypatch.setenv("S3_ASSETS_CELERY_BROKER_URL", url)
+    monkeypatch.setattr(cluster_settings_module, "_broker_reached", {}, raising=False)
+    yield server, Celery(broker=url, backend=url)
+    server.close()
+
+
+def test_a_broker_reached_is_not_checked_again_for_a_while(counting_broker, monkeypatch):
+    """Every launch and every executor start checked the broker (up to ~9 s on a silent one):
+    a check that reached it is taken as given by this process for BROKER_CHECK_REUSE_SECONDS."""
+    server, app = counting_broker
+    check_broker(app)
+    assert server.accepted >= 1
+    seen = server.accepted
+    check_broker(app)
+    check_broker(Celery(broker=app.conf.broker_url))  # the executor's app, the launcher's: one broker
+    assert server.accepted == seen  # no connection within the window
+    monkeypatch.setattr(cluster_settings_module, "BROKER_CHECK_REUSE_SECONDS", 0.0, raising=False)
+    check_broker(app)
+    assert server.accepted > seen  # after it, a check connects again
+
+
+def test_a_failed_broker_check_is_not_kept(counting_broker):
+    server, app = counting_broker
+    server.answering = False
+    with pytest.raises(ClusterError) as refused:
+        check_broker(app)
+    assert BROKER_PASSWORD not in str(refused.value)
+    failed = server.accepted
+    server.answering = True
+    check_broker(app)  # connects again, and now succeeds
+    assert server.accepted > failed
+    reached = server.accepted
+    server.answering = False
+    check_broker(app)  # kept: no connection
+    assert server.accepted == reached
 
 
 # -- 4. the download cache keeps no password ---------------------------------------------------

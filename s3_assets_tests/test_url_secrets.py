@@ -12,13 +12,15 @@ import socket
 import subprocess
 import traceback
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import pytest
+import urllib3
 from dagster import DagsterInstance
 
 from s3_assets.definitions import build_definitions
 from s3_assets.lib.errors import ConfigError, S3AssetsError
-from s3_assets.lib.text import shown_url, without_url_secrets
+from s3_assets.lib.text import shown_url, user_part_problem, without_url_secrets
 from s3_assets.settings import build_resources
 from s3_assets_tests.test_cli_and_sensor import DAGSTER, ROOT
 from s3_assets_tests.test_uci_source import Server
@@ -130,7 +132,8 @@ def test_no_password_of_a_configured_url_in_metadata_events_output_or_errors(sec
     ("https://user:pw@s3.example.com:9000/base?X-Amz-Signature=s#f", "https://s3.example.com:9000/base"),
     ("http://u:p%40ss@host/tic-mld/", "http://host/tic-mld/"),
     ("http://u:pa/ss@host:9/x", "http://***@host:9/x"),  # an unencoded '/' in the password
-    ("http://u:pa?ss@host/x", "http://host/x"),
+    ("http://u:pa?ss@host/x", "http://***@…"),  # every parser ends the host at '?': none reads 'host'
+    ("http://host/x?a=b@c", "http://host/x"),  # an '@' in the query is no user part
     ("htp://AKIAUSER:supersecret123@h", "htp://h"),
     ("AKIAUSER:supersecret123@127.0.0.1:9000", "***@127.0.0.1:9000"),
     ("redis://:brokerpass@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
@@ -180,3 +183,53 @@ def test_a_piece_of_a_password_that_a_parser_quotes_is_blanked():
     message = "InvalidURL: Failed to parse: 'srcuser:Kx9q2Lw' is not a valid host or port; then Zp7Rt+4s@127.0.0.1"
     text = without_url_secrets(message, url)
     assert "Kx9q2Lw" not in text and "Zp7Rt" not in text and "srcuser" not in text, text
+
+
+# -- a '\\', '?' or '#' in the user part: parsers disagree on the host, or none reads the one after '@'
+
+
+def _parsers_hosts(url: str) -> set[str | None]:
+    """The host urlsplit (kombu, botocore) and urllib3 (requests, a WHATWG-style parser) read."""
+    hosts: set[str | None] = {urlsplit(url).hostname}
+    try:
+        hosts.add(urllib3.util.parse_url(url).host)
+    except urllib3.exceptions.LocationParseError:
+        hosts.add(None)
+    return hosts
+
+
+@pytest.mark.parametrize("url", [
+    "http://h:1\\@x/", "http://127.0.0.1:18480\\@x/", "http://alice:Zq9xK\\w7@host/", "http://u:pa?ss@host/x",
+    "http://u:pa#ss/x@host/", "http://127.0.0.1:18480\\x/", "redis://:Tops3cret#pw@127.0.0.1:6379/0",
+    "http://u:pa?ss@h?q=1@x/",
+])
+def test_shown_url_claims_no_host_that_a_parser_would_not_use(url):
+    """`http://h:1\\@x/` was shown as `http://x/`, while requests contacts `h`: where parsers
+    disagree on the host (or none reads the host after the `@`), no host is shown, the user part
+    never, and the URL is one `user_part_problem` refuses."""
+    shown = shown_url(url)
+    assert shown in ("http://***@…", "http://…", "redis://***@…") or _parsers_hosts(url) == {urlsplit(shown).hostname}, (
+        f"{url!r} shown as {shown!r}, parsers read {_parsers_hosts(url)}")
+    assert user_part_problem(url) is not None
+    for piece in ("Zq9xK", "pa", "Tops3cret", "alice"):
+        assert piece not in shown.replace("http", "")
+
+
+SEPARATORS = ["\\", ";", "%", "@", "&", " ", "!", "$", "=", ",", "+", "*", "'", "~", "-", "_", ".", "|"]
+
+
+@pytest.mark.parametrize("separator", SEPARATORS)
+@pytest.mark.parametrize("encoded", [False, True], ids=["as-given", "percent-encoded"])
+def test_no_fragment_of_a_password_cut_at_any_separator_survives(separator, encoded):
+    """A library may cut a password at any non-alphanumeric character and quote one piece, or a
+    run of pieces (`'***:Zq9xK'` from `Zq9xK\\w7`): each such fragment of 3 characters or more
+    is blanked, as given and percent-decoded; the host stays readable."""
+    pieces = ["Kx9q2Lw", "Zp7Rt4s", "Mn8Vb", "Qe6"]
+    password = separator.join(pieces)
+    url = f"http://srcuser:{quote(password, safe='') if encoded else password}@127.0.0.1:23410/"
+    quoted = [*pieces, separator.join(pieces[1:3]), separator.join(pieces[:2]), password, quote(password, safe="")]
+    message = "; ".join(f"InvalidURL: Failed to parse: 'srcuser:{fragment}' is not a valid host" for fragment in quoted)
+    text = without_url_secrets(message + " at 127.0.0.1:23410", url)
+    for fragment in (*quoted, "srcuser"):
+        assert fragment not in text, f"{fragment!r} of {password!r} shown: {text}"
+    assert "127.0.0.1:23410" in text and "InvalidURL: Failed to parse" in text

@@ -272,6 +272,34 @@ class S3Connection(S3Resource):
         if not self.retry_mode and mode and mode not in RETRY_MODES:
             raise ConfigError(f"AWS_RETRY_MODE={printable(mode[:20])!r} stands in for S3_ASSETS_RETRY_MODE and is not "
                               f"one of {', '.join(RETRY_MODES)}", fields=("AWS_RETRY_MODE",))
+        self._profile_retries(raw, mode)
+
+    def _profile_retries(self, env_attempts: str, env_mode: str) -> None:
+        """The AWS profile's `max_attempts` and `retry_mode` (~/.aws/config, or AWS_CONFIG_FILE),
+        where they stand in (neither S3_ASSETS_* nor botocore's AWS_* variable set): the same
+        range and choices, refused naming the profile and the file's variable, never another
+        of its values. A profile that is missing or a file botocore cannot read is left to
+        botocore's own error at the first call."""
+        if (self.max_attempts is not None or env_attempts) and (self.retry_mode or env_mode):
+            return
+        session = self._botocore_session()
+        try:
+            config = session.get_scoped_config()
+            profile = session.profile or "default"
+        except BotoCoreError:
+            return
+        name = f"max_attempts in AWS profile {printable(str(profile)[:64])!r}"
+        where = "(the AWS config file's value: AWS_CONFIG_FILE, else ~/.aws/config)"
+        low, high = MAX_ATTEMPTS_RANGE
+        raw = str(config.get("max_attempts", "")).strip()
+        if self.max_attempts is None and not env_attempts and raw and not (
+                raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+            raise ConfigError(f"{printable(raw[:20])!r} {where} stands in for S3_ASSETS_MAX_ATTEMPTS and is not a whole "
+                              f"number from {low} to {high}", fields=(name,))
+        mode = str(config.get("retry_mode", ""))
+        if not self.retry_mode and not env_mode and mode and mode not in RETRY_MODES:
+            raise ConfigError(f"{printable(mode[:20])!r} {where} stands in for S3_ASSETS_RETRY_MODE and is not one of "
+                              f"{', '.join(RETRY_MODES)}", fields=(name.replace("max_attempts", "retry_mode", 1),))
 
     # -- the embedded server (target=local) ------------------------------------------------
     def local_ports(self) -> LocalS3Ports:

@@ -34,18 +34,38 @@ def shown_url(url: str) -> str:
     """A configured URL (or path) as it may be shown anywhere (metadata, logs, errors): without
     its user part (user, password, access key) and without query and fragment (tokens,
     signatures), controls escaped. A password may hold an unencoded `/`, so an `@` after the
-    host still ends a user part: what comes before it is shown as `***`."""
+    host still ends a user part: what comes before it is shown as `***`. Where URL parsers
+    disagree on the host, or none reads the host that follows the `@` (a `\\` before the path,
+    a `?` or `#` in the user part: what `user_part_problem` refuses), no host is shown:
+    `scheme://***@…` (`scheme://…` without an `@`)."""
     text = url.strip()
     scheme, sep, rest = text.partition("://")
     if not sep:  # a path, or host:port with a user part before it ("user:secret@host:9000")
         at_user_part = "@" in text and not text.startswith(("/", "~", "."))
         return printable("***@" + text.rpartition("@")[2] if at_user_part else text)
+    if _host_unclear(rest):
+        return printable(f"{scheme}://***@…" if "@" in rest else f"{scheme}://…")
     authority, slash, path = rest.partition("/")
     authority = re.split(r"[?#]", authority.rpartition("@")[2], maxsplit=1)[0]
     path = re.split(r"[?#]", path, maxsplit=1)[0]
     if "@" in path:  # "user:pa/ss@host/...": the user part ends at the last '@'
         return printable(f"{scheme}://***@{path.rpartition('@')[2]}")
     return printable(f"{scheme}://{authority}{slash}{path}")
+
+
+def _host_unclear(rest: str) -> bool:
+    """Whether the host of `scheme://` + `rest` is one URL parsers disagree on, or one none
+    reads: a `\\` before the first `/`, `?` or `#` (WHATWG parsers such as urllib3 end the
+    host there, urlsplit does not), or a `\\`, `?` or `#` in the user part as `shown_url`
+    finds it (every parser ends the authority at `?` or `#`, so none reads the host after the
+    `@`). `user_part_problem` refuses every such URL."""
+    if "\\" in re.split(r"[/?#]", rest, maxsplit=1)[0]:
+        return True
+    authority, _, path = rest.partition("/")
+    path = re.split(r"[?#]", path, maxsplit=1)[0]
+    user_part = (f"{authority}/{path.rpartition('@')[0]}" if "@" in path
+                 else authority.rpartition("@")[0] if "@" in authority else "")
+    return any(character in user_part for character in "\\?#")
 
 
 def user_part_problem(url: str) -> str | None:
@@ -69,23 +89,48 @@ def user_part_problem(url: str) -> str | None:
     return None
 
 
+# A user part with more separators than this (no real password has) is blanked piece by piece
+# and whole, not in every run of adjacent pieces (their number grows with its square).
+_MAX_CUTS_FOR_RUNS = 64
+
+
+def _secret_fragments(secret: str) -> set[str]:
+    """Every part of `secret` that a library may quote when it cuts it at separators: each run
+    of adjacent pieces between two non-alphanumeric characters (or an end), the whole included,
+    each as given and percent-decoded."""
+    fragments: set[str] = set()
+    for form in {secret, unquote(secret)}:
+        cuts = [-1, *(i for i, char in enumerate(form) if not char.isalnum()), len(form)]
+        if len(cuts) > _MAX_CUTS_FOR_RUNS:
+            pairs = [(cuts[0], cuts[-1]), *zip(cuts, cuts[1:], strict=False)]
+        else:
+            pairs = [(start, end) for n, start in enumerate(cuts) for end in cuts[n + 1:]]
+        fragments |= {form[start + 1:end] for start, end in pairs}
+    return {form for fragment in fragments for form in (fragment, unquote(fragment))}
+
+
 def without_url_secrets(text: str, *urls: str | None) -> str:
     """`text` (a library's message) with the user part of every URL in it removed, and the user
-    part, password and query of each configured URL in `urls` blanked wherever they occur
-    (percent-decoded too). Not escaped: `printable` it to show it."""
+    part, password and query of each configured URL in `urls` blanked wherever they occur,
+    as given and percent-decoded. A library may quote a piece of a password cut at any
+    separator (`Failed to parse: 'user:Kx9q2Lw'` of `Kx9q2Lw/Zp7`): every run of its pieces
+    between non-alphanumeric characters (`:`, `/`, `\\`, `;`, `%`, `@`, `&`, a space, ...) is
+    blanked too, longest first, so no such fragment of 3 characters or more survives. Limits:
+    a fragment of 1 or 2 characters is left (blanking it would blank ordinary words), and so is
+    a piece a library cuts inside a run of letters and digits (not done by the URL parsers the
+    project uses). Not escaped: `printable` it to show it."""
+    text = _USERINFO_IN_TEXT.sub(r"\1", text)
     for url in urls:
         if not url or not url.strip():
             continue
         _, sep, rest = url.strip().partition("://")
         rest = rest if sep else url.strip()
-        secrets = []
+        secrets: set[str] = set()
         if "@" in rest:
-            user_part = rest.rpartition("@")[0]
-            # and its pieces: a parser that stopped at a '/', '?' or '#' quotes a piece of it
-            secrets += [user_part, *re.split(r"[:/?#]", user_part)]
+            secrets |= _secret_fragments(rest.rpartition("@")[0])
         if "?" in rest:
-            secrets.append(rest.partition("?")[2].partition("#")[0])
-        for secret in sorted({form for s in secrets for form in (s, unquote(s)) if len(form) >= 3},
-                             key=len, reverse=True):
+            query = rest.partition("?")[2].partition("#")[0]
+            secrets |= {query, unquote(query)}
+        for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
             text = text.replace(secret, "***")
-    return _USERINFO_IN_TEXT.sub(r"\1", text)
+    return text

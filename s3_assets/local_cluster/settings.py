@@ -3,7 +3,9 @@ the run launcher and the workers, so all three use the same broker and the same 
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +27,12 @@ BROKER_CONNECT_TIMEOUT = 10.0  # seconds for the whole check
 # Seconds for each connect and each read of one attempt: the timeout above does not end a read,
 # so a broker address that accepts and never answers (another service, a proxy) would hang the check.
 BROKER_SOCKET_TIMEOUT = 3.0
+# Seconds for which a broker that answered `check_broker` is taken as reachable by this process:
+# a launch and its executor (or runs launched together) do not each connect again. A failure is
+# never kept: the next check connects.
+BROKER_CHECK_REUSE_SECONDS = 30.0
+# broker URL -> (process id, monotonic time) of the last check that reached it
+_broker_reached: dict[str, tuple[int, float]] = {}
 SSL_CERT_REQS = {"required", "optional", "none", "cert_required", "cert_optional", "cert_none"}
 
 
@@ -130,10 +138,14 @@ def check_broker(app: Any) -> None:
     """Connect once to `app`'s broker before the first task is sent (the executor's run, the
     launcher's launch): an unreachable broker then fails naming it (never its password) and what
     to check, within a few seconds, instead of with kombu's or Celery's own error, which names
-    neither, after Celery's result backend spent ~20 s reconnecting."""
+    neither, after Celery's result backend spent ~20 s reconnecting. A broker reached is not
+    checked again by this process for `BROKER_CHECK_REUSE_SECONDS` (a failure is never kept)."""
     from kombu.exceptions import OperationalError
 
     url = str(app.conf.broker_url or "")
+    pid, reached = _broker_reached.get(url, (None, 0.0))
+    if pid == os.getpid() and time.monotonic() - reached < BROKER_CHECK_REUSE_SECONDS:
+        return  # reached a moment ago by this process
     try:
         with app.connection_for_write(transport_options={"socket_timeout": BROKER_SOCKET_TIMEOUT,
                                                           "socket_connect_timeout": BROKER_SOCKET_TIMEOUT}) as connection:
@@ -145,3 +157,4 @@ def check_broker(app: Any) -> None:
                 if configured else "start the local cluster with `s3-assets-cluster start`")
         cause = printable(without_url_secrets(f"{type(error).__name__}: {error}", url))
         raise ClusterError(f"cannot reach the Celery broker {shown_url(url)} ({cause}): {what}") from None
+    _broker_reached[url] = (os.getpid(), time.monotonic())
