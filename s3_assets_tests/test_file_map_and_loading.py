@@ -295,6 +295,7 @@ def test_credentials_come_from_the_connections_provider_chain(s3_server, s3, buc
     "s3://b/ins_dataset//raw/train.csv",   # the server stores it under another key
     "s3://b/ins_dataset/raw\\train.csv",
     "s3://b/ins_dataset/",                 # the prefix itself
+    "s3://b/ins_dataset/raw/",             # a folder (a folder marker on AWS), not a file
     "/etc/passwd",
     "s3://b/elsewhere/\nnew line\x1b[31m",  # outside text: escaped in the message
 ])

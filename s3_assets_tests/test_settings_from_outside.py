@@ -207,6 +207,19 @@ def test_the_aws_profiles_retry_settings_standing_in_are_checked_by_name(aws_con
     build_resources({})
 
 
+def test_a_retry_setting_in_the_credentials_file_is_checked_and_named_as_such(aws_config_file, tmp_path, monkeypatch):
+    """botocore merges the credentials file into the profile, so its `max_attempts` stands in
+    too: refused, the message naming both files' variables, never the key beside it."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[only-here]\naws_secret_access_key = {PROFILE_SECRET}\nmax_attempts = 0\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "only-here")
+    with pytest.raises(ConfigError) as refused:
+        build_resources({})
+    assert refused.value.fields == ("max_attempts in AWS profile 'only-here'",)
+    assert "AWS_SHARED_CREDENTIALS_FILE" in str(refused.value) and PROFILE_SECRET not in str(refused.value)
+
+
 def test_the_aws_profiles_usable_retry_settings_are_accepted(aws_config_file):
     aws_config_file("retries", max_attempts="20", retry_mode="adaptive")
     build_resources({})
@@ -301,7 +314,7 @@ def counting_broker(monkeypatch):
     server = CountingRedis()
     url = f"redis://:{BROKER_PASSWORD}@127.0.0.1:{server.port}/0"
     monkeypatch.setenv("S3_ASSETS_CELERY_BROKER_URL", url)
-    monkeypatch.setattr(cluster_settings_module, "_broker_reached", {}, raising=False)
+    monkeypatch.setattr(cluster_settings_module, "_broker_reached", {})
     yield server, Celery(broker=url, backend=url)
     server.close()
 

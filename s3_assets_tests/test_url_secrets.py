@@ -133,7 +133,9 @@ def test_no_password_of_a_configured_url_in_metadata_events_output_or_errors(sec
     ("http://u:p%40ss@host/tic-mld/", "http://host/tic-mld/"),
     ("http://u:pa/ss@host:9/x", "http://***@host:9/x"),  # an unencoded '/' in the password
     ("http://u:pa?ss@host/x", "http://***@…"),  # every parser ends the host at '?': none reads 'host'
-    ("http://host/x?a=b@c", "http://host/x"),  # an '@' in the query is no user part
+    ("http://host/x?a=b@c", "http://***@…"),  # an '@' after a '?': refused at load; no host claimed
+    ("redis://admin:Kx9q2Lw/Zp7#frag@host:6379/0", "redis://***@…"),  # '/' then '#' in a password
+    ("redis://admin:Kx9q2Lw/Zp7?x@host:6379/0", "redis://***@…"),  # '/' then '?' in a password
     ("htp://AKIAUSER:supersecret123@h", "htp://h"),
     ("AKIAUSER:supersecret123@127.0.0.1:9000", "***@127.0.0.1:9000"),
     ("redis://:brokerpass@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
@@ -201,7 +203,7 @@ def _parsers_hosts(url: str) -> set[str | None]:
 @pytest.mark.parametrize("url", [
     "http://h:1\\@x/", "http://127.0.0.1:18480\\@x/", "http://alice:Zq9xK\\w7@host/", "http://u:pa?ss@host/x",
     "http://u:pa#ss/x@host/", "http://127.0.0.1:18480\\x/", "redis://:Tops3cret#pw@127.0.0.1:6379/0",
-    "http://u:pa?ss@h?q=1@x/",
+    "http://u:pa?ss@h?q=1@x/", "redis://admin:Kx9q2Lw/Zp7#frag@host:6379/0", "redis://admin:Kx9q2Lw/Zp7?x@host:6379/0",
 ])
 def test_shown_url_claims_no_host_that_a_parser_would_not_use(url):
     """`http://h:1\\@x/` was shown as `http://x/`, while requests contacts `h`: where parsers
@@ -211,7 +213,7 @@ def test_shown_url_claims_no_host_that_a_parser_would_not_use(url):
     assert shown in ("http://***@…", "http://…", "redis://***@…") or _parsers_hosts(url) == {urlsplit(shown).hostname}, (
         f"{url!r} shown as {shown!r}, parsers read {_parsers_hosts(url)}")
     assert user_part_problem(url) is not None
-    for piece in ("Zq9xK", "pa", "Tops3cret", "alice"):
+    for piece in ("Zq9xK", "pa", "Tops3cret", "alice", "admin", "Kx9q2Lw", "Zp7"):
         assert piece not in shown.replace("http", "")
 
 

@@ -260,46 +260,40 @@ class S3Connection(S3Resource):
         return self
 
     def _botocore_environment(self) -> None:
-        """botocore's own AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, where they stand in for unset
-        S3_ASSETS_* settings (`_retries`), get the same range and choices when the settings load:
-        botocore would fail at the first S3 call naming nothing, or retry without a bound."""
-        low, high = MAX_ATTEMPTS_RANGE
-        raw = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
-        if self.max_attempts is None and raw and not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
-            raise ConfigError(f"AWS_MAX_ATTEMPTS={printable(raw[:20])!r} stands in for S3_ASSETS_MAX_ATTEMPTS and is "
-                              f"not a whole number from {low} to {high}", fields=("AWS_MAX_ATTEMPTS",))
-        mode = os.environ.get("AWS_RETRY_MODE", "")
-        if not self.retry_mode and mode and mode not in RETRY_MODES:
-            raise ConfigError(f"AWS_RETRY_MODE={printable(mode[:20])!r} stands in for S3_ASSETS_RETRY_MODE and is not "
-                              f"one of {', '.join(RETRY_MODES)}", fields=("AWS_RETRY_MODE",))
-        self._profile_retries(raw, mode)
-
-    def _profile_retries(self, env_attempts: str, env_mode: str) -> None:
-        """The AWS profile's `max_attempts` and `retry_mode` (~/.aws/config, or AWS_CONFIG_FILE),
-        where they stand in (neither S3_ASSETS_* nor botocore's AWS_* variable set): the same
-        range and choices, refused naming the profile and the file's variable, never another
-        of its values. A profile that is missing or a file botocore cannot read is left to
-        botocore's own error at the first call."""
+        """botocore's own retry settings, where they stand in for unset S3_ASSETS_* ones
+        (`_retries`): AWS_MAX_ATTEMPTS / AWS_RETRY_MODE, else the AWS profile's `max_attempts` /
+        `retry_mode`. They get the same range and choices when the settings load: botocore would
+        fail at the first S3 call naming nothing, or retry without a bound."""
+        env_attempts = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+        env_mode = os.environ.get("AWS_RETRY_MODE", "")
+        self._check_stand_in_retries(env_attempts, env_mode, ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"), "")
         if (self.max_attempts is not None or env_attempts) and (self.retry_mode or env_mode):
-            return
+            return  # the profile's values are not used
         session = self._botocore_session()
-        try:
+        try:  # the profile AWS_PROFILE (or ours) names, from the config and the credentials file
             config = session.get_scoped_config()
-            profile = session.profile or "default"
+            profile = printable(str(session.profile or "default")[:64])
         except BotoCoreError:
-            return
-        name = f"max_attempts in AWS profile {printable(str(profile)[:64])!r}"
-        where = "(the AWS config file's value: AWS_CONFIG_FILE, else ~/.aws/config)"
+            return  # a missing profile or an unreadable file: botocore's own error at the first call
+        self._check_stand_in_retries(
+            "" if env_attempts else str(config.get("max_attempts", "")).strip(),
+            "" if env_mode else str(config.get("retry_mode", "")),
+            (f"max_attempts in AWS profile {profile!r}", f"retry_mode in AWS profile {profile!r}"),
+            " (a value of the AWS config or credentials file: AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, "
+            "else ~/.aws/config, ~/.aws/credentials)")
+
+    def _check_stand_in_retries(self, attempts: str, mode: str, names: tuple[str, str], source: str) -> None:
+        """Refuse a stand-in `max_attempts` outside MAX_ATTEMPTS_RANGE or `retry_mode` outside
+        RETRY_MODES (each only where ours is unset), naming where it comes from and never another
+        value of that place."""
         low, high = MAX_ATTEMPTS_RANGE
-        raw = str(config.get("max_attempts", "")).strip()
-        if self.max_attempts is None and not env_attempts and raw and not (
-                raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
-            raise ConfigError(f"{printable(raw[:20])!r} {where} stands in for S3_ASSETS_MAX_ATTEMPTS and is not a whole "
-                              f"number from {low} to {high}", fields=(name,))
-        mode = str(config.get("retry_mode", ""))
-        if not self.retry_mode and not env_mode and mode and mode not in RETRY_MODES:
-            raise ConfigError(f"{printable(mode[:20])!r} {where} stands in for S3_ASSETS_RETRY_MODE and is not one of "
-                              f"{', '.join(RETRY_MODES)}", fields=(name.replace("max_attempts", "retry_mode", 1),))
+        if self.max_attempts is None and attempts and not (
+                attempts.isascii() and attempts.isdigit() and low <= int(attempts) <= high):
+            raise ConfigError(f"{names[0]}={printable(attempts[:20])!r}{source} stands in for S3_ASSETS_MAX_ATTEMPTS "
+                              f"and is not a whole number from {low} to {high}", fields=(names[0],))
+        if not self.retry_mode and mode and mode not in RETRY_MODES:
+            raise ConfigError(f"{names[1]}={printable(mode[:20])!r}{source} stands in for S3_ASSETS_RETRY_MODE and is "
+                              f"not one of {', '.join(RETRY_MODES)}", fields=(names[1],))
 
     # -- the embedded server (target=local) ------------------------------------------------
     def local_ports(self) -> LocalS3Ports:

@@ -71,7 +71,7 @@ def keys_under_prefix(file_map: Mapping[Any, Any], bucket: str, root: str) -> di
         text = uri if isinstance(uri, str) else ""
         uri_bucket, _, key = text.removeprefix("s3://").partition("/")
         if (isinstance(name, str) and text.startswith("s3://") and uri_bucket == bucket and key.startswith(root)
-                and len(key) > len(root) and renamed_by_servers(key) is None):
+                and len(key) > len(root) and not key.endswith("/") and renamed_by_servers(key) is None):
             keys[name] = key
         else:
             refused.append(f"{printable(str(name))}: {printable(str(uri))}")

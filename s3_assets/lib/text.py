@@ -61,8 +61,9 @@ def _host_unclear(rest: str) -> bool:
     `@`). `user_part_problem` refuses every such URL."""
     if "\\" in re.split(r"[/?#]", rest, maxsplit=1)[0]:
         return True
+    # the user part as `shown_url` would cut it: up to the last '@', which may follow a '/' of a
+    # password and then a '?' or '#' of it (`u:pa/ss#x@host`)
     authority, _, path = rest.partition("/")
-    path = re.split(r"[?#]", path, maxsplit=1)[0]
     user_part = (f"{authority}/{path.rpartition('@')[0]}" if "@" in path
                  else authority.rpartition("@")[0] if "@" in authority else "")
     return any(character in user_part for character in "\\?#")
@@ -118,7 +119,8 @@ def without_url_secrets(text: str, *urls: str | None) -> str:
     blanked too, longest first, so no such fragment of 3 characters or more survives. Limits:
     a fragment of 1 or 2 characters is left (blanking it would blank ordinary words), and so is
     a piece a library cuts inside a run of letters and digits (not done by the URL parsers the
-    project uses). Not escaped: `printable` it to show it."""
+    project uses). A piece that is also ordinary text of the message (a port in
+    `pw-6379-x`) is blanked there too: over-blanking, never a leak. Not escaped: `printable` it to show it."""
     text = _USERINFO_IN_TEXT.sub(r"\1", text)
     for url in urls:
         if not url or not url.strip():
