@@ -183,7 +183,9 @@ def test_another_configurations_copies_inside_its_stored_outputs_are_refused(s3,
     `myio/p1/`; B's prefix is that folder (or lies in it), so B's copies are there too (outside
     attack on issue 19 §2: A's cleanup deleted them as "stored output objects" and succeeded).
     Refused, dry run too, before anything of the outputs folder is sent, naming B's prefix."""
-    theirs = [f"{nested}/{relative}", f"{nested}/notes.txt"]
+    # B's other key lists after its copy: a key not of A's outputs layout listed first is refused
+    # by that (test_cleanup_outputs_layout.py); here the copy decides, naming B's prefix.
+    theirs = [f"{nested}/{relative}", f"{nested}/zz-notes.txt"]
     own = ["p1/raw/train.csv", "myio/p1/train/manifest.json"]
     put_many(s3, bucket, own + theirs)
     location = make_location(bucket, prefix="p1", io_prefix="myio")

@@ -233,7 +233,8 @@ def test_cleanup_stores_no_output_and_removes_the_stored_outputs(s3, bucket, mak
     location, instance = make_location(bucket), DagsterInstance.ephemeral()
     run_graph(location, uci_dir, selection="*train_csv", instance=instance)
     outputs_root = location.outputs_root()
-    s3.put_object(Bucket=bucket, Key=f"{outputs_root}train/data.parquet", Body=b"x")  # as the IO manager stores
+    planted = f"{outputs_root}train/v00000000000000000001-0123abcd/data.parquet"  # as the IO manager names one
+    s3.put_object(Bucket=bucket, Key=planted, Body=b"x")
     s3.put_object(Bucket=bucket, Key="dagster-io/other_prefix/train/data.parquet", Body=b"x")  # another prefix's
     before = keys_in(s3, bucket)
     stored = {k for k in before if k.startswith(outputs_root)}
@@ -243,7 +244,7 @@ def test_cleanup_stores_no_output_and_removes_the_stored_outputs(s3, bucket, mak
     assert keys_in(s3, bucket) == before
     meta = op_metadata(dry)
     assert meta["dry_run"] is True and meta["stored_output_objects"] == len(stored)
-    assert f"{outputs_root}train/data.parquet" in meta["stored_output_keys"]
+    assert planted in meta["stored_output_keys"]
 
     kept = run_cleanup(location, instance=instance, dry_run=False, keep_outputs=True)
     after_kept = keys_in(s3, bucket)

@@ -97,6 +97,7 @@ class CleanupReport:
     stopped: str = ""  # why the cleanup stopped deleting (its lease lapsed), escaped text
     stopped_listing: bool = False  # the stop came before the roots were all listed
     not_sent: list[str] = field(default_factory=list)  # targets listed but not sent once stopped
+    held_back: int = 0  # listed targets held back (`foreign`: True, InFolders) and never sent, the listing interrupted
     refused: str = ""  # why the cleanup refused to go on (a key that is not its own), escaped text
 
     @property
@@ -418,7 +419,9 @@ def clean(client: Any, bucket: str, roots: list[str], *, dry_run: bool, delete_v
             if not sent or isinstance(error, OutsidePrefixError):
                 raise
             report.interrupted = str(error)  # some deletes went: say which, and that the listing stopped
-            report.not_sent += [t.label() for t in held + waiting.release("")]
+            unsent = [t.label() for t in held + waiting.release("")]
+            report.not_sent += unsent
+            report.held_back = len(unsent)
         finally:
             results = [future.result() for future in sent]  # what was sent is waited for, and reported
             report.versioning = versioning.result()
@@ -478,8 +481,11 @@ def failure_message(report: CleanupReport, shown: int = 10) -> str:
                          + "; ".join(printable(label) for label in report.not_sent[:shown])
                          + (f" and {len(report.not_sent) - shown} more" if len(report.not_sent) > shown else ""))
     if report.interrupted:
-        parts.append(f"listing the prefix failed after {len(report.targets)} listed object(s) had been sent for "
-                     f"deletion; the rest were not listed, so not deleted: {report.interrupted}")
+        held = f"; {report.held_back} listed object(s) were held back (they may have been another configuration's) " \
+               "and not sent" if report.held_back else ""
+        parts.append(f"listing the prefix failed after {len(report.targets) - len(report.not_sent)} listed object(s) "
+                     f"had been sent for deletion{held}; the rest were not listed, so not deleted: "
+                     f"{report.interrupted}")
     if report.unconfirmed:
         parts.append("the server accepted the other deletes, but listing the prefix afterwards to confirm them "
                      f"failed: {report.unconfirmed}")

@@ -23,7 +23,7 @@ from dagster import (
 from pydantic import Field
 
 from s3_assets.dagster_internals import AssetCheckEvaluationTargetMaterializationData  # not public in 1.13
-from s3_assets.defs.io_manager import recorded_materialization
+from s3_assets.defs.io_manager import OP_OUTPUTS, recorded_materialization
 from s3_assets.defs.maintenance.checks import (
     COPY_CHECKS_OF_S3,
     LISTING_IS_CURRENT,
@@ -44,6 +44,7 @@ from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, overlap_form
 from s3_assets.lib.server_keys import stored_segments
 from s3_assets.lib.source import UCI_TABLES
 from s3_assets.lib.text import printable
+from s3_assets.per_file import assets as per_file  # the module, not its asset: dg would load it as this module's
 from s3_assets.per_file.retention import remove_file_partitions
 
 SHOWN_KEYS = 50
@@ -92,11 +93,62 @@ def copies_folder(rest: str) -> str | None:
     return None
 
 
-def nested_configuration(rest: str) -> str | None:
-    """The folder below a cleaned data prefix that `rest` shows to be another configuration's
-    data prefix (`copies_folder`, at least one level down); None for the prefix's own copies
-    (`raw/train.csv`) and any other key."""
-    return copies_folder(rest) or None
+# What this configuration's IO manager writes under its outputs root (and what older releases
+# wrote there), by name: every other key there is another configuration's (`own_output`).
+_FOLDERS = tuple(tuple(stored_values.key_segment(part) for part in key.path) for key in STORED_VALUE_ASSETS)
+_PARTITIONED_FOLDERS = (tuple(stored_values.key_segment(part) for part in per_file.file_frame.key.path),)
+# A file_frame partition: a data file's key, `.csv` as the sensor picks it (any case), one segment
+# (`partition_key` then `key_segment`; older releases: `partition_key` only), or `~<sha256>` when
+# over SEGMENT_MAX_BYTES. No asset name ends so (a nested configuration's `<asset>/` is no partition).
+_PARTITION = re.compile(r"[^/]+\.(?i:" + "|".join(map(re.escape, per_file.EXTENSIONS)) + r")|~[0-9a-f]{64}")
+# A version folder's objects: `manifest.json` and `frame_file` names (`<key segment>.parquet`;
+# format 1 wrote `part-NNNN.parquet`, the same shape); version folders are flat.
+_VERSION_FILE = re.compile(r"manifest\.json|[A-Za-z0-9_%-][A-Za-z0-9_.%-]*\.parquet")
+_NAME = r"[A-Za-z0-9_]+"  # Dagster's names (ops, outputs, mapping keys)
+_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # make_new_run_id: uuid4
+_STEP_KEY = re.compile(rf"{_NAME}(?:\.{_NAME})*(?:%5B{_NAME}%5D)?")  # `graph.op[mapping]`, key_segment'ed
+_OLD_STEP_KEY = re.compile(rf"{_NAME}(?:\.{_NAME})*(?:\[{_NAME}\])?")  # as UPathIOManager wrote it
+_OUTPUT_NAME = re.compile(_NAME)
+OLD_OP_OUTPUTS = "storage"  # UPathIOManager's op outputs (format 1): `storage/<run id>/<step>/<output>/`
+# An older release's lock notes (`<outputs root>/.locks/`, docs/UPGRADING.md), exactly as it named them.
+_OLD_LOCK_NOTE = re.compile(r"\.locks/(?:cleanup\.json|writers/[^/]+/[^/]+-[0-9]+-[0-9a-f]{8}\.json)")
+
+
+def _value_part(parts: list[str]) -> bool:
+    """Whether `parts` (below a value's folder) name part of a stored value: its pointer
+    `manifest.json`, or an object directly in a version folder."""
+    return parts == [stored_values.MANIFEST] or (
+        len(parts) == 2 and stored_values.VERSION.fullmatch(parts[0]) is not None
+        and _VERSION_FILE.fullmatch(parts[1]) is not None)
+
+
+def own_output(rest: str) -> bool:
+    """Whether the key `<outputs root>rest` has a name this configuration's IO manager writes
+    (or an older release wrote) under its outputs root, decided by name alone:
+
+    - `<asset>/manifest.json`, `<asset>/<version>/<file>` for the assets it stores
+      (`STORED_VALUE_ASSETS`), `file_frame/<partition>/…` likewise (a `.csv` partition);
+    - op outputs `.op-outputs/<run id>/<step>/<output>/…` (Dagster's run ids are UUIDs, step and
+      output names Dagster names), and format 1's `storage/<run id>/<step>/<output>/…`;
+    - an older release's lock notes `.locks/cleanup.json`, `.locks/writers/<run>/<host>-<pid>-<8 hex>.json`.
+
+    Each segment is checked, so a nested configuration's outputs (`<q>/<asset>/…`, with its
+    IO prefix at this outputs root or deeper) have other names: `<q>` is no asset this one
+    stores, `file_frame/<asset>/…` no `.csv` partition, a version folder holds no folder."""
+    parts = rest.split("/")
+    if _OLD_LOCK_NOTE.fullmatch(rest):
+        return True
+    for folder in _FOLDERS:
+        if tuple(parts[:len(folder)]) == folder and _value_part(parts[len(folder):]):
+            return True
+    for folder in _PARTITIONED_FOLDERS:
+        if (tuple(parts[:len(folder)]) == folder and len(parts) > len(folder)
+                and _PARTITION.fullmatch(parts[len(folder)]) and _value_part(parts[len(folder) + 1:])):
+            return True
+    if len(parts) > 4 and _RUN_ID.fullmatch(parts[1]) and _OUTPUT_NAME.fullmatch(parts[3]):
+        step = _STEP_KEY if parts[0] == OP_OUTPUTS else _OLD_STEP_KEY if parts[0] == OLD_OP_OUTPUTS else None
+        return step is not None and step.fullmatch(parts[2]) is not None and _value_part(parts[4:])
+    return False
 
 
 def _is_lock_note(rest: str) -> bool:
@@ -108,20 +160,40 @@ def _is_lock_note(rest: str) -> bool:
                                   for a, b in zip(folded, folded[1:], strict=False))
 
 
-def not_its_own(s3_prefix: S3Prefix, outputs_root: str) -> Foreign:
+def not_its_own(s3_prefix: S3Prefix, outputs_root: str, delete_versions: bool = False) -> Foreign:
     """`clean`'s `foreign`: what, under the cleaned roots, belongs to another configuration,
-    recognised by name (no request), outside this configuration's own stored outputs:
+    recognised by name (no request).
+
+    Under the data prefix:
 
     - another configuration's S3 copies (`<prefix>/<sub…>/raw/train.csv`: its S3_ASSETS_PREFIX
-      lies inside this one; `nested_configuration`) or lock notes: refused, naming its prefix
+      lies inside this one; `copies_folder` at least one level down) or lock notes: refused, naming its prefix
       and how to clean it. A key in a sub-folder may be such a configuration's (`<sub>/x.csv`
       lists before `<sub>/raw/train.csv`): held back (`InFolders`) until the listing has left
       every folder holding it, or `clean` has listed such a folder's `raw/` and found no copy;
     - an object of a stored value's version folder: another configuration's stored output (its
       IO prefix lies in this data prefix, whatever this configuration's IO prefix is): refused,
       naming it. A `manifest.json` may be such a value's pointer (it lists before its version
-      folders): held back until the whole listing passed."""
+      folders): held back until the whole listing passed.
+
+    Under its own outputs root every key is decided by name (`own_output`): one of the layout
+    this configuration's IO manager writes (or an older release wrote) is its own, any other is
+    refused, naming it: most likely another configuration's stored outputs, whose
+    S3_ASSETS_IO_PREFIX lies in this outputs folder (`myio/p1/q/…` for A's `myio/p1/`). Another
+    configuration's S3 copies there are refused naming its prefix. Keys of its own layout still
+    wait (`InFolders`, the outputs root itself included) until the listing has left their folders
+    or a probe of a folder's `raw/` found no copy: a nested configuration's *data* prefix may be
+    the outputs root or one of its folders (`myio/p1/train`, with a data file named
+    `manifest.json` listed before its `raw/` copies), and its data keys may be named like this
+    configuration's outputs; only the copies, listed later, tell.
+
+    `delete_versions`: this cleanup lists old versions and delete markers too, so the advice for
+    a nested configuration is its own cleanup with `delete_versions: true` (without it that
+    cleanup only adds delete markers, and its old versions keep this one refusing)."""
     data_root = s3_prefix.destructive_root()
+    versions = (" with delete_versions: true, as this cleanup has (it lists old versions and delete markers "
+                "too; without it that cleanup only adds delete markers, and their old versions keep this one "
+                "refusing)") if delete_versions else ""
 
     def foreign(key: str) -> str | bool | InFolders | None:
         if key.startswith(outputs_root):
@@ -129,15 +201,15 @@ def not_its_own(s3_prefix: S3Prefix, outputs_root: str) -> Foreign:
         if not key.startswith(data_root):
             return None  # `clean` refuses any key outside the roots
         rest = key[len(data_root):]
-        nested = nested_configuration(rest)
+        nested = copies_folder(rest) or None  # '' is the prefix's own copies (`raw/train.csv`)
         if nested is not None:
             other = data_root + nested
             # Not repr(): `clean` escapes the whole text once (`printable`), backslashes included.
             return (f"an S3 copy of another configuration's data: its S3_ASSETS_PREFIX {other} lies inside this "
                     f"cleanup's S3_ASSETS_PREFIX {data_root}, and deleting its copies would leave its stored outputs "
                     "and its assets in the catalog pointing at nothing. Clean it with its own cleanup first "
-                    f"(cleanup_job with S3_ASSETS_PREFIX={other} and that configuration's S3_ASSETS_IO_PREFIX: it "
-                    "also removes its stored outputs and marks its assets as gone), then run this cleanup again")
+                    f"(cleanup_job with S3_ASSETS_PREFIX={other} and that configuration's S3_ASSETS_IO_PREFIX{versions}: "
+                    "it also removes its stored outputs and marks its assets as gone), then run this cleanup again")
         if _is_lock_note(rest):
             return (f"a lock note (runs and cleanups exclude each other through it) inside S3_ASSETS_PREFIX "
                     f"{s3_prefix.prefix!r}, not this cleanup's: some configuration's S3_ASSETS_IO_PREFIX lies "
@@ -157,18 +229,27 @@ def not_its_own(s3_prefix: S3Prefix, outputs_root: str) -> Foreign:
         return InFolders(folders, probe=COPIES_FOLDER) if folders else None
 
     def in_outputs(rest: str) -> str | InFolders:
-        """Under its own stored outputs, another configuration's copies (its S3_ASSETS_PREFIX is
-        this one's outputs folder, or lies in it) are refused; every other key waits, like a
-        data key in a folder, the outputs folder itself included: the IO manager writes none
-        of the copies' names there, at any depth."""
+        """Under its own stored outputs: another configuration's copies (its S3_ASSETS_PREFIX is
+        this one's outputs folder, or lies in it) and every key not of this configuration's
+        layout are refused; its own wait like a data key in a folder (see above)."""
         folder = copies_folder(rest)
         if folder is not None:
             other = (outputs_root + folder).rstrip("/")
             return (f"an S3 copy of another configuration's data inside this configuration's stored outputs "
                     f"{outputs_root}: its S3_ASSETS_PREFIX {other} lies in them (S3_ASSETS_IO_PREFIX "
                     f"{s3_prefix.io_prefix} of this one), and this cleanup would delete its copies. Clean it "
-                    f"with its own cleanup first (cleanup_job with S3_ASSETS_PREFIX={other}), or give one of the "
-                    "two configurations another prefix")
+                    f"with its own cleanup first (cleanup_job with S3_ASSETS_PREFIX={other}{versions}), or give "
+                    "one of the two configurations another prefix")
+        if not own_output(rest):
+            return (f"an object inside this configuration's stored outputs {outputs_root} whose name is not a "
+                    "layout this configuration writes there (an asset's stored value, an op output, an older "
+                    "release's lock note): most likely another configuration's stored outputs, whose "
+                    f"S3_ASSETS_IO_PREFIX lies inside this one's outputs folder (this one: S3_ASSETS_PREFIX "
+                    f"{s3_prefix.prefix}, S3_ASSETS_IO_PREFIX {s3_prefix.io_prefix}), and this cleanup would delete "
+                    "them. Clean that configuration with its own cleanup first (cleanup_job with its "
+                    f"S3_ASSETS_PREFIX and S3_ASSETS_IO_PREFIX{versions}) and move its S3_ASSETS_IO_PREFIX out of "
+                    f"{outputs_root}; an object put there by other means: move or delete it yourself; then run "
+                    "this cleanup again (or keep the outputs: keep_outputs: true)")
         return InFolders((outputs_root, *_folders(outputs_root, rest)), probe=COPIES_FOLDER)
     return foreign
 
@@ -311,7 +392,7 @@ def delete_objects_under_prefix(context: OpExecutionContext, config: CleanupConf
         run = run_status(run_id)
         return None if run is None else run.is_finished
 
-    foreign = not_its_own(s3_prefix, outputs_root)
+    foreign = not_its_own(s3_prefix, outputs_root, config.delete_versions)
 
     def run_clean(hold: Hold | None = None) -> tuple[CleanupReport, CleanupError | None]:
         try:
