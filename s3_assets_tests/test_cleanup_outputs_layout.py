@@ -15,8 +15,10 @@ import pytest
 from dagster import AssetKey, DagsterInstance, build_input_context, job, materialize, op
 
 from s3_assets.defs.io_manager import S3ParquetIOManager
+from s3_assets.defs.maintenance.cleanup import own_output
 from s3_assets.defs.resources import S3Prefix
 from s3_assets.lib.file_partitions import partition_key
+from s3_assets.lib.stored_values import key_segment
 from s3_assets.lib.text import printable
 from s3_assets.per_file import file_frame, s3_files
 from s3_assets_tests.fault_proxy import FaultProxy
@@ -25,6 +27,7 @@ from s3_assets_tests.test_cleanup_safety import custom, failure_of, run_cleanup
 from s3_assets_tests.test_listing import put_many
 
 NOT_OURS = "whose name is not a layout this configuration writes there"
+OTHER_RUN = "0f1e2d3c-4b5a-4968-8776-655443322110"
 VERSION = "v00000000000000000001-0123abcd"
 RUN = "5b1d7c3e-2f4a-4e8b-9c6d-1a2b3c4d5e6f"
 SMALL = ["dictionary_text", "data_dictionary", "train"]  # stored values, no copies, checks whole
@@ -142,6 +145,8 @@ def test_its_own_outputs_all_go_and_a_stray_key_is_refused_first(s3, bucket, mak
     f".op-outputs/q/make_frame/result/{VERSION}/data.parquet",  # no run id
     ".locks/writers/x.json",
     "other\\asset/manifest.json",                # `\` (stored as `/` by SeaweedFS)
+    f".op-outputs/{RUN}/make_frame/result/{VERSION}-{OTHER_RUN}/data.parquet",  # another run's version
+    f"storage/{RUN}/make_frame/result/{VERSION}/data.parquet",  # format 1 wrote part-NNNN.parquet only
 ])
 def test_a_stray_key_under_its_outputs_is_refused_by_name(s3, bucket, make_location, stray):
     a = make_location(bucket, prefix="p1", io_prefix="myio")
@@ -189,3 +194,23 @@ def test_a_nested_configuration_in_versions_mode_is_told_to_delete_versions(s3, 
     assert run_cleanup(nested, dry_run=False, delete_versions=True).success
     assert run_cleanup(parent, dry_run=False, delete_versions=True).success
     assert not s3.list_object_versions(Bucket=bucket, Prefix="grp/").get("Versions")
+
+
+@pytest.mark.parametrize("relative", ["a.csv", "raw/b.CSV", "a..csv", ".csv", "x.csv/", "\u00e9 \u00fc.csv", "x%y.csv",
+                                      "deep/" * 60 + "long.csv"])
+def test_every_partition_folder_the_sensor_can_make_is_its_own(relative):
+    """A `file_frame` partition's folder, this release's (`key_segment` of the partition key,
+    hashed when long) and older ones' (the partition key): its own, whatever the file's name
+    (a dot the partition key encodes, upper-case extension, a trailing `/`, non-ASCII)."""
+    for segment in (key_segment(partition_key(relative)), partition_key(relative)):
+        assert own_output(f"file_frame/{segment}/manifest.json"), segment
+        assert own_output(f"file_frame/{segment}/{VERSION}/file_frame.parquet"), segment
+    assert not own_output(f"file_frame/{key_segment(partition_key(relative))}/train/manifest.json")
+
+
+def test_an_op_outputs_version_is_its_own_only_with_its_runs_tag():
+    """Another configuration whose IO prefix is `<this outputs root>/.op-outputs/<a uuid>` writes
+    versions tagged with its own runs: not this configuration's op outputs."""
+    folder = f".op-outputs/{RUN}/make_frame/result"
+    assert own_output(f"{folder}/{VERSION}-{RUN}/result.parquet") and own_output(f"{folder}/{VERSION}/result.parquet")
+    assert not own_output(f"{folder}/{VERSION}-{OTHER_RUN}/result.parquet")

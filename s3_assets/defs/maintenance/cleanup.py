@@ -4,6 +4,7 @@ and nothing else, on demand or weekly. A dry run unless `dry_run: false` is writ
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 from dagster import (
     AssetCheckEvaluation,
@@ -39,6 +40,7 @@ from s3_assets.lib import stored_values
 from s3_assets.lib.changes import state_digest, state_of
 from s3_assets.lib.cleanup import CleanupError, CleanupReport, Foreign, InFolders, clean
 from s3_assets.lib.errors import ConfigError, S3AssetsError
+from s3_assets.lib.file_partitions import partition_key, relative_key
 from s3_assets.lib.listing import list_objects
 from s3_assets.lib.prefix_lock import LOCKS_FOLDER, Hold, overlap_form
 from s3_assets.lib.server_keys import stored_segments
@@ -97,13 +99,13 @@ def copies_folder(rest: str) -> str | None:
 # wrote there), by name: every other key there is another configuration's (`own_output`).
 _FOLDERS = tuple(tuple(stored_values.key_segment(part) for part in key.path) for key in STORED_VALUE_ASSETS)
 _PARTITIONED_FOLDERS = (tuple(stored_values.key_segment(part) for part in per_file.file_frame.key.path),)
-# A file_frame partition: a data file's key, `.csv` as the sensor picks it (any case), one segment
-# (`partition_key` then `key_segment`; older releases: `partition_key` only), or `~<sha256>` when
-# over SEGMENT_MAX_BYTES. No asset name ends so (a nested configuration's `<asset>/` is no partition).
-_PARTITION = re.compile(r"[^/]+\.(?i:" + "|".join(map(re.escape, per_file.EXTENSIONS)) + r")|~[0-9a-f]{64}")
+# A file_frame partition's folder is `key_segment(partition_key(<data file key>))` (older
+# releases: `partition_key` only), or `~<sha256>` when over SEGMENT_MAX_BYTES (`_is_partition`).
+_HASHED_SEGMENT = re.compile(r"~[0-9a-f]{64}")
 # A version folder's objects: `manifest.json` and `frame_file` names (`<key segment>.parquet`;
 # format 1 wrote `part-NNNN.parquet`, the same shape); version folders are flat.
 _VERSION_FILE = re.compile(r"manifest\.json|[A-Za-z0-9_%-][A-Za-z0-9_.%-]*\.parquet")
+_FORMAT_1_FILE = re.compile(r"part-[0-9]{4}\.parquet")
 _NAME = r"[A-Za-z0-9_]+"  # Dagster's names (ops, outputs, mapping keys)
 _RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # make_new_run_id: uuid4
 _STEP_KEY = re.compile(rf"{_NAME}(?:\.{_NAME})*(?:%5B{_NAME}%5D)?")  # `graph.op[mapping]`, key_segment'ed
@@ -114,12 +116,29 @@ OLD_OP_OUTPUTS = "storage"  # UPathIOManager's op outputs (format 1): `storage/<
 _OLD_LOCK_NOTE = re.compile(r"\.locks/(?:cleanup\.json|writers/[^/]+/[^/]+-[0-9]+-[0-9a-f]{8}\.json)")
 
 
-def _value_part(parts: list[str]) -> bool:
+def _value_part(parts: list[str], runs: tuple[str | None, ...] = ()) -> bool:
     """Whether `parts` (below a value's folder) name part of a stored value: its pointer
-    `manifest.json`, or an object directly in a version folder."""
+    `manifest.json`, or an object directly in a version folder; `runs`, if given, the run tags
+    the version's name may carry (an op output's version is tagged with its own run, or none)."""
     return parts == [stored_values.MANIFEST] or (
         len(parts) == 2 and stored_values.VERSION.fullmatch(parts[0]) is not None
+        and (not runs or stored_values.version_run(parts[0]) in runs)
         and _VERSION_FILE.fullmatch(parts[1]) is not None)
+
+
+def _is_partition(segment: str) -> bool:
+    """Whether `segment` is the folder of a `file_frame` partition: the encoding of a data file's
+    key that the per-file sensor picks (its name's extension one of `EXTENSIONS`, as the listing
+    reads it), decoded and encoded again to the same text; or a hashed long one."""
+    if _HASHED_SEGMENT.fullmatch(segment):
+        return True
+    for partition in {unquote(segment), segment}:  # key_segment'ed (this release) or not (older ones)
+        relative = relative_key(partition)
+        name = relative.rstrip("/").rpartition("/")[2]
+        if ("." in name and name.rpartition(".")[2].lower() in per_file.EXTENSIONS
+                and segment in (stored_values.key_segment(partition_key(relative)), partition_key(relative))):
+            return True
+    return False
 
 
 def own_output(rest: str) -> bool:
@@ -127,14 +146,15 @@ def own_output(rest: str) -> bool:
     (or an older release wrote) under its outputs root, decided by name alone:
 
     - `<asset>/manifest.json`, `<asset>/<version>/<file>` for the assets it stores
-      (`STORED_VALUE_ASSETS`), `file_frame/<partition>/…` likewise (a `.csv` partition);
+      (`STORED_VALUE_ASSETS`), `file_frame/<partition>/…` likewise (`_is_partition`);
     - op outputs `.op-outputs/<run id>/<step>/<output>/…` (Dagster's run ids are UUIDs, step and
       output names Dagster names), and format 1's `storage/<run id>/<step>/<output>/…`;
     - an older release's lock notes `.locks/cleanup.json`, `.locks/writers/<run>/<host>-<pid>-<8 hex>.json`.
 
     Each segment is checked, so a nested configuration's outputs (`<q>/<asset>/…`, with its
     IO prefix at this outputs root or deeper) have other names: `<q>` is no asset this one
-    stores, `file_frame/<asset>/…` no `.csv` partition, a version folder holds no folder."""
+    stores, `file_frame/<asset>/…` no partition the sensor makes, a version folder holds no
+    folder, an op output's version carries its own run's tag."""
     parts = rest.split("/")
     if _OLD_LOCK_NOTE.fullmatch(rest):
         return True
@@ -143,11 +163,15 @@ def own_output(rest: str) -> bool:
             return True
     for folder in _PARTITIONED_FOLDERS:
         if (tuple(parts[:len(folder)]) == folder and len(parts) > len(folder)
-                and _PARTITION.fullmatch(parts[len(folder)]) and _value_part(parts[len(folder) + 1:])):
+                and _is_partition(parts[len(folder)]) and _value_part(parts[len(folder) + 1:])):
             return True
     if len(parts) > 4 and _RUN_ID.fullmatch(parts[1]) and _OUTPUT_NAME.fullmatch(parts[3]):
-        step = _STEP_KEY if parts[0] == OP_OUTPUTS else _OLD_STEP_KEY if parts[0] == OLD_OP_OUTPUTS else None
-        return step is not None and step.fullmatch(parts[2]) is not None and _value_part(parts[4:])
+        if parts[0] == OP_OUTPUTS:  # a version tagged with the folder's own run (untagged: older releases)
+            return (_STEP_KEY.fullmatch(parts[2]) is not None
+                    and _value_part(parts[4:], (None, stored_values.run_tag(parts[1]))))
+        if parts[0] == OLD_OP_OUTPUTS:  # format 1 exactly: untagged versions of `part-NNNN.parquet`
+            return (_OLD_STEP_KEY.fullmatch(parts[2]) is not None and (parts[4:] == [stored_values.MANIFEST] or (
+                _value_part(parts[4:], (None,)) and _FORMAT_1_FILE.fullmatch(parts[5]) is not None)))
     return False
 
 
