@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, build_input_context, job, materialize, op
+from dagster import AssetKey, DagsterInstance, build_input_context, materialize
 
 from s3_assets.defs.io_manager import S3ParquetIOManager
 from s3_assets.defs.maintenance.cleanup import own_output
@@ -25,6 +25,7 @@ from s3_assets_tests.fault_proxy import FaultProxy
 from s3_assets_tests.test_cleanup import keys_in
 from s3_assets_tests.test_cleanup_safety import custom, failure_of, run_cleanup
 from s3_assets_tests.test_listing import put_many
+from s3_assets_tests.test_stored_outputs import two_ops  # its op outputs: `.op-outputs/<run>/make_frame/result/`
 
 NOT_OURS = "whose name is not a layout this configuration writes there"
 OTHER_RUN = "0f1e2d3c-4b5a-4968-8776-655443322110"
@@ -79,21 +80,6 @@ def test_another_configurations_stored_outputs_inside_this_ones_are_refused(
     assert run_cleanup(b, instance=instance, dry_run=False).success
     assert run_cleanup(a, instance=instance, dry_run=False).success
     assert not under(keys_in(s3, bucket), "myio/")
-
-
-@op
-def make_frame() -> pd.DataFrame:
-    return pd.DataFrame({"a": [1, 2, 3]})
-
-
-@op
-def total(frame: pd.DataFrame) -> int:
-    return int(frame["a"].sum())
-
-
-@job
-def two_ops():
-    total(make_frame())
 
 
 def test_its_own_outputs_all_go_and_a_stray_key_is_refused_first(s3, bucket, make_location, run_graph, uci_dir):
